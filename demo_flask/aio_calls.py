@@ -1,0 +1,125 @@
+"""The demo's work written once with async clients (aiohttp, redis.asyncio).
+
+Every async mode runs these coroutines; the modes differ only in which loop
+runs them and how long the clients live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+import redis.asyncio as aredis
+
+from .catalog import BILLING_KEY, DOG_NAMES_KEY, TRACK_CHANNEL_PREFIX
+from .models import TERMINAL_STATUSES, DelayResult, DogResult, TrackEvent, decode_position
+
+__all__ = ("billing", "fan_out", "fetch_dog", "publish", "track")
+
+_SUBSCRIBE_TIMEOUT = 5.0
+
+
+async def fetch_dog(
+    http: aiohttp.ClientSession, client: aredis.Redis, upstream: str, latency_ms: int
+) -> DogResult:
+    """Fetch a picture, then look its name up and bill it (both Redis calls at once)."""
+    async with http.get(f"{upstream}/dog", params={"latency": str(latency_ms)}) as response:
+        response.raise_for_status()
+        image = await response.read()
+        filename = response.headers["X-Filename"]
+    name, billed = await asyncio.gather(
+        client.hget(DOG_NAMES_KEY, filename), client.incr(BILLING_KEY)
+    )
+    return DogResult(image, filename, _text(name) or "Unknown", int(billed))
+
+
+async def fan_out(
+    http: aiohttp.ClientSession, upstream: str, seconds: float, n: int
+) -> DelayResult:
+    """Make ``n`` concurrent calls to the upstream's slow endpoint."""
+
+    async def one() -> None:
+        async with http.get(f"{upstream}/delay", params={"seconds": str(seconds)}) as response:
+            response.raise_for_status()
+            await response.read()
+
+    started = time.perf_counter()
+    async with asyncio.TaskGroup() as group:
+        for _ in range(n):
+            group.create_task(one())
+    return DelayResult(n, seconds, time.perf_counter() - started)
+
+
+async def billing(client: aredis.Redis) -> int:
+    """The number of ``/dog`` requests billed so far."""
+    return int(await client.get(BILLING_KEY) or 0)
+
+
+async def publish(client: aredis.Redis, position: dict[str, Any]) -> int:
+    """Publish a position on its order's channel; returns the number of listeners."""
+    channel = TRACK_CHANNEL_PREFIX + str(position["order_id"])
+    return int(await client.publish(channel, json.dumps(position, sort_keys=True)))
+
+
+async def track(
+    client: aredis.Redis,
+    order_id: str,
+    *,
+    max_seconds: float,
+    heartbeat: float,
+    stopping: Callable[[], bool] = lambda: False,
+) -> AsyncIterator[TrackEvent]:
+    """Stream an order's positions from Redis pub/sub.
+
+    Yields ``subscribed`` once the subscription is confirmed, then each
+    ``position``, a ``heartbeat`` whenever ``heartbeat`` seconds pass without
+    one, and a final ``end`` on a terminal status, after ``max_seconds`` or
+    when ``stopping()`` turns true. Closing the generator early (the client
+    went away) releases the subscription too.
+    """
+    pubsub = client.pubsub()
+    try:
+        await pubsub.subscribe(TRACK_CHANNEL_PREFIX + order_id)
+        await _confirmed(pubsub)
+        yield TrackEvent("subscribed", {"order_id": order_id})
+        deadline = time.monotonic() + max_seconds
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                yield TrackEvent("end", {"order_id": order_id, "reason": "max-duration"})
+                return
+            if stopping():
+                yield TrackEvent("end", {"order_id": order_id, "reason": "shutdown"})
+                return
+            message = await pubsub.get_message(
+                ignore_subscribe_messages=True, timeout=min(heartbeat, remaining)
+            )
+            if message is None:
+                yield TrackEvent("heartbeat")
+                continue
+            position = decode_position(message["data"])
+            if position is None:
+                continue
+            yield TrackEvent("position", position)
+            if position.get("status") in TERMINAL_STATUSES:
+                yield TrackEvent("end", {"order_id": order_id, "reason": position["status"]})
+                return
+    finally:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+async def _confirmed(pubsub: aredis.client.PubSub) -> None:
+    deadline = time.monotonic() + _SUBSCRIBE_TIMEOUT
+    while (remaining := deadline - time.monotonic()) > 0:
+        message = await pubsub.get_message(timeout=remaining)
+        if message is not None and message["type"] == "subscribe":
+            return
+    raise TimeoutError(f"Redis did not confirm the subscription within {_SUBSCRIBE_TIMEOUT}s")
+
+
+def _text(value: str | bytes | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value

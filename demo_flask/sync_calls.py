@@ -1,0 +1,110 @@
+"""The demo's work written with blocking clients (requests, redis-py).
+
+Used by the ``sync`` mode for everything, and by ``flask-async`` for the
+``/track`` stream (an asgiref-wrapped view cannot keep a loop alive across
+the chunks of a streamed response).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import redis
+import requests
+
+from .catalog import BILLING_KEY, DOG_NAMES_KEY, TRACK_CHANNEL_PREFIX
+from .models import TERMINAL_STATUSES, DelayResult, DogResult, TrackEvent, decode_position
+
+__all__ = ("billing", "fan_out", "fetch_dog", "publish", "track")
+
+_SUBSCRIBE_TIMEOUT = 5.0
+
+
+def fetch_dog(
+    http: requests.Session, client: redis.Redis, upstream: str, latency_ms: int, timeout: float
+) -> DogResult:
+    """Fetch a picture, then look its name up and bill it in one Redis round trip."""
+    response = http.get(f"{upstream}/dog", params={"latency": latency_ms}, timeout=timeout)
+    response.raise_for_status()
+    filename = response.headers["X-Filename"]
+    pipe = client.pipeline(transaction=False)
+    pipe.hget(DOG_NAMES_KEY, filename)
+    pipe.incr(BILLING_KEY)
+    name, billed = pipe.execute()
+    if isinstance(name, bytes):
+        name = name.decode()
+    return DogResult(response.content, filename, name or "Unknown", int(billed))
+
+
+def fan_out(
+    http: requests.Session, upstream: str, seconds: float, n: int, timeout: float
+) -> DelayResult:
+    """Make ``n`` calls to the upstream's slow endpoint, one after the other."""
+    started = time.perf_counter()
+    for _ in range(n):
+        response = http.get(f"{upstream}/delay", params={"seconds": seconds}, timeout=timeout)
+        response.raise_for_status()
+    return DelayResult(n, seconds, time.perf_counter() - started)
+
+
+def billing(client: redis.Redis) -> int:
+    """The number of ``/dog`` requests billed so far."""
+    return int(client.get(BILLING_KEY) or 0)
+
+
+def publish(client: redis.Redis, position: dict[str, Any]) -> int:
+    """Publish a position on its order's channel; returns the number of listeners."""
+    channel = TRACK_CHANNEL_PREFIX + str(position["order_id"])
+    return int(client.publish(channel, json.dumps(position, sort_keys=True)))
+
+
+def track(
+    client: redis.Redis,
+    order_id: str,
+    *,
+    max_seconds: float,
+    heartbeat: float,
+    stopping: Callable[[], bool] = lambda: False,
+) -> Iterator[TrackEvent]:
+    """Stream an order's positions from Redis pub/sub (see ``aio_calls.track``)."""
+    pubsub = client.pubsub()  # type: ignore[no-untyped-call]
+    try:
+        pubsub.subscribe(TRACK_CHANNEL_PREFIX + order_id)
+        _confirmed(pubsub)
+        yield TrackEvent("subscribed", {"order_id": order_id})
+        deadline = time.monotonic() + max_seconds
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                yield TrackEvent("end", {"order_id": order_id, "reason": "max-duration"})
+                return
+            if stopping():
+                yield TrackEvent("end", {"order_id": order_id, "reason": "shutdown"})
+                return
+            message = pubsub.get_message(
+                ignore_subscribe_messages=True, timeout=min(heartbeat, remaining)
+            )
+            if message is None:
+                yield TrackEvent("heartbeat")
+                continue
+            position = decode_position(message["data"])
+            if position is None:
+                continue
+            yield TrackEvent("position", position)
+            if position.get("status") in TERMINAL_STATUSES:
+                yield TrackEvent("end", {"order_id": order_id, "reason": position["status"]})
+                return
+    finally:
+        pubsub.close()
+
+
+def _confirmed(pubsub: redis.client.PubSub) -> None:
+    deadline = time.monotonic() + _SUBSCRIBE_TIMEOUT
+    while (remaining := deadline - time.monotonic()) > 0:
+        message = pubsub.get_message(timeout=remaining)
+        if message is not None and message["type"] == "subscribe":
+            return
+    raise TimeoutError(f"Redis did not confirm the subscription within {_SUBSCRIBE_TIMEOUT}s")
