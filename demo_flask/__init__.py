@@ -1,0 +1,111 @@
+"""Canines as a Service: the aiobridge demo, a Flask app served by gunicorn.
+
+Per request it fetches a dog picture from the upstream dog service, looks the
+dog's name up and bills the request in Redis. The same routes run in five
+modes (``sync``, ``embedded``, ``embedded-thread``, ``flask-async``,
+``bridge``), chosen by ``CAAS_MODE``; see :mod:`demo_flask.modes`.
+
+Configuration (``create_app(config)`` wins over the environment):
+
+- ``CAAS_MODE``: one of :data:`MODES` (env ``CAAS_MODE``, default ``bridge``).
+- ``UPSTREAM_URL``: the dog service (env ``UPSTREAM_URL``, default
+  ``http://127.0.0.1:8081``). Never taken from a request.
+- ``REDIS_URL``: env ``REDIS_URL``, default ``redis://127.0.0.1:6379/0``.
+- ``CAAS_HTTP_TIMEOUT``: seconds for one upstream call (default 35).
+- ``CAAS_SSE_MAX_SECONDS``: longest a ``/track`` stream stays open (default 300).
+- ``CAAS_SSE_HEARTBEAT``: seconds of silence before a keep-alive comment,
+  which is also how a gone client is noticed (default 15).
+- ``AIOBRIDGE_*``: the bridge mode's extension settings
+  (see :class:`aiobridge.flask.AioBridge`).
+
+Example::
+
+    app = create_app({"CAAS_MODE": "bridge", "REDIS_URL": "redis://127.0.0.1:6379/0"})
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from .errors import register_error_handlers
+from .models import Settings
+from .modes import EmbeddedMode, EmbeddedThreadMode, FlaskAsyncMode, Mode, SyncMode
+from .views import EXTENSION_KEY, create_blueprint
+
+__all__ = ("MODES", "create_app", "shutdown")
+
+#: Every mode's name, in the order the benchmarks show them.
+MODES = ("sync", "embedded", "embedded-thread", "flask-async", "bridge")
+
+
+def _defaults() -> dict[str, Any]:
+    return {
+        "CAAS_MODE": os.environ.get("CAAS_MODE", "bridge"),
+        "UPSTREAM_URL": os.environ.get("UPSTREAM_URL", "http://127.0.0.1:8081"),
+        "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        "CAAS_HTTP_TIMEOUT": 35.0,
+        "CAAS_SSE_MAX_SECONDS": 300.0,
+        "CAAS_SSE_HEARTBEAT": 15.0,
+        # Above the longest /delay (30 s) so the upstream's own timeout answers first.
+        "AIOBRIDGE_TIMEOUT": 40.0,
+    }
+
+
+def _settings(app: Flask) -> Settings:
+    upstream = str(app.config["UPSTREAM_URL"]).rstrip("/")
+    if not upstream.startswith(("http://", "https://")):
+        raise ValueError(f"UPSTREAM_URL must be an http(s) URL, got {upstream!r}")
+    return Settings(
+        upstream_url=upstream,
+        redis_url=str(app.config["REDIS_URL"]),
+        http_timeout=float(app.config["CAAS_HTTP_TIMEOUT"]),
+        sse_max_seconds=float(app.config["CAAS_SSE_MAX_SECONDS"]),
+        sse_heartbeat=float(app.config["CAAS_SSE_HEARTBEAT"]),
+    )
+
+
+def _make_mode(name: str, app: Flask, settings: Settings) -> Mode:
+    if name == "bridge":
+        from .bridge_mode import BridgeMode
+
+        return BridgeMode(app, settings)
+    blocking: dict[str, type[Mode]] = {
+        "sync": SyncMode,
+        "embedded": EmbeddedMode,
+        "embedded-thread": EmbeddedThreadMode,
+        "flask-async": FlaskAsyncMode,
+    }
+    if name not in blocking:
+        raise ValueError(f"CAAS_MODE must be one of {', '.join(MODES)}, got {name!r}")
+    return blocking[name](settings)
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the demo app; nothing connects or starts a loop until a request.
+
+    Args:
+        config: overrides of the settings listed in this module's docstring.
+
+    Raises:
+        ValueError: an unknown mode or a malformed ``UPSTREAM_URL``.
+    """
+    app = Flask(__name__)
+    app.config.from_mapping(_defaults())
+    if config:
+        app.config.from_mapping(config)
+    mode = _make_mode(str(app.config["CAAS_MODE"]), app, _settings(app))
+    app.extensions[EXTENSION_KEY] = mode
+    register_error_handlers(app)
+    app.register_blueprint(create_blueprint(mode.is_async))
+    return app
+
+
+def shutdown(app: Flask) -> None:
+    """Release what the app's mode holds (clients, loops, the bridge). Idempotent."""
+    mode: Mode | None = app.extensions.get(EXTENSION_KEY)
+    if mode is not None:
+        mode.close()

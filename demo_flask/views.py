@@ -1,0 +1,134 @@
+"""The demo's routes, as one blueprint per kind of mode.
+
+Blocking modes get plain ``def`` views, async modes the same views written
+``async def``; both validate input identically and build identical responses.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from flask.typing import ResponseReturnValue
+
+from . import params
+from .models import DelayResult, DogResult
+from .modes import AsyncMode, BlockingMode, Mode
+
+__all__ = ("EXTENSION_KEY", "create_blueprint", "current_mode")
+
+EXTENSION_KEY = "caas"
+
+
+def current_mode() -> Mode:
+    """The mode of the app handling the current request."""
+    return cast(Mode, current_app.extensions[EXTENSION_KEY])
+
+
+def _latency() -> int:
+    return params.bounded_int(request.args, "latency", 0, params.MAX_LATENCY_MS, 0)
+
+
+def _fan_out() -> tuple[float, int]:
+    seconds = params.bounded_float(request.args, "seconds", 0, params.MAX_DELAY_SECONDS, 1.0)
+    n = params.bounded_int(request.args, "n", 1, params.MAX_FANOUT, 3)
+    return seconds, n
+
+
+def _position(order_id: str) -> dict[str, Any]:
+    order = params.order_id(order_id)
+    return params.position(request.get_json(silent=True), order)
+
+
+def _dog_response(result: DogResult) -> Response:
+    return Response(
+        result.image,
+        mimetype="image/jpeg",
+        headers={"X-Filename": result.filename, "X-Dog-Name": result.name},
+    )
+
+
+def _delay_response(result: DelayResult) -> Response:
+    return jsonify(result.as_json())
+
+
+def _stats(mode: Mode, billed: int) -> Response:
+    return jsonify({"mode": mode.name, "billing": {"dog": billed}, **mode.stats()})
+
+
+def health() -> ResponseReturnValue:
+    """Liveness: the app is up (it does not call Redis or the upstream)."""
+    return jsonify({"status": "ok", "mode": current_mode().name})
+
+
+def track(order_id: str) -> ResponseReturnValue:
+    """Server-sent events of the order's positions until a terminal status."""
+    return current_mode().track_response(params.order_id(order_id))
+
+
+def dog() -> ResponseReturnValue:
+    """A dog picture with its name in ``X-Dog-Name``; the request is billed."""
+    mode = cast(BlockingMode, current_mode())
+    return _dog_response(mode.dog(_latency()))
+
+
+def delay() -> ResponseReturnValue:
+    """``n`` calls to the upstream's slow endpoint."""
+    mode = cast(BlockingMode, current_mode())
+    return _delay_response(mode.delay(*_fan_out()))
+
+
+def publish(order_id: str) -> ResponseReturnValue:
+    """Publish a position (JSON ``{"lat", "lon", "status"}``) for an order."""
+    mode = cast(BlockingMode, current_mode())
+    listeners = mode.publish(_position(order_id))
+    return jsonify({"published": True, "listeners": listeners}), 202
+
+
+def stats() -> ResponseReturnValue:
+    """Billing counters and the mode's own figures (bridge stats in bridge mode)."""
+    mode = cast(BlockingMode, current_mode())
+    return _stats(mode, mode.billing())
+
+
+async def dog_async() -> ResponseReturnValue:
+    """A dog picture with its name in ``X-Dog-Name``; the request is billed."""
+    mode = cast(AsyncMode, current_mode())
+    return _dog_response(await mode.dog(_latency()))
+
+
+async def delay_async() -> ResponseReturnValue:
+    """``n`` concurrent calls to the upstream's slow endpoint."""
+    mode = cast(AsyncMode, current_mode())
+    return _delay_response(await mode.delay(*_fan_out()))
+
+
+async def publish_async(order_id: str) -> ResponseReturnValue:
+    """Publish a position (JSON ``{"lat", "lon", "status"}``) for an order."""
+    mode = cast(AsyncMode, current_mode())
+    listeners = await mode.publish(_position(order_id))
+    return jsonify({"published": True, "listeners": listeners}), 202
+
+
+async def stats_async() -> ResponseReturnValue:
+    """Billing counters and the mode's own figures (bridge stats in bridge mode)."""
+    mode = cast(AsyncMode, current_mode())
+    return _stats(mode, await mode.billing())
+
+
+def create_blueprint(is_async: bool) -> Blueprint:
+    """The demo's routes, with ``async def`` views when ``is_async``."""
+    bp = Blueprint("caas", __name__)
+    bp.add_url_rule("/health", "health", health)
+    bp.add_url_rule("/track/<order_id>", "track", track, methods=["GET"])
+    if is_async:
+        bp.add_url_rule("/dog", "dog", dog_async)
+        bp.add_url_rule("/delay", "delay", delay_async)
+        bp.add_url_rule("/track/<order_id>", "publish", publish_async, methods=["POST"])
+        bp.add_url_rule("/stats", "stats", stats_async)
+    else:
+        bp.add_url_rule("/dog", "dog", dog)
+        bp.add_url_rule("/delay", "delay", delay)
+        bp.add_url_rule("/track/<order_id>", "publish", publish, methods=["POST"])
+        bp.add_url_rule("/stats", "stats", stats)
+    return bp
