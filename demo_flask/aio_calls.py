@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import aiohttp
@@ -72,7 +72,7 @@ async def track(
     max_seconds: float,
     heartbeat: float,
     stopping: Callable[[], bool] = lambda: False,
-) -> AsyncIterator[TrackEvent]:
+) -> AsyncGenerator[TrackEvent, None]:
     """Stream an order's positions from Redis pub/sub.
 
     Yields ``subscribed`` once the subscription is confirmed, then each

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from typing import Any
 
 import redis
@@ -68,7 +68,7 @@ def track(
     max_seconds: float,
     heartbeat: float,
     stopping: Callable[[], bool] = lambda: False,
-) -> Iterator[TrackEvent]:
+) -> Generator[TrackEvent, None, None]:
     """Stream an order's positions from Redis pub/sub (see ``aio_calls.track``)."""
     pubsub = client.pubsub()  # type: ignore[no-untyped-call]
     try:
