@@ -186,6 +186,7 @@ class _Service(abc.ABC):
             stdin=subprocess.DEVNULL,
             env=self._env(),
             cwd=_REPO_ROOT,
+            start_new_session=True,  # Ctrl-C goes to the owner, which stops us in order
         )
         deadline = time.monotonic() + self.startup_timeout
         while not self._ready():

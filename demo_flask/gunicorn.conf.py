@@ -1,0 +1,58 @@
+"""gunicorn settings for the demo (``gunicorn -c demo_flask/gunicorn.conf.py``).
+
+``python -m demo_flask`` passes bind, workers, threads and ``--preload`` on
+the command line; the values here are the defaults for a direct gunicorn run.
+
+One event loop per *worker*: the app (and its bridge object) may be created
+in the master when ``--preload`` is on, but no loop thread ever starts there.
+Each worker starts its own bridge after the fork (``post_worker_init``) and
+stops it, closing its HTTP and Redis pools, before it exits
+(``worker_exit``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+wsgi_app = "demo_flask:create_app()"
+bind = [os.environ.get("CAAS_BIND", "127.0.0.1:8000")]  # loopback only
+worker_class = "gthread"  # threads hand their coroutines to the worker's bridge
+workers = 2
+threads = 16
+# SIGTERM: stop accepting, let in-flight requests finish for this long, then
+# worker_exit runs. SSE streams end at the latest here.
+graceful_timeout = 10
+timeout = 60
+keepalive = 5
+accesslog = None
+errorlog = "-"
+loglevel = "info"
+capture_output = False
+# No control socket: several demo or benchmark servers may run side by side.
+control_socket_disable = True
+
+
+def post_worker_init(worker: Any) -> None:
+    """In the worker, after the fork: start its bridge now rather than on the first request.
+
+    Doing it here (never at import, never in ``on_starting``/``when_ready``,
+    which run in the master) keeps the master loop-free even with ``--preload``.
+    """
+    from aiobridge.flask import startup
+
+    startup(worker.wsgi)
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """In the worker, as it exits: release the mode's clients and stop the bridge.
+
+    In bridge mode this drains in-flight calls (``AIOBRIDGE_STOP_TIMEOUT``),
+    closes the shared ``aiohttp`` session and Redis pool on the loop, then
+    joins the loop thread, so no "Unclosed client session" is ever logged.
+    """
+    app = getattr(worker, "wsgi", None)
+    if app is not None:
+        from demo_flask import shutdown
+
+        shutdown(app)
