@@ -1,0 +1,377 @@
+"""Flask integration: ``async def`` views and handlers on the process's one bridge.
+
+Flask runs each ``async def`` view through ``app.async_to_sync``, whose default
+starts a new event loop per call, so loop-bound clients (an
+``aiohttp.ClientSession``, a ``redis.asyncio`` pool) cannot be shared between
+requests. :class:`AioBridge` replaces that method on the app: every async view,
+``before_request`` function and error handler then runs on one long-lived loop
+(an :class:`~aiobridge.AioThread`) with ``request``, ``g``, ``current_app`` and
+``session`` usable inside it. No view code changes.
+
+Example::
+
+    from flask import Flask
+    from aiobridge.clients import http_session
+    from aiobridge.flask import AioBridge
+
+    app = Flask(__name__)
+    bridge = AioBridge(app)
+    http = bridge.resource(http_session(), app=app)
+
+    @app.get("/joke")
+    async def joke():
+        session = await http.get()
+        async with session.get("https://example.invalid/joke") as response:
+            return await response.json()
+
+Only this module of aiobridge imports Flask.
+"""
+
+from __future__ import annotations
+
+import atexit
+import concurrent.futures
+import functools
+import threading
+import weakref
+from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from flask import Flask, Response, current_app, has_app_context, jsonify
+from flask.typing import ResponseReturnValue
+
+from .bridge import AioThread
+from .errors import BridgeClosedError, BridgeTimeoutError
+
+if TYPE_CHECKING:
+    from .resources import Resource
+
+__all__ = ("EXTENSION_KEY", "AioBridge", "shutdown", "startup")
+
+T = TypeVar("T")
+
+#: Key of the extension's per-app state in ``app.extensions``.
+EXTENSION_KEY = "aiobridge"
+
+_DEFAULTS: dict[str, Any] = {
+    "AIOBRIDGE_TIMEOUT": 30.0,
+    "AIOBRIDGE_MAX_IN_FLIGHT": None,
+    "AIOBRIDGE_UVLOOP": False,
+    "AIOBRIDGE_SLOW_CALLBACK": 0.1,
+    "AIOBRIDGE_DEBUG": False,
+    "AIOBRIDGE_STOP_TIMEOUT": 5.0,
+    "AIOBRIDGE_THREAD_NAME": "aiobridge",
+}
+
+
+@dataclass(eq=False)
+class _AppState:
+    """What the extension keeps per app, in ``app.extensions["aiobridge"]``."""
+
+    app_name: str
+    bridge: AioThread
+    owns_bridge: bool
+    timeout: float | None
+    stop_timeout: float
+
+    def stop(self, timeout: float | None = None) -> None:
+        if self.owns_bridge:
+            self.bridge.stop(self.stop_timeout if timeout is None else timeout)
+
+
+# Bridges to stop when the interpreter exits (their loop threads are daemons).
+_LIVE_STATES: weakref.WeakSet[_AppState] = weakref.WeakSet()
+_ATEXIT_LOCK = threading.Lock()
+_atexit_registered = False
+
+
+def _stop_all_at_exit() -> None:
+    for state in list(_LIVE_STATES):
+        state.stop()
+
+
+def _track_for_exit(state: _AppState) -> None:
+    global _atexit_registered
+    with _ATEXIT_LOCK:
+        _LIVE_STATES.add(state)
+        if not _atexit_registered:
+            atexit.register(_stop_all_at_exit)
+            _atexit_registered = True
+
+
+def _state(app: Flask | None = None) -> _AppState:
+    target = app if app is not None else (current_app if has_app_context() else None)
+    if target is None:
+        raise RuntimeError(
+            "no Flask app: call this inside an app or request context, or pass app="
+        )
+    state = target.extensions.get(EXTENSION_KEY)
+    if not isinstance(state, _AppState):
+        raise RuntimeError(
+            f"AioBridge is not initialised on app {target.name!r}; call AioBridge(app) "
+            "or ext.init_app(app) first"
+        )
+    return state
+
+
+def _bridge_from_config(config: dict[str, Any]) -> AioThread:
+    loop_factory = None
+    if config["AIOBRIDGE_UVLOOP"]:
+        try:
+            import uvloop
+        except ImportError as exc:
+            raise ImportError(
+                "AIOBRIDGE_UVLOOP is set but uvloop is not installed: pip install uvloop"
+            ) from exc
+        loop_factory = uvloop.new_event_loop
+    return AioThread(
+        name=str(config["AIOBRIDGE_THREAD_NAME"]),
+        loop_factory=loop_factory,
+        debug=bool(config["AIOBRIDGE_DEBUG"]),
+        slow_callback_duration=float(config["AIOBRIDGE_SLOW_CALLBACK"]),
+        max_in_flight=config["AIOBRIDGE_MAX_IN_FLIGHT"],
+    )
+
+
+def _run(state: _AppState, awaitable: Awaitable[T], timeout: float | None) -> T:
+    """Run on the app's bridge; a call cancelled by a stopping bridge is a closed bridge."""
+    try:
+        return state.bridge.run(awaitable, timeout=timeout)
+    except concurrent.futures.CancelledError as exc:
+        if state.bridge.running:
+            raise
+        raise BridgeClosedError(f"bridge {state.bridge.name!r} stopped during the call") from exc
+
+
+def _stream_body(bridge: AioThread, source: AsyncIterable[Any], buffer: int) -> Iterator[Any]:
+    items = bridge.iterate(source, buffer=buffer)
+    try:
+        yield from items
+    except (BridgeClosedError, concurrent.futures.CancelledError):
+        if bridge.running:
+            raise
+        # The bridge is stopping (process exit): end the response quietly.
+    finally:
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()
+
+
+def _make_stream(
+    state: _AppState, source: AsyncIterable[Any], buffer: int = 1, **response_kw: Any
+) -> Response:
+    return Response(_stream_body(state.bridge, source, buffer), **response_kw)
+
+
+def _is_async_iterable(value: object) -> bool:
+    return hasattr(value, "__aiter__") and not hasattr(value, "__iter__")
+
+
+def _async_to_sync(
+    state: _AppState, func: Callable[..., Coroutine[Any, Any, Any]]
+) -> Callable[..., Any]:
+    """The replacement of ``Flask.async_to_sync``: run ``func`` on the shared loop."""
+
+    @functools.wraps(func)
+    def run_on_bridge(*args: Any, **kwargs: Any) -> Any:
+        result = _run(state, func(*args, **kwargs), state.timeout)
+        if _is_async_iterable(result):
+            return _make_stream(state, result)
+        return result
+
+    return run_on_bridge
+
+
+def _timeout_response(error: BridgeTimeoutError) -> ResponseReturnValue:
+    state = _state()
+    body = {"error": "the request took too long and was cancelled", "timeout": state.timeout}
+    return jsonify(body), 504
+
+
+def _closed_response(error: BridgeClosedError) -> ResponseReturnValue:
+    body = {"error": "the service is shutting down; retry shortly"}
+    return jsonify(body), 503, {"Retry-After": "1", "Connection": "close"}
+
+
+class AioBridge:
+    """Run a Flask app's async code on one long-lived event loop per process.
+
+    ``AioBridge(app)`` or ``AioBridge()`` then ``init_app(app)``, once per app
+    (a second ``init_app`` on the same app raises ``RuntimeError``). Several
+    apps may share one extension object; each gets its own bridge built from
+    its own config, unless a ``bridge`` is passed, which they then share (and
+    whose owner stops it).
+
+    Configuration keys (defaults are set with ``setdefault``):
+
+    ``AIOBRIDGE_TIMEOUT`` (``30.0``)
+        Seconds an async view or handler, or :meth:`run`, may take; ``None``
+        for no limit. On expiry the task is cancelled and the client gets a
+        504 with a JSON body.
+    ``AIOBRIDGE_MAX_IN_FLIGHT`` (``None``)
+        At most this many calls run on the loop at once; the rest wait.
+    ``AIOBRIDGE_UVLOOP`` (``False``)
+        Run the loop on uvloop.
+    ``AIOBRIDGE_SLOW_CALLBACK`` (``0.1``)
+        Seconds a callback may hold the loop before it is logged as slow.
+    ``AIOBRIDGE_DEBUG`` (``False``)
+        asyncio debug mode on the loop.
+    ``AIOBRIDGE_STOP_TIMEOUT`` (``5.0``)
+        Seconds in-flight work gets to finish at shutdown before it is cancelled.
+    ``AIOBRIDGE_THREAD_NAME`` (``"aiobridge"``)
+        Name of the loop thread.
+
+    Lifecycle: nothing starts at ``init_app``; the loop thread starts on the
+    first call in the process (in each gunicorn worker, never in the master,
+    even with ``--preload``) or explicitly with :func:`startup`. It stops at
+    interpreter exit, or earlier with :func:`shutdown` (call it from gunicorn's
+    ``worker_exit``). While it stops, calls answer 503 with a JSON body.
+
+    Example:
+        >>> app = Flask(__name__)
+        >>> ext = AioBridge(app)
+        >>> @app.get("/sum")
+        ... async def total():
+        ...     return {"sum": await add(1, 2)}
+
+    Thread safety:
+        Every method may be called from any request thread, concurrently.
+    """
+
+    def __init__(self, app: Flask | None = None, bridge: AioThread | None = None) -> None:
+        self._bridge = bridge
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Install the extension on ``app``.
+
+        Raises:
+            RuntimeError: the app already has an AioBridge.
+            ImportError: ``AIOBRIDGE_UVLOOP`` is set but uvloop is missing.
+        """
+        if EXTENSION_KEY in app.extensions:
+            raise RuntimeError(
+                f"AioBridge is already initialised on app {app.name!r}; call init_app() "
+                "once per app"
+            )
+        for key, value in _DEFAULTS.items():
+            app.config.setdefault(key, value)
+        timeout = app.config["AIOBRIDGE_TIMEOUT"]
+        state = _AppState(
+            app_name=app.name,
+            bridge=self._bridge if self._bridge is not None else _bridge_from_config(app.config),
+            owns_bridge=self._bridge is None,
+            timeout=None if timeout is None else float(timeout),
+            stop_timeout=float(app.config["AIOBRIDGE_STOP_TIMEOUT"]),
+        )
+        app.extensions[EXTENSION_KEY] = state
+        app.async_to_sync = functools.partial(_async_to_sync, state)  # type: ignore[method-assign]
+        app.register_error_handler(BridgeTimeoutError, _timeout_response)
+        app.register_error_handler(BridgeClosedError, _closed_response)
+        _track_for_exit(state)
+
+    def get_bridge(self, app: Flask | None = None) -> AioThread:
+        """The bridge of ``app`` (default: the current app)."""
+        return _state(app).bridge
+
+    @property
+    def bridge(self) -> AioThread:
+        """The current app's bridge."""
+        return _state().bridge
+
+    def run(self, awaitable: Awaitable[T], *, timeout: float | None = None) -> T:
+        """Run ``awaitable`` on the current app's loop from a sync view; return its result.
+
+        Args:
+            awaitable: a coroutine or other awaitable.
+            timeout: seconds (default ``AIOBRIDGE_TIMEOUT``); on expiry the task
+                is cancelled and the request answers 504.
+
+        Example:
+            >>> @app.get("/dog")
+            ... def dog():
+            ...     return ext.run(fetch_dog())
+        """
+        state = _state()
+        return _run(state, awaitable, state.timeout if timeout is None else timeout)
+
+    def resource(
+        self,
+        factory: Callable[[], Awaitable[T] | T],
+        *,
+        close: Callable[[T], Any] | None = None,
+        app: Flask | None = None,
+    ) -> Resource[T]:
+        """Register a loop-bound shared object (a client session, a pool) for an app.
+
+        It is built on the loop on first use, shared by every request and closed
+        when the bridge stops. See :meth:`aiobridge.AioThread.resource`.
+
+        Args:
+            factory: builds the object (sync or async), e.g.
+                ``aiobridge.clients.http_session()``.
+            close: how to close it (default: its ``aclose()``/``close()``).
+            app: the app (default: the current app).
+
+        Example:
+            >>> redis = ext.resource(redis_client("redis://127.0.0.1:6379/0"), app=app)
+            >>> async def count():
+            ...     return await (await redis.get()).incr("hits")
+        """
+        return _state(app).bridge.resource(factory, close=close)
+
+    def stream(
+        self, source: AsyncIterable[Any], *, buffer: int = 1, **response_kw: Any
+    ) -> Response:
+        """A streamed response whose body is produced by ``source`` on the loop.
+
+        ``source`` (an async generator of ``str`` or ``bytes``) runs on the
+        bridge; the WSGI server sends each item as it comes. When the client
+        goes away the server closes the response, which cancels ``source`` on
+        the loop, so its ``finally`` blocks release what it holds. An async
+        view may also simply return an async generator. The request context
+        is not available inside ``source``: read what it needs in the view.
+
+        Args:
+            source: the async iterable producing the body.
+            buffer: items produced ahead of the client (backpressure).
+            **response_kw: passed to :class:`flask.Response` (``mimetype``,
+                ``headers``, ``status``).
+
+        Example:
+            >>> @app.get("/events")
+            ... def events():
+            ...     return ext.stream(ticks(), mimetype="text/event-stream")
+        """
+        return _make_stream(_state(), source, buffer, **response_kw)
+
+
+def startup(app: Flask) -> None:
+    """Start ``app``'s bridge now rather than on first use (e.g. in gunicorn's
+    ``post_worker_init``). Does nothing if the app has no AioBridge.
+
+    Example:
+        >>> def post_worker_init(worker):
+        ...     startup(worker.wsgi)
+    """
+    state = app.extensions.get(EXTENSION_KEY)
+    if isinstance(state, _AppState):
+        state.bridge.start()
+
+
+def shutdown(app: Flask, timeout: float | None = None) -> None:
+    """Stop ``app``'s bridge gracefully (e.g. in gunicorn's ``worker_exit``).
+
+    In-flight calls get ``timeout`` seconds (default ``AIOBRIDGE_STOP_TIMEOUT``),
+    then resources are closed and the loop thread joined. Idempotent; does
+    nothing if the app has no AioBridge or was given a bridge it does not own.
+
+    Example:
+        >>> def worker_exit(server, worker):
+        ...     shutdown(worker.wsgi)
+    """
+    state = app.extensions.get(EXTENSION_KEY)
+    if isinstance(state, _AppState):
+        state.stop(timeout)

@@ -1,0 +1,82 @@
+"""The ``bridge`` mode: aiobridge's one loop per process, with shared clients.
+
+The views are the same ``async def`` views as ``flask-async``; the
+:class:`~aiobridge.flask.AioBridge` extension runs them on the worker's
+long-lived loop, where one ``aiohttp.ClientSession`` and one ``redis.asyncio``
+pool serve every request. ``/track`` streams an async generator through the
+bridge (``ext.stream``); when the client goes away the generator is cancelled
+on the loop and its subscription released.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import aiohttp
+import redis.asyncio as aredis
+from flask import Flask, Response
+
+from aiobridge.clients import http_session, redis_client
+from aiobridge.flask import AioBridge
+from aiobridge.flask import shutdown as stop_bridge
+
+from . import aio_calls
+from .models import DelayResult, DogResult, Settings
+from .modes import SSE_HEADERS, AsyncMode
+
+__all__ = ("BridgeMode",)
+
+
+class BridgeMode(AsyncMode):
+    """Async views on the shared loop; one HTTP pool and one Redis pool per worker."""
+
+    name = "bridge"
+
+    def __init__(self, app: Flask, settings: Settings) -> None:
+        super().__init__(settings)
+        self._app = app
+        self.ext = AioBridge(app)
+        timeout = aiohttp.ClientTimeout(total=settings.http_timeout)
+        self.http = self.ext.resource(http_session(timeout=timeout), app=app)
+        self.redis = self.ext.resource(
+            redis_client(settings.redis_url, decode_responses=True), app=app
+        )
+
+    async def _clients(self) -> tuple[aiohttp.ClientSession, aredis.Redis]:
+        return await self.http.get(), await self.redis.get()
+
+    async def dog(self, latency_ms: int) -> DogResult:
+        http, client = await self._clients()
+        return await aio_calls.fetch_dog(http, client, self.settings.upstream_url, latency_ms)
+
+    async def delay(self, seconds: float, n: int) -> DelayResult:
+        http = await self.http.get()
+        return await aio_calls.fan_out(http, self.settings.upstream_url, seconds, n)
+
+    async def publish(self, position: dict[str, Any]) -> int:
+        return await aio_calls.publish(await self.redis.get(), position)
+
+    async def billing(self) -> int:
+        return await aio_calls.billing(await self.redis.get())
+
+    async def _sse(self, order_id: str) -> AsyncGenerator[str, None]:
+        client = await self.redis.get()
+        events = aio_calls.track(client, order_id, **self._track_options())
+        try:
+            async for event in events:
+                yield event.to_sse()
+        finally:
+            await events.aclose()
+
+    def track_response(self, order_id: str) -> Response:
+        return self.ext.stream(
+            self._sse(order_id), mimetype="text/event-stream", headers=SSE_HEADERS
+        )
+
+    def stats(self) -> dict[str, Any]:
+        return {"bridge": self.ext.get_bridge(self._app).stats().as_dict()}
+
+    def close(self) -> None:
+        super().close()
+        stop_bridge(self._app)
