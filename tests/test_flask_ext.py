@@ -181,7 +181,8 @@ def test_in_flight_request_cancelled_by_shutdown_is_a_503(app: Flask) -> None:
         return "never"
 
     statuses: list[int] = []
-    caller = threading.Thread(target=lambda: statuses.append(app.test_client().get("/hang").status_code))
+    client = app.test_client()
+    caller = threading.Thread(target=lambda: statuses.append(client.get("/hang").status_code))
     caller.start()
     assert entered.wait(WAIT)
     shutdown(app)
