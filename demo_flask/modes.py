@@ -270,10 +270,17 @@ class EmbeddedMode(BlockingMode):
 
 
 class _ThreadLoop:
-    """One worker thread's private loop and the clients bound to it."""
+    """One worker thread's private loop and the clients bound to it.
+
+    ``lock`` is held by the owning thread while it drives the loop (for a
+    whole request, or a whole stream), so ``close()`` from another thread
+    never closes a loop under a running request: it reports it busy instead,
+    and the owner closes it when it finishes.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.pid = os.getpid()
+        self.lock = threading.RLock()
         self.loop = asyncio.new_event_loop()
         self.http, self.redis = self.loop.run_until_complete(self._open(settings))
 
@@ -284,31 +291,35 @@ class _ThreadLoop:
         return http, aredis.Redis.from_url(settings.redis_url, decode_responses=True)
 
     def run(self, awaitable: Awaitable[T]) -> T:
-        return self.loop.run_until_complete(awaitable)
+        with self.lock:
+            return self.loop.run_until_complete(awaitable)
 
     def close(self) -> bool:
-        """Close clients and loop; False if the loop is busy in its thread right now."""
-        if self.loop.is_closed():
-            return True
-        if self.loop.is_running():
+        """Close clients and loop; False if the owning thread is using it right now."""
+        if not self.lock.acquire(blocking=False):
             return False
         try:
-            self.run(self.http.close())
-            self.run(self.redis.aclose())
-            self.run(self.loop.shutdown_asyncgens())
-            self.run(self.loop.shutdown_default_executor())
+            if not self.loop.is_closed():
+                try:
+                    self.run(self.http.close())
+                    self.run(self.redis.aclose())
+                    self.run(self.loop.shutdown_asyncgens())
+                    self.run(self.loop.shutdown_default_executor())
+                finally:
+                    self.loop.close()
+            return True
         finally:
-            self.loop.close()
-        return True
+            self.lock.release()
 
 
 class EmbeddedThreadMode(BlockingMode):
     """One persistent loop per worker thread, with per-thread clients.
 
     Each thread builds its loop and clients on first use and keeps them, so
-    connections are pooled per thread (never shared across threads, as loop
-    bound clients must not be). A loop inherited through ``fork`` is dropped,
-    never reused.
+    connections are pooled per thread (never shared across threads, as
+    loop-bound clients must not be). A loop inherited through ``fork`` is
+    dropped, never reused. ``close()`` closes every idle loop at once; a
+    thread still serving a request closes its own when that request ends.
     """
 
     name = "embedded-thread"
@@ -322,33 +333,52 @@ class EmbeddedThreadMode(BlockingMode):
     def _loop(self) -> _ThreadLoop:
         state: _ThreadLoop | None = getattr(self._local, "state", None)
         if state is None or state.pid != os.getpid() or state.loop.is_closed():
+            if self._stopping.is_set():
+                raise RuntimeError("the embedded-thread mode is closed")
             state = self._local.state = _ThreadLoop(self.settings)
             with self._lock:
                 self._loops.append(state)
         return state
 
+    def _run(self, awaitable: Awaitable[T]) -> T:
+        state = self._loop()
+        try:
+            return state.run(awaitable)
+        finally:
+            self._retire_if_stopping(state)
+
+    def _retire_if_stopping(self, state: _ThreadLoop) -> None:
+        if self._stopping.is_set() and state.close():
+            with self._lock:
+                if state in self._loops:
+                    self._loops.remove(state)
+
     def dog(self, latency_ms: int) -> DogResult:
         state = self._loop()
-        return state.run(
-            aio_calls.fetch_dog(state.http, state.redis, self.settings.upstream_url, latency_ms)
-        )
+        url = self.settings.upstream_url
+        return self._run(aio_calls.fetch_dog(state.http, state.redis, url, latency_ms))
 
     def delay(self, seconds: float, n: int) -> DelayResult:
         state = self._loop()
-        return state.run(aio_calls.fan_out(state.http, self.settings.upstream_url, seconds, n))
+        return self._run(aio_calls.fan_out(state.http, self.settings.upstream_url, seconds, n))
 
     def publish(self, position: dict[str, Any]) -> int:
-        state = self._loop()
-        return state.run(aio_calls.publish(state.redis, position))
+        return self._run(aio_calls.publish(self._loop().redis, position))
 
     def billing(self) -> int:
-        state = self._loop()
-        return state.run(aio_calls.billing(state.redis))
+        return self._run(aio_calls.billing(self._loop().redis))
 
     def track_response(self, order_id: str) -> Response:
+        return sse_response(_sse(self._track(order_id)))
+
+    def _track(self, order_id: str) -> Iterator[TrackEvent]:
         state = self._loop()
-        events = aio_calls.track(state.redis, order_id, **self._track_options())
-        return sse_response(_sse(_drive(state.run, events)))
+        with state.lock:  # the whole stream: the loop is this thread's until it ends
+            try:
+                events = aio_calls.track(state.redis, order_id, **self._track_options())
+                yield from _drive(state.run, events)
+            finally:
+                self._retire_if_stopping(state)
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
@@ -358,10 +388,10 @@ class EmbeddedThreadMode(BlockingMode):
         super().close()
         pid = os.getpid()
         with self._lock:
-            states, self._loops = self._loops, []
-        busy = [s for s in states if s.pid == pid and not s.close()]
-        with self._lock:
-            self._loops.extend(busy)
+            states = list(self._loops)
+        for state in states:
+            if state.pid == pid:
+                self._retire_if_stopping(state)
 
 
 class FlaskAsyncMode(AsyncMode):
