@@ -268,7 +268,7 @@ def test_uvloop_from_config() -> None:
 
 
 def test_outside_an_app_context_the_error_says_what_to_do() -> None:
-    with pytest.raises(RuntimeError, match="app context"):
+    with pytest.raises(RuntimeError, match="inside an app or request context"):
         AioBridge().bridge  # noqa: B018
 
 
