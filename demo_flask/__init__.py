@@ -36,7 +36,7 @@ from .models import Settings
 from .modes import EmbeddedMode, EmbeddedThreadMode, FlaskAsyncMode, Mode, SyncMode
 from .views import EXTENSION_KEY, create_blueprint
 
-__all__ = ("MODES", "create_app", "shutdown")
+__all__ = ("MODES", "begin_shutdown", "create_app", "shutdown")
 
 #: Every mode's name, in the order the benchmarks show them.
 MODES = ("sync", "embedded", "embedded-thread", "flask-async", "bridge")
@@ -109,3 +109,10 @@ def shutdown(app: Flask) -> None:
     mode: Mode | None = app.extensions.get(EXTENSION_KEY)
     if mode is not None:
         mode.close()
+
+
+def begin_shutdown(app: Flask) -> None:
+    """Ask open ``/track`` streams to end now (the server is about to stop)."""
+    mode: Mode | None = app.extensions.get(EXTENSION_KEY)
+    if mode is not None:
+        mode.begin_shutdown()

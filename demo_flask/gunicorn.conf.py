@@ -13,6 +13,7 @@ stops it, closing its HTTP and Redis pools, before it exits
 from __future__ import annotations
 
 import os
+import signal
 from typing import Any
 
 wsgi_app = "demo_flask:create_app()"
@@ -21,7 +22,7 @@ worker_class = "gthread"  # threads hand their coroutines to the worker's bridge
 workers = 2
 threads = 16
 # SIGTERM: stop accepting, let in-flight requests finish for this long, then
-# worker_exit runs. SSE streams end at the latest here.
+# worker_exit runs. Open SSE streams are told to end at once (see below).
 graceful_timeout = 10
 timeout = 60
 keepalive = 5
@@ -40,8 +41,22 @@ def post_worker_init(worker: Any) -> None:
     which run in the master) keeps the master loop-free even with ``--preload``.
     """
     from aiobridge.flask import startup
+    from demo_flask import begin_shutdown
 
-    startup(worker.wsgi)
+    app = worker.wsgi
+    startup(app)
+
+    # An SSE stream would otherwise hold its connection, and so the worker,
+    # until graceful_timeout, after which the master kills the worker before
+    # worker_exit can close anything. On SIGTERM, ask the streams to end first.
+    gunicorn_handler = signal.getsignal(signal.SIGTERM)
+
+    def end_streams_then_exit(signum: int, frame: Any) -> None:
+        begin_shutdown(app)
+        if callable(gunicorn_handler):
+            gunicorn_handler(signum, frame)
+
+    signal.signal(signal.SIGTERM, end_streams_then_exit)
 
 
 def worker_exit(server: Any, worker: Any) -> None:

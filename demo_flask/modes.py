@@ -103,9 +103,13 @@ class Mode(abc.ABC):
         """Mode-specific figures for ``/stats`` (none by default)."""
         return {}
 
+    def begin_shutdown(self) -> None:
+        """End open ``/track`` streams (within ``STOP_POLL``); new ones end at once."""
+        self._stopping.set()
+
     def close(self) -> None:
         """Release every client and loop the mode holds; ends open streams."""
-        self._stopping.set()
+        self.begin_shutdown()
 
     def _track_options(self) -> dict[str, Any]:
         return {

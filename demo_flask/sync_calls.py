@@ -21,6 +21,8 @@ from .models import TERMINAL_STATUSES, DelayResult, DogResult, TrackEvent, decod
 __all__ = ("billing", "fan_out", "fetch_dog", "publish", "track")
 
 _SUBSCRIBE_TIMEOUT = 5.0
+#: Longest a stream waits before it checks for shutdown and its deadline again.
+STOP_POLL = 0.5
 
 
 def fetch_dog(
@@ -76,23 +78,27 @@ def track(
         _confirmed(pubsub)
         yield TrackEvent("subscribed", {"order_id": order_id})
         deadline = time.monotonic() + max_seconds
+        quiet_since = time.monotonic()
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            now = time.monotonic()
+            if now >= deadline:
                 yield TrackEvent("end", {"order_id": order_id, "reason": "max-duration"})
                 return
             if stopping():
                 yield TrackEvent("end", {"order_id": order_id, "reason": "shutdown"})
                 return
-            message = pubsub.get_message(
-                ignore_subscribe_messages=True, timeout=min(heartbeat, remaining)
-            )
-            if message is None:
+            if now - quiet_since >= heartbeat:
+                quiet_since = now
                 yield TrackEvent("heartbeat")
+            # Short waits, so a shutdown or the deadline is noticed within STOP_POLL.
+            wait = min(STOP_POLL, deadline - now, quiet_since + heartbeat - now)
+            message = pubsub.get_message(ignore_subscribe_messages=True, timeout=max(wait, 0))
+            if message is None:
                 continue
             position = decode_position(message["data"])
             if position is None:
                 continue
+            quiet_since = time.monotonic()
             yield TrackEvent("position", position)
             if position.get("status") in TERMINAL_STATUSES:
                 yield TrackEvent("end", {"order_id": order_id, "reason": position["status"]})
