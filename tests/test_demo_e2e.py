@@ -9,6 +9,7 @@ and clean.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import queue
@@ -145,6 +146,30 @@ def _stop(demo: Demo) -> None:
         assert bad not in stderr, stderr
 
 
+class _OpenStream:
+    """An SSE client held open across the shutdown; records the events it got."""
+
+    def __init__(self, port: int, order_id: str) -> None:
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        self.connection.request("GET", f"/track/{order_id}")
+        self.response = self.connection.getresponse()
+        self.lines: list[str] = []
+        self.subscribed = threading.Event()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        for raw in self.response:
+            line = raw.decode().rstrip("\n")
+            self.lines.append(line)
+            if line == "event: subscribed":
+                self.subscribed.set()
+
+    def close(self) -> None:
+        self.reader.join(30)
+        self.connection.close()
+
+
 def _threads_of(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
 
@@ -180,4 +205,12 @@ def test_demo_serves_bills_and_stops_cleanly(start_demo: list[Demo], preload: bo
         # No loop thread in the master, even when it loaded the app (--preload).
         assert _threads_of(demo.master_pid()) == 1
 
-    _stop(demo)
+    # An open SSE stream must not hold the shutdown: it ends with a "shutdown" event.
+    stream = _OpenStream(demo.port, "e2e-order")
+    try:
+        assert stream.subscribed.wait(30)
+        _stop(demo)
+    finally:
+        stream.close()
+    assert "event: end" in stream.lines
+    assert any('"reason": "shutdown"' in line for line in stream.lines)
