@@ -24,7 +24,15 @@ from pathlib import Path
 from types import FrameType
 
 from . import MODES
-from .services import HOST, RedisNotFoundError, ServiceError, UpstreamServer, redis_from_env
+from .services import (
+    HOST,
+    ExternalRedis,
+    RedisNotFoundError,
+    RedisServer,
+    ServiceError,
+    UpstreamServer,
+    redis_from_env,
+)
 from .upstream import seed_redis
 
 CONF = Path(__file__).resolve().parent / "gunicorn.conf.py"
@@ -138,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _raise_stop)
     with contextlib.ExitStack() as stack:
         try:
-            redis = stack.enter_context(redis_from_env())
+            redis: RedisServer | ExternalRedis = redis_from_env()
+            stack.enter_context(redis)
             upstream_url = os.environ.get("UPSTREAM_URL")
             if upstream_url:
                 seed_redis(redis.url)

@@ -318,7 +318,7 @@ def test_ext_stream_sse_and_client_going_away_cancels_the_producer(app: Flask) -
 
     response = app.test_client().get("/ticks", buffered=False)
     assert response.mimetype == "text/event-stream"
-    chunks = iter(response.response)  # type: ignore[call-overload]
+    chunks = iter(response.response)
     assert next(chunks) == b"event: tick\ndata: 0\n\n"
     assert next(chunks) == b"event: tick\ndata: 1\n\n"
     response.close()
