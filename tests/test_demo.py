@@ -217,7 +217,7 @@ def _shape(response: Any) -> tuple[Any, ...]:
     """What must not differ between modes: status, type, header names, JSON keys."""
     body = response.json if response.is_json else None
     keys = sorted(body) if isinstance(body, dict) else None
-    own_headers = sorted(h for h in response.headers if h.startswith("X-"))
+    own_headers = sorted(h for h, _ in response.headers.items() if h.startswith("X-"))
     return response.status_code, response.mimetype, own_headers, keys
 
 
