@@ -6,6 +6,7 @@ import asyncio
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -241,6 +242,48 @@ def test_a_shared_bridge_is_left_to_its_owner() -> None:
         shutdown(first)
         assert bridge.running
         assert second.test_client().get("/thread").data == b"shared"
+
+
+def test_max_in_flight_from_config() -> None:
+    app = Flask("limited")
+    app.config["AIOBRIDGE_MAX_IN_FLIGHT"] = 1
+    ext = AioBridge(app)
+    inside: list[int] = []
+    high_water: list[int] = []
+    entered = threading.Event()
+    gate: dict[str, asyncio.Event] = {}
+
+    @app.get("/limited")
+    async def limited() -> str:
+        inside.append(1)
+        high_water.append(len(inside))
+        entered.set()
+        await gate.setdefault("open", asyncio.Event()).wait()
+        inside.pop()
+        return "done"
+
+    bridge = ext.get_bridge(app)
+    statuses: list[int] = []
+
+    def call() -> None:
+        statuses.append(app.test_client().get("/limited").status_code)
+
+    callers = [threading.Thread(target=call) for _ in range(2)]
+    try:
+        callers[0].start()
+        assert entered.wait(WAIT)
+        callers[1].start()
+        deadline = time.monotonic() + WAIT
+        while bridge.stats().queued != 1:  # the second call waits for the first
+            assert time.monotonic() < deadline, bridge.stats()
+            time.sleep(0.01)
+        bridge.call_soon(lambda: gate.setdefault("open", asyncio.Event()).set())
+        for caller in callers:
+            caller.join(WAIT)
+        assert statuses == [200, 200]
+        assert max(high_water) == 1
+    finally:
+        shutdown(app)
 
 
 def test_startup_starts_the_bridge_eagerly(app: Flask) -> None:
