@@ -1,0 +1,448 @@
+"""The loop thread: one named daemon thread running one event loop.
+
+:class:`LoopThread` owns the thread, the loop, the inbox through which calls
+arrive, the bookkeeping of running calls (backpressure, counters) and the
+shutdown sequence. :class:`~aiobridge.AioThread` is the public face over it.
+
+States::
+
+    NEW ──start()──▶ RUNNING ──stop()──▶ STOPPING ──▶ STOPPED
+     ▲                  │
+     └──── os.fork() ───┘   (in the child: the parent's loop thread does not exist)
+
+Hand-off: a caller appends its call to ``inbox`` (a deque: append and popleft
+are atomic) and wakes the loop with ``call_soon_threadsafe`` only if no wake-up
+is already pending, so a burst of calls from many threads costs the loop one
+wake-up. The loop thread creates every task itself: asyncio tasks are not
+thread-safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import enum
+import logging
+import os
+import selectors
+import sys
+import threading
+import weakref
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ._calls import Call, Waker, wake_now
+from .errors import BridgeClosedError, BridgeError
+from .monitor import Counters, LoopMonitor
+
+__all__ = ("LoopThread", "State")
+
+logger = logging.getLogger("aiobridge")
+
+_START_TIMEOUT = 10.0
+# After the drain period, cancelled tasks get this long to run their cleanup.
+_CANCEL_GRACE = 2.0
+_CLOSER_TIMEOUT = 5.0
+_EAGER = sys.version_info >= (3, 12)
+
+Closer = Callable[[], Awaitable[None]]
+
+
+class _WakingSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
+    """The default selector, plus wake-ups that run just before the loop blocks.
+
+    A caller woken while the loop thread still holds the GIL would wake only to
+    wait for the GIL again. Waking callers right before ``select()`` (where the
+    loop releases the GIL) costs each caller one thread switch instead of two,
+    and wakes a burst of callers together.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: list[Callable[[], None]] = []
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        if self.pending:
+            self.flush()
+        return super().select(timeout)  # type: ignore[no-any-return]
+
+    def flush(self) -> None:
+        # Cleared in place: the loop thread holds the bound ``pending.append``.
+        batch = self.pending.copy()
+        self.pending.clear()
+        for notify in batch:
+            notify()
+
+
+class State(enum.Enum):
+    """Lifecycle of a loop thread."""
+
+    NEW = "new"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+class LoopThread:
+    """A daemon thread running an asyncio loop that executes submitted calls.
+
+    Args:
+        name: thread name (shown in stack dumps and ``ps -T``).
+        loop_factory: makes the loop, e.g. ``uvloop.new_event_loop``.
+        debug: asyncio debug mode.
+        slow_callback_duration: threshold of the slow-callback detector (seconds).
+        max_in_flight: at most this many calls run at once; the rest wait in order.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None,
+        debug: bool,
+        slow_callback_duration: float,
+        max_in_flight: int | None,
+    ) -> None:
+        self.name = name
+        self._loop_factory = loop_factory
+        self._debug = debug
+        self._slow_callback_duration = slow_callback_duration
+        self._max_in_flight = max_in_flight
+        # Fork hooks run in a forked child, before anything else touches this object.
+        self.fork_hooks: list[Callable[[], None]] = []
+        self._init_state()
+        _ALL.add(self)
+
+    def _init_state(self) -> None:
+        self.state = State.NEW
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread: threading.Thread | None = None
+        self.thread_ident = 0
+        self.pid = os.getpid()
+        self.inbox: deque[Call[Any]] = deque()
+        self.counters = Counters()
+        self.monitor = LoopMonitor(self._slow_callback_duration)
+        self._transition = threading.Lock()
+        self._wake_pending = False
+        self._active: set[Call[Any]] = set()
+        self._waiting: deque[Call[Any]] = deque()
+        self._closers: list[Closer] = []
+        self._startup_error: BaseException | None = None
+        self._wake: Waker = wake_now
+
+    # -- lifecycle -------------------------------------------------------------
+    def start(self) -> None:
+        """Start the thread; return once its loop accepts work. Idempotent."""
+        if self.pid != os.getpid():
+            self._after_fork_in_child()
+        with self._transition:
+            if self.state is State.RUNNING:
+                return
+            if self.state is not State.NEW:
+                raise BridgeClosedError(
+                    f"bridge {self.name!r} is {self.state.value}; a stopped bridge cannot be "
+                    "restarted, create a new AioThread"
+                )
+            ready = threading.Event()
+            thread = threading.Thread(target=self._main, args=(ready,), name=self.name,
+                                      daemon=True)
+            thread.start()
+            if not ready.wait(_START_TIMEOUT):
+                raise BridgeError(f"loop thread {self.name!r} did not start within "
+                                  f"{_START_TIMEOUT} s")
+            if self._startup_error is not None:
+                self.state = State.STOPPED
+                raise BridgeError(
+                    f"bridge {self.name!r} could not create its event loop: "
+                    f"{self._startup_error!r}"
+                ) from self._startup_error
+            self.thread = thread
+
+    def _main(self, ready: threading.Event) -> None:
+        selector: _WakingSelector | None = None
+        try:
+            if self._loop_factory is None:
+                selector = _WakingSelector()
+                loop: asyncio.AbstractEventLoop = asyncio.SelectorEventLoop(selector)
+                self._wake = selector.pending.append
+            else:
+                loop = self._loop_factory()
+            asyncio.set_event_loop(loop)
+            loop.set_debug(self._debug)
+            loop.slow_callback_duration = self._slow_callback_duration
+        except BaseException as exc:
+            self._startup_error = exc
+            ready.set()
+            return
+        self.loop = loop
+        self.thread_ident = threading.get_ident()
+        self.pid = os.getpid()
+        self.monitor.start(loop, self.name)
+        self.state = State.RUNNING
+        ready.set()
+        try:
+            loop.run_forever()
+        except BaseException as exc:
+            logger.critical("aiobridge loop thread %r crashed", self.name, exc_info=exc)
+        finally:
+            self.state = State.STOPPED
+            self._wake = wake_now
+            if selector is not None:
+                selector.flush()
+            self.monitor.stop()
+            self._abandon_everything(loop)
+            asyncio.set_event_loop(None)
+            loop.close()
+
+    def stop(self, timeout: float) -> None:
+        """Drain for up to ``timeout`` seconds, cancel the rest, close, join."""
+        if self.pid != os.getpid():
+            self._after_fork_in_child()
+        with self._transition:
+            if self.state is State.NEW:
+                self.state = State.STOPPED
+                return
+            if self.state is State.RUNNING:
+                self.state = State.STOPPING
+                assert self.loop is not None
+                self.loop.call_soon_threadsafe(self._begin_shutdown, timeout)
+        thread = self.thread
+        if thread is not None and thread is not threading.current_thread():
+            # The drain and the cleanup are bounded on the loop side; the margin covers them.
+            thread.join(timeout + _CANCEL_GRACE + _CLOSER_TIMEOUT + 5.0)
+            if thread.is_alive():
+                logger.error("aiobridge loop thread %r did not stop in time", self.name)
+
+    def add_closer(self, closer: Closer) -> None:
+        """Register an async cleanup step run at stop, last registered first."""
+        self._closers.append(closer)
+
+    def remove_closer(self, closer: Closer) -> None:
+        """Forget a cleanup step registered with :meth:`add_closer`."""
+        with contextlib.suppress(ValueError):
+            self._closers.remove(closer)
+
+    # -- hand-off (any thread) -------------------------------------------------
+    def hand_off(self, call: Call[Any]) -> None:
+        """Queue ``call`` for the loop; raise BridgeClosedError if refused."""
+        self.inbox.append(call)
+        # Accepted only if the loop still runs after the append: stop() flips the
+        # state before it drains the inbox, so nothing can slip in between.
+        if self.state is not State.RUNNING:
+            self._refuse(call)
+        if not self._wake_pending:
+            self._wake_pending = True
+            loop = self.loop
+            assert loop is not None
+            try:
+                loop.call_soon_threadsafe(self._drain_inbox)
+            except RuntimeError:  # the loop closed under us
+                self._refuse(call)
+
+    def _refuse(self, call: Call[Any]) -> None:
+        try:
+            self.inbox.remove(call)
+        except ValueError:
+            return  # the loop already took it and will settle it
+        raise BridgeClosedError(
+            f"bridge {self.name!r} is {self.state.value} and accepts no new work"
+        )
+
+    def request_cancel(self, call: Call[Any], *, timed_out: bool = False) -> None:
+        """Ask the loop to cancel ``call`` (from any thread); never blocks."""
+        loop = self.loop
+        if loop is None or call.settled:
+            return
+        with contextlib.suppress(RuntimeError):  # loop already closed: nothing to cancel
+            loop.call_soon_threadsafe(self._cancel, call, timed_out)
+
+    # -- loop side ---------------------------------------------------------------
+    def _drain_inbox(self) -> None:
+        self._wake_pending = False
+        inbox = self.inbox
+        while inbox:
+            self._accept(inbox.popleft())
+
+    def _accept(self, call: Call[Any]) -> None:
+        counters = self.counters
+        counters.submitted += 1
+        if call.spawned:
+            counters.spawned += 1
+        if call.cancel_requested:
+            self._settle_unstarted(call)
+            return
+        if call.timeout is not None:
+            assert self.loop is not None
+            call.timer = self.loop.call_later(call.timeout, self._cancel, call, True)
+        limit = self._max_in_flight
+        if limit is not None and not call.spawned and counters.in_flight >= limit:
+            self._waiting.append(call)
+            return
+        self._launch(call, eager=_EAGER)
+
+    def _launch(self, call: Call[Any], *, eager: bool = False) -> None:
+        self.counters.in_flight += 1
+        self._active.add(call)
+        loop = self.loop
+        assert loop is not None
+        if eager:
+            # The first step runs right here; a call that needs no I/O finishes
+            # without another pass of the loop.
+            call.task = asyncio.Task(
+                self._execute(call), loop=loop, context=call.context, eager_start=True
+            )
+        else:
+            call.task = loop.create_task(self._execute(call), context=call.context)
+
+    async def _execute(self, call: Call[Any]) -> None:
+        counters = self.counters
+        try:
+            value = await call.awaitable
+        except asyncio.CancelledError:
+            counters.cancelled += 1
+            if call.timed_out:
+                counters.timed_out += 1
+            call.cancelled(self._wake)
+        except BaseException as exc:
+            # Even KeyboardInterrupt/SystemExit go to the caller: they must not
+            # kill the loop that every other thread depends on.
+            counters.failed += 1
+            if call.spawned:
+                logger.error("aiobridge: spawned task %r failed", call.awaitable, exc_info=exc)
+            call.fail(exc, self._wake)
+        else:
+            counters.completed += 1
+            call.succeed(value, self._wake)
+        finally:
+            counters.in_flight -= 1
+            self._active.discard(call)
+            if call.timer is not None:
+                call.timer.cancel()
+            if self._waiting and self.state is not State.STOPPED:
+                # Never eager here: a chain of waiting calls that finish at once
+                # would otherwise recurse once per call.
+                self._launch(self._waiting.popleft())
+
+    def _cancel(self, call: Call[Any], timed_out: bool) -> None:
+        if call.settled:
+            return
+        call.timed_out = call.timed_out or timed_out
+        if call.task is not None:
+            call.task.cancel()
+        elif call in self._waiting:
+            self._waiting.remove(call)
+            self._settle_unstarted(call)
+        else:
+            call.cancel_requested = True  # still in the inbox: refused when drained
+
+    def _settle_unstarted(self, call: Call[Any]) -> None:
+        """Settle a call whose awaitable never ran, closing it so it never warns."""
+        self.counters.cancelled += 1
+        if call.timed_out:
+            self.counters.timed_out += 1
+        if call.timer is not None:
+            call.timer.cancel()
+        _close_awaitable(call.awaitable)
+        call.cancelled(self._wake)
+
+    # -- shutdown (loop side) ----------------------------------------------------
+    def _begin_shutdown(self, timeout: float) -> None:
+        assert self.loop is not None
+        self.loop.create_task(self._shutdown(timeout), name=f"{self.name}-shutdown")
+
+    async def _shutdown(self, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        # 1. Drain: calls accepted before stop() and spawned tasks may finish.
+        while True:
+            self._drain_inbox()
+            tasks = {c.task for c in self._active if c.task is not None}
+            remaining = deadline - loop.time()
+            if not tasks or remaining <= 0:
+                break
+            await asyncio.wait(tasks, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+        # 2. Cancel what is left; its callers get CancelledError.
+        while self._waiting:
+            self._settle_unstarted(self._waiting.popleft())
+        tasks = {c.task for c in self._active if c.task is not None}
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=_CANCEL_GRACE)
+        # 3. Close what the bridge owns (queues, resources), newest first.
+        while self._closers:
+            closer = self._closers.pop()
+            try:
+                await asyncio.wait_for(closer(), _CLOSER_TIMEOUT)
+            except Exception:
+                logger.exception("aiobridge: error while closing %r", closer)
+        # 4. What asyncio itself holds.
+        await loop.shutdown_asyncgens()
+        with contextlib.suppress(Exception):
+            await loop.shutdown_default_executor()
+        loop.stop()
+
+    def _abandon_everything(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Settle every call still pending when the loop stops, so no caller hangs."""
+        while self.inbox:
+            call = self.inbox.popleft()
+            _close_awaitable(call.awaitable)
+            call.fail(_closed(self.name, "before running the call"), wake_now)
+        while self._waiting:
+            call = self._waiting.popleft()
+            _close_awaitable(call.awaitable)
+            call.fail(_closed(self.name, "before running the call"), wake_now)
+        leftovers = [c for c in self._active if c.task is not None and not c.task.done()]
+        for call in leftovers:
+            call.fail(_closed(self.name, "while the call ran"), wake_now)
+        if leftovers and not loop.is_running():
+            # Only after a crash: give the stranded tasks a chance to run their cleanup.
+            tasks = [c.task for c in leftovers if c.task is not None]
+            for task in tasks:
+                task.cancel()
+            with contextlib.suppress(BaseException):
+                loop.run_until_complete(asyncio.wait(tasks, timeout=_CANCEL_GRACE))
+
+    # -- fork --------------------------------------------------------------------
+    def _after_fork_in_child(self) -> None:
+        """Forget the parent's loop thread; the next call starts a fresh one."""
+        was_live = self.state in (State.RUNNING, State.STOPPING)
+        state = self.state
+        self._init_state()
+        if not was_live:
+            self.state = state
+        for hook in self.fork_hooks:
+            hook()
+
+
+def _closed(name: str, when: str) -> BridgeClosedError:
+    return BridgeClosedError(f"bridge {name!r} stopped {when}")
+
+
+def _close_awaitable(awaitable: Awaitable[Any]) -> None:
+    close = getattr(awaitable, "close", None)
+    if asyncio.iscoroutine(awaitable) and close is not None:
+        close()
+
+
+_ALL: weakref.WeakSet[LoopThread] = weakref.WeakSet()
+
+
+def _reset_all_after_fork() -> None:
+    for loop_thread in list(_ALL):
+        loop_thread._after_fork_in_child()
+
+
+def _stop_all_at_exit() -> None:
+    # atexit runs after non-daemon threads are joined but before daemon threads
+    # are frozen: the last moment at which a loop can still close cleanly.
+    for loop_thread in list(_ALL):
+        if loop_thread.state is State.RUNNING and loop_thread.pid == os.getpid():
+            loop_thread.stop(_EXIT_TIMEOUT)
+
+
+_EXIT_TIMEOUT = 2.0
+
+os.register_at_fork(after_in_child=_reset_all_after_fork)
+atexit.register(_stop_all_at_exit)

@@ -1,0 +1,183 @@
+"""Counters and loop-health measurements behind :meth:`AioThread.stats`.
+
+Two instruments watch the loop:
+
+* a **lag probe**: a callback the loop schedules for itself every
+  ``interval`` seconds; how late it runs is the loop's lag (how long a ready
+  callback waits before it gets the loop);
+* a **watchdog thread** that notices when the probe has not run for longer than
+  ``slow_callback_duration`` (some callback is holding the loop), looks at the
+  loop thread's current stack and logs where it is stuck. Each stall is counted
+  once as a slow callback.
+
+Counters are written only on the loop thread, so they need no lock; readers on
+other threads see a consistent-enough snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+
+__all__ = ("BridgeStats", "Counters", "LoopMonitor")
+
+logger = logging.getLogger("aiobridge")
+
+_LAG_SAMPLES = 2048
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BridgeStats:
+    """A snapshot of a bridge's counters and loop health.
+
+    ``submitted == completed + failed + cancelled + in_flight`` holds at any
+    quiet moment (``timed_out`` calls are also counted as ``cancelled``; the
+    spawned tasks are counted in ``spawned`` and in the other counters too).
+
+    Example:
+        >>> stats = bridge.stats()  # doctest: +SKIP
+        >>> stats.in_flight, stats.loop_lag_p99
+        (0, 0.0003)
+    """
+
+    submitted: int
+    completed: int
+    failed: int
+    cancelled: int
+    timed_out: int
+    in_flight: int
+    queued: int
+    spawned: int
+    loop_lag_p50: float
+    loop_lag_p99: float
+    loop_lag_max: float
+    slow_callbacks: int
+
+    def as_dict(self) -> dict[str, float]:
+        """The snapshot as a plain dict (for JSON endpoints)."""
+        return dataclasses.asdict(self)
+
+
+class Counters:
+    """Call counters, mutated only on the loop thread."""
+
+    __slots__ = ("cancelled", "completed", "failed", "in_flight", "spawned", "submitted",
+                 "timed_out")
+
+    def __init__(self) -> None:
+        self.submitted = 0
+        self.completed = 0
+        self.failed = 0
+        self.cancelled = 0
+        self.timed_out = 0
+        self.in_flight = 0
+        self.spawned = 0
+
+
+class LoopMonitor:
+    """Lag probe and stall watchdog for one loop.
+
+    Args:
+        slow_callback_duration: a callback holding the loop longer than this
+            (seconds) is counted and logged as slow.
+    """
+
+    def __init__(self, slow_callback_duration: float) -> None:
+        self.slow_callback_duration = slow_callback_duration
+        self.interval = max(0.005, min(0.25, slow_callback_duration / 2))
+        self.slow_callbacks = 0
+        self.lag_max = 0.0
+        self._lags: deque[float] = deque(maxlen=_LAG_SAMPLES)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self._expected = 0.0
+        self._last_beat = time.monotonic()
+        self._reported_beat = -1.0
+        self._loop_thread_id = 0
+        self._stop = threading.Event()
+        self._watchdog: threading.Thread | None = None
+
+    # -- probe (loop thread) -------------------------------------------------
+    def start(self, loop: asyncio.AbstractEventLoop, name: str) -> None:
+        """Start probing ``loop``; call on the loop thread."""
+        self._loop = loop
+        self._loop_thread_id = threading.get_ident()
+        self._last_beat = time.monotonic()
+        self._schedule()
+        self._stop.clear()
+        self._watchdog = threading.Thread(
+            target=self._watch, name=f"{name}-watchdog", daemon=True
+        )
+        self._watchdog.start()
+
+    def _schedule(self) -> None:
+        assert self._loop is not None
+        self._expected = self._loop.time() + self.interval
+        self._handle = self._loop.call_at(self._expected, self._beat)
+
+    def _beat(self) -> None:
+        assert self._loop is not None
+        lag = max(0.0, self._loop.time() - self._expected)
+        self._lags.append(lag)
+        if lag > self.lag_max:
+            self.lag_max = lag
+        if lag > self.slow_callback_duration and self._reported_beat != self._last_beat:
+            # The watchdog missed this stall (it was shorter than its poll period).
+            self.slow_callbacks += 1
+            logger.warning(
+                "aiobridge loop was blocked for %.3f s (slow_callback_duration=%.3f s); "
+                "some callback or coroutine step runs blocking code",
+                lag, self.slow_callback_duration,
+            )
+        self._last_beat = time.monotonic()
+        self._schedule()
+
+    def stop(self) -> None:
+        """Stop probing; call on the loop thread (or after it ended)."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self._stop.set()
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None and watchdog is not threading.current_thread():
+            watchdog.join(timeout=1.0)
+
+    # -- watchdog (its own thread) ---------------------------------------------
+    def _watch(self) -> None:
+        period = max(0.005, self.slow_callback_duration / 2)
+        while not self._stop.wait(period):
+            beat = self._last_beat
+            stalled = time.monotonic() - beat - self.interval
+            if stalled > self.slow_callback_duration and self._reported_beat != beat:
+                self._reported_beat = beat
+                self.slow_callbacks += 1
+                logger.warning(
+                    "aiobridge loop blocked for more than %.3f s; it is stuck at:\n%s"
+                    "Blocking code in a coroutine stalls every caller of the bridge; "
+                    "move it to a thread (await asyncio.to_thread(...)).",
+                    stalled, self._where(),
+                )
+
+    def _where(self) -> str:
+        frame = sys._current_frames().get(self._loop_thread_id)
+        if frame is None:
+            return "  <loop thread has no frame>\n"
+        stack = traceback.extract_stack(frame)
+        # Innermost frames are the useful ones; drop asyncio's own machinery above them.
+        lines = traceback.format_list(stack[-6:])
+        return "".join(lines)
+
+    # -- readers ----------------------------------------------------------------
+    def lag_percentiles(self) -> tuple[float, float]:
+        """(p50, p99) of the recent lag samples, in seconds."""
+        samples = sorted(self._lags)
+        if not samples:
+            return 0.0, 0.0
+        last = len(samples) - 1
+        return samples[int(last * 0.50)], samples[int(last * 0.99)]
