@@ -59,12 +59,13 @@ async def first_of(awaitables: Sequence[Awaitable[T]]) -> T:
     naming the others.
     """
     tasks = [asyncio.ensure_future(aw) for aw in awaitables]
+    order: dict[asyncio.Future[T], int] = {task: index for index, task in enumerate(tasks)}
     failures: list[BaseException] = []
     try:
         pending: set[asyncio.Future[T]] = set(tasks)
         while pending:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in sorted(done, key=tasks.index):
+            for task in sorted(done, key=order.__getitem__):
                 if task.cancelled():
                     failures.append(asyncio.CancelledError())
                 elif task.exception() is None:
@@ -94,9 +95,9 @@ async def run_limited(
     try:
         while queue or running:
             while queue and len(running) < limit:
-                task = asyncio.ensure_future(queue.pop())
-                running.add(task)
-                started.append(task)
+                started_task = asyncio.ensure_future(queue.pop())
+                running.add(started_task)
+                started.append(started_task)
             done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 if task.cancelled():

@@ -263,7 +263,12 @@ class AioThread:
                 core.start()
             call = FutureCall(awaitable, _copy_context(), limit, spawned)
             future = call.future
-            future.add_done_callback(lambda f: f.cancelled() and core.request_cancel(call))
+
+            def propagate_cancel(done: concurrent.futures.Future[T]) -> None:
+                if done.cancelled():
+                    core.request_cancel(call)
+
+            future.add_done_callback(propagate_cancel)
             core.hand_off(call)
         except BaseException:
             close_awaitables((awaitable,))

@@ -50,7 +50,7 @@ _EAGER = sys.version_info >= (3, 12)
 Closer = Callable[[], Awaitable[None]]
 
 
-class _WakingSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
+class _WakingSelector(selectors.DefaultSelector):
     """The default selector, plus wake-ups that run just before the loop blocks.
 
     A caller woken while the loop thread still holds the GIL would wake only to
@@ -66,7 +66,7 @@ class _WakingSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-typ
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         if self.pending:
             self.flush()
-        return super().select(timeout)  # type: ignore[no-any-return]
+        return super().select(timeout)
 
     def flush(self) -> None:
         # Cleared in place: the loop thread holds the bound ``pending.append``.
@@ -289,7 +289,7 @@ class LoopThread:
         if eager:
             # The first step runs right here; a call that needs no I/O finishes
             # without another pass of the loop.
-            call.task = asyncio.Task(
+            call.task = asyncio.Task(  # type: ignore[call-arg,unused-ignore]
                 self._execute(call), loop=loop, context=call.context, eager_start=True
             )
         else:
@@ -351,9 +351,9 @@ class LoopThread:
         assert self.loop is not None
         self.loop.create_task(self._shutdown(timeout), name=f"{self.name}-shutdown")
 
-    async def _shutdown(self, timeout: float) -> None:
+    async def _shutdown(self, drain_seconds: float) -> None:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + drain_seconds
         # 1. Drain: calls accepted before stop() and spawned tasks may finish.
         while True:
             self._drain_inbox()
