@@ -359,7 +359,7 @@ class AioThread:
             >>> user, orders = bridge.gather(get_user(1), get_orders(1))  # doctest: +SKIP
         """
         items = self._check_all(awaitables, "AioThread.gather()")
-        return self.run(_combinators.gather_all(items, return_exceptions), timeout=timeout)
+        return self._run_group(_combinators.gather_all(items, return_exceptions), items, timeout)
 
     def first(self, *awaitables: Awaitable[T], timeout: float | None = None) -> T:
         """Return the first successful result; the other awaitables are cancelled.
@@ -372,7 +372,18 @@ class AioThread:
         items = self._check_all(awaitables, "AioThread.first()")
         if not items:
             raise ValueError("AioThread.first() needs at least one awaitable")
-        return self.run(_combinators.first_of(items), timeout=timeout)
+        return self._run_group(_combinators.first_of(items), items, timeout)
+
+    def _run_group(
+        self, driver: Awaitable[T], items: list[Awaitable[Any]], timeout: float | None
+    ) -> T:
+        try:
+            return self.run(driver, timeout=timeout)
+        except BaseException:
+            # If the driver never ran, its awaitables were never awaited: close them.
+            # Closing a finished coroutine is a no-op, so this is safe either way.
+            close_awaitables(items)
+            raise
 
     def as_completed(
         self,
@@ -393,9 +404,10 @@ class AioThread:
             ...     save(page)
         """
         if isinstance(awaitables, (str, bytes)) or not isinstance(awaitables, Iterable):
+            close_awaitables((awaitables,))
             raise TypeError(
                 "AioThread.as_completed() takes one iterable of awaitables, got "
-                f"{describe(awaitables)}"
+                f"{describe(awaitables)}; pass a list: as_completed([a, b])"
             )
         items = self._check_all(tuple(awaitables), "AioThread.as_completed()")
         if limit is not None and (not isinstance(limit, int) or limit < 1):
@@ -421,7 +433,11 @@ class AioThread:
             finally:
                 finished.set()
 
-        future = self.submit(drive())
+        try:
+            future = self.submit(drive())
+        except BaseException:
+            close_awaitables(items)
+            raise
         deadline = None if wait is None else time.monotonic() + wait
 
         def results() -> Iterator[T]:
