@@ -46,6 +46,7 @@ class Call(abc.ABC, Generic[T]):
         "context",
         "settled",
         "spawned",
+        "started",
         "task",
         "timed_out",
         "timeout",
@@ -64,6 +65,7 @@ class Call(abc.ABC, Generic[T]):
         self.timeout = timeout
         self.spawned = spawned
         self.settled = False
+        self.started = False
         self.cancel_requested = False
         self.timed_out = False
         self.task: asyncio.Task[None] | None = None

@@ -297,6 +297,12 @@ class LoopThread:
 
     async def _execute(self, call: Call[Any]) -> None:
         counters = self.counters
+        call.started = True
+        if call.cancel_requested:  # cancelled before its first step
+            counters.in_flight -= 1
+            self._active.discard(call)
+            self._settle_unstarted(call)
+            return
         try:
             value = await call.awaitable
         except asyncio.CancelledError:
@@ -329,12 +335,22 @@ class LoopThread:
             return
         call.timed_out = call.timed_out or timed_out
         if call.task is not None:
-            call.task.cancel()
+            self._cancel_task(call)
         elif call in self._waiting:
             self._waiting.remove(call)
             self._settle_unstarted(call)
         else:
             call.cancel_requested = True  # still in the inbox: refused when drained
+
+    @staticmethod
+    def _cancel_task(call: Call[Any]) -> None:
+        # A task cancelled before its first step would never await the caller's
+        # coroutine ("never awaited"); such a call is refused at its first step.
+        if call.started:
+            assert call.task is not None
+            call.task.cancel()
+        else:
+            call.cancel_requested = True
 
     def _settle_unstarted(self, call: Call[Any]) -> None:
         """Settle a call whose awaitable never ran, closing it so it never warns."""
@@ -366,8 +382,8 @@ class LoopThread:
         while self._waiting:
             self._settle_unstarted(self._waiting.popleft())
         tasks = {c.task for c in self._active if c.task is not None}
-        for task in tasks:
-            task.cancel()
+        for call in list(self._active):
+            self._cancel_task(call)
         if tasks:
             await asyncio.wait(tasks, timeout=_CANCEL_GRACE)
         # 3. Close what the bridge owns (queues, resources), newest first.
@@ -399,8 +415,8 @@ class LoopThread:
         if leftovers and not loop.is_running():
             # Only after a crash: give the stranded tasks a chance to run their cleanup.
             tasks = [c.task for c in leftovers if c.task is not None]
-            for task in tasks:
-                task.cancel()
+            for call in leftovers:
+                self._cancel_task(call)
             with contextlib.suppress(BaseException):
                 loop.run_until_complete(asyncio.wait(tasks, timeout=_CANCEL_GRACE))
 
