@@ -16,6 +16,7 @@ from .errors import BridgeDeadlockError as BridgeDeadlockError
 from .errors import BridgeError as BridgeError
 from .errors import BridgeTimeoutError as BridgeTimeoutError
 from .monitor import BridgeStats as BridgeStats
+from .resources import Resource as Resource
 
 __all__ = (
     "AioThread",
@@ -24,6 +25,7 @@ __all__ = (
     "BridgeError",
     "BridgeStats",
     "BridgeTimeoutError",
+    "Resource",
     "__version__",
     "default_bridge",
     "run",

@@ -13,15 +13,20 @@ import queue
 import threading
 import time
 import types
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, Awaitable, Callable, Generator, Iterable, Iterator
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Any, ParamSpec, TypeVar, overload
 
+import janus
+
 from . import _combinators
+from . import streams as _streams
 from ._awaitables import check_awaitable, close_awaitables, describe
 from ._calls import BlockingCall, FutureCall
 from .errors import BridgeClosedError, BridgeDeadlockError, BridgeTimeoutError
 from .loop_thread import LoopThread, State
 from .monitor import BridgeStats
+from .resources import Resource
 
 __all__ = ("AioThread",)
 
@@ -462,6 +467,133 @@ class AioThread:
                     finished.wait(_STOP_ITERATION_WAIT)
 
         return results()
+
+    # -- streams and shared resources ----------------------------------------------
+    def iterate(
+        self,
+        async_iterable: AsyncIterable[T],
+        *,
+        buffer: int = 1,
+        timeout: float | None = None,
+    ) -> Generator[T, None, None]:
+        """Iterate an async iterator (or async generator) from sync code.
+
+        A task on the loop reads ahead into a buffer of ``buffer`` items, so
+        items fetched but not yet consumed never exceed ``buffer`` and the
+        consumer rarely waits for a round trip. Items arrive in order; an
+        exception raised by the producer is raised here with its type.
+
+        Args:
+            async_iterable: e.g. an async generator object.
+            buffer: how many items the producer may run ahead (>= 1).
+            timeout: seconds to wait for each item (default: the bridge's
+                ``default_timeout``); on expiry :class:`BridgeTimeoutError`
+                is raised and the stream closed.
+
+        Raises:
+            TypeError: ``async_iterable`` is not an async iterable.
+            BridgeDeadlockError: called on the loop thread or in a thread
+                running another event loop.
+
+        Cancellation:
+            Leaving the ``for`` loop (``break``, an exception in its body),
+            ``close()`` or garbage collection of the iterator stops the
+            producer: an async generator waiting for buffer space is closed
+            (its ``finally`` runs), one busy fetching an item is cancelled.
+            Closing waits (up to 5 s) until that cleanup has finished. If
+            the bridge stops, the iterator raises
+            ``concurrent.futures.CancelledError``.
+
+        Example:
+            >>> async def ticks(n):
+            ...     for i in range(n):
+            ...         yield i
+            >>> with contextlib.closing(bridge.iterate(ticks(3))) as items:  # doctest: +SKIP
+            ...     print(list(items))
+            [0, 1, 2]
+        """
+        return _streams.iterate(self, async_iterable, buffer, timeout)
+
+    def enter(
+        self, async_cm: AbstractAsyncContextManager[T], *, timeout: float | None = None
+    ) -> AbstractContextManager[T]:
+        """Use an async context manager in a ``with`` block of sync code.
+
+        ``__aenter__`` and ``__aexit__`` run in one task on the loop, so
+        managers that must enter and exit in the same task (``TaskGroup``,
+        ``asyncio.timeout``, a pooled connection) work. An exception of the
+        with-block reaches ``__aexit__``, which may suppress it.
+
+        Args:
+            async_cm: the async context manager.
+            timeout: seconds allowed to ``__aenter__`` and to ``__aexit__``
+                each (default: the bridge's ``default_timeout``).
+
+        Raises:
+            TypeError: ``async_cm`` is not an async context manager.
+            BridgeDeadlockError: entered on the loop thread or in a thread
+                running another event loop.
+
+        Cancellation:
+            If the bridge stops while the block runs, ``__aexit__`` receives
+            the ``CancelledError``, and leaving the block raises
+            ``concurrent.futures.CancelledError`` (unless the block raised).
+
+        Example:
+            >>> with bridge.enter(session.get(url)) as response:  # doctest: +SKIP
+            ...     status = response.status
+        """
+        return _streams.enter(self, async_cm, timeout)
+
+    def queue(self, maxsize: int = 0) -> janus.Queue[Any]:
+        """A ``janus.Queue`` bound to this bridge's loop, closed when it stops.
+
+        ``queue.sync_q`` is for threads, ``queue.async_q`` for coroutines on
+        the bridge. See :mod:`aiobridge.streams` for the producer/consumer
+        patterns and for draining before ``stop()``.
+
+        Args:
+            maxsize: items held before ``put`` blocks (0: unbounded).
+
+        Example:
+            >>> q = bridge.queue(100)                       # doctest: +SKIP
+            >>> bridge.spawn(consume(q.async_q))           # doctest: +SKIP
+            >>> q.sync_q.put({"event": "signup"})          # doctest: +SKIP
+        """
+        return _streams.make_queue(self, maxsize)
+
+    @overload
+    def resource(
+        self, factory: Callable[[], Awaitable[T]], *, close: Callable[[T], Any] | None = None
+    ) -> Resource[T]: ...
+
+    @overload
+    def resource(
+        self, factory: Callable[[], Awaitable[T] | T], *, close: Callable[[T], Any] | None = None
+    ) -> Resource[T]: ...
+
+    def resource(
+        self, factory: Callable[[], Any], *, close: Callable[[Any], Any] | None = None
+    ) -> Resource[Any]:
+        """Register a loop-bound shared object, built lazily on the loop.
+
+        Args:
+            factory: a callable or async function that makes the object; it is
+                called on the loop, once, on first use.
+            close: how to close it at ``stop()`` (sync or async; default: its
+                ``aclose()`` or ``close()``). Resources close newest first.
+
+        Returns:
+            A :class:`~aiobridge.Resource`: ``await res.get()`` in coroutines,
+            ``res.get_sync()`` in threads.
+
+        Example:
+            >>> from aiobridge.clients import redis_client
+            >>> cache = bridge.resource(redis_client("redis://127.0.0.1:6379/0"))  # doctest: +SKIP
+            >>> async def hits() -> int:
+            ...     return await (await cache.get()).incr("hits")
+        """
+        return Resource(self, factory, close)
 
     # -- introspection -----------------------------------------------------------
     def stats(self) -> BridgeStats:

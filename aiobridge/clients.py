@@ -1,0 +1,128 @@
+"""Factories for the usual loop-bound clients, to pass to ``bridge.resource()``.
+
+Each helper returns an async factory; :meth:`aiobridge.AioThread.resource`
+calls it once on the bridge's loop and closes the client when the bridge
+stops. aiohttp and redis are optional: they are imported when the factory
+runs, so ``import aiobridge.clients`` works without them.
+
+Example:
+    >>> from aiobridge import AioThread
+    >>> from aiobridge.clients import http_session, redis_client
+    >>> bridge = AioThread().start()                                   # doctest: +SKIP
+    >>> http = bridge.resource(http_session())                         # doctest: +SKIP
+    >>> cache = bridge.resource(redis_client("redis://127.0.0.1:6379/0"))  # doctest: +SKIP
+    >>> async def page(url: str) -> str:
+    ...     redis = await cache.get()
+    ...     if (hit := await redis.get(url)) is not None:
+    ...         return hit.decode()
+    ...     session = await http.get()
+    ...     async with session.get(url) as response:
+    ...         text = await response.text()
+    ...     await redis.set(url, text, ex=60)
+    ...     return text
+    >>> bridge.run(page("http://127.0.0.1:8080/"))                     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import aiohttp
+    import redis.asyncio
+
+__all__ = ("http_session", "redis_client")
+
+#: Default timeouts of :func:`http_session` (seconds).
+HTTP_TOTAL_TIMEOUT = 30.0
+HTTP_CONNECT_TIMEOUT = 10.0
+
+
+def _missing(package: str, extra: str) -> ImportError:
+    return ImportError(
+        f"{package} is not installed; install it with: pip install 'aiobridge[{extra}]'"
+    )
+
+
+def http_session(
+    *,
+    limit: int = 100,
+    limit_per_host: int = 0,
+    keepalive_timeout: float = 15.0,
+    timeout: aiohttp.ClientTimeout | None = None,
+    **session_kw: Any,
+) -> Callable[[], Coroutine[Any, Any, aiohttp.ClientSession]]:
+    """A factory of ``aiohttp.ClientSession``\\ s with a bounded, keep-alive pool.
+
+    Args:
+        limit: connections open at once across all hosts (0: no limit).
+        limit_per_host: connections open at once to one host (0: no limit).
+        keepalive_timeout: seconds an idle connection stays in the pool.
+        timeout: an ``aiohttp.ClientTimeout``; default: 30 s per request, of
+            which at most 10 s to connect.
+        **session_kw: passed to ``aiohttp.ClientSession`` (``headers``,
+            ``raise_for_status``, ``base_url``...).
+
+    Returns:
+        An async function making the session on the running loop; the
+        session's ``close()`` closes the pool.
+
+    Example:
+        >>> http = bridge.resource(http_session(limit_per_host=20))  # doctest: +SKIP
+    """
+    if "connector" in session_kw:
+        raise TypeError(
+            "http_session() makes its own connector; pass limit, limit_per_host and "
+            "keepalive_timeout instead, or write a factory of your own"
+        )
+
+    async def make_http_session() -> aiohttp.ClientSession:
+        try:
+            import aiohttp
+        except ImportError as exc:
+            raise _missing("aiohttp", "http") from exc
+        connector = aiohttp.TCPConnector(
+            limit=limit, limit_per_host=limit_per_host, keepalive_timeout=keepalive_timeout
+        )
+        client_timeout = timeout or aiohttp.ClientTimeout(
+            total=HTTP_TOTAL_TIMEOUT, connect=HTTP_CONNECT_TIMEOUT
+        )
+        return aiohttp.ClientSession(connector=connector, timeout=client_timeout, **session_kw)
+
+    return make_http_session
+
+
+def redis_client(
+    url: str, **client_kw: Any
+) -> Callable[[], Coroutine[Any, Any, redis.asyncio.Redis]]:
+    """A factory of ``redis.asyncio.Redis`` clients (one connection pool each).
+
+    Args:
+        url: ``redis://``, ``rediss://`` or ``unix://`` URL.
+        **client_kw: passed to ``redis.asyncio.Redis.from_url``
+            (``decode_responses``, ``max_connections``...). Defaults: 5 s to
+            connect, a health check of idle connections every 30 s.
+
+    Returns:
+        An async function making the client on the running loop; it is closed
+        with ``aclose()``, which also closes its pool.
+
+    Example:
+        >>> cache = bridge.resource(redis_client("redis://127.0.0.1:6379/0",
+        ...                                      decode_responses=True))  # doctest: +SKIP
+    """
+    if not isinstance(url, str) or not url:
+        raise TypeError(f"redis_client() takes a Redis URL string, got {url!r}")
+    client_kw.setdefault("socket_connect_timeout", 5.0)
+    client_kw.setdefault("health_check_interval", 30)
+
+    async def make_redis_client() -> redis.asyncio.Redis:
+        try:
+            import redis.asyncio
+        except ImportError as exc:
+            raise _missing("redis", "redis") from exc
+        client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(url, **client_kw)
+        return client
+
+    return make_redis_client

@@ -1,0 +1,404 @@
+"""Streams between threads and the loop: ``iterate``, ``enter`` and janus queues.
+
+- :func:`iterate` turns an async iterator into a sync one, with a bounded
+  read-ahead buffer and a deterministic close.
+- :func:`enter` runs an async context manager's ``__aenter__`` and
+  ``__aexit__`` in one task on the loop, around a with-block in a thread.
+- :func:`make_queue` makes a ``janus.Queue`` bound to the bridge's loop, which
+  the bridge closes when it stops.
+
+They back :meth:`aiobridge.AioThread.iterate`, :meth:`~aiobridge.AioThread.enter`
+and :meth:`~aiobridge.AioThread.queue`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Generator
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import janus
+
+from ._awaitables import describe
+from .errors import BridgeTimeoutError
+from .resources import keep_after_fork
+
+if TYPE_CHECKING:
+    from contextlib import AbstractAsyncContextManager
+
+    from .bridge import AioThread
+    from .loop_thread import LoopThread
+
+__all__ = ("enter", "iterate", "make_queue")
+
+T = TypeVar("T")
+
+logger = logging.getLogger("aiobridge")
+
+#: How long closing a stream (or leaving ``enter``) waits for the loop side to finish.
+CLOSE_TIMEOUT = 5.0
+
+_ITEM, _END, _ERROR = 0, 1, 2
+
+
+# -- iterate ------------------------------------------------------------------------
+class _Channel(Generic[T]):
+    """Items from a producer task on the loop to consumer threads, at most ``size`` ahead.
+
+    The producer takes a credit before it asks the async iterator for an item,
+    so items fetched but not yet taken by a consumer never exceed ``size``.
+    A consumer gives the credit back when it takes an item, and wakes a
+    producer that waits for credits only once half the buffer is free: with a
+    large buffer, one wake-up of the loop serves many items.
+    """
+
+    def __init__(self, source: AsyncIterable[T], size: int) -> None:
+        self.source = source
+        self.size = size
+        self.resume_at = max(1, size // 2)
+        self.credits = size
+        self.items: deque[tuple[int, Any]] = deque()
+        self.mutex = threading.Lock()
+        self.ready = threading.Condition(self.mutex)
+        self.consumers_waiting = 0
+        self.ended = False  # a terminal entry (_END or _ERROR) was queued
+        self.halted = False
+        self.producer_waiting: asyncio.Future[None] | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.finished = threading.Event()
+
+    # loop side
+    async def produce(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.task = asyncio.current_task()
+        iterator: AsyncIterator[T] | None = None
+        try:
+            iterator = aiter(self.source)
+            while True:
+                with self.mutex:
+                    if self.halted:
+                        return
+                    if self.credits:
+                        self.credits -= 1
+                        waiter = None
+                    else:
+                        waiter = self.producer_waiting = self.loop.create_future()
+                if waiter is not None:
+                    await waiter
+                    continue
+                try:
+                    item = await anext(iterator)
+                except StopAsyncIteration:
+                    self.push(_END, None)
+                    return
+                self.push(_ITEM, item)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # even KeyboardInterrupt belongs to the consumer
+            self.push(_ERROR, exc)
+        finally:
+            aclose = getattr(iterator if iterator is not None else self.source, "aclose", None)
+            if aclose is not None:
+                try:
+                    await aclose()
+                except BaseException as exc:
+                    # Only reported if the consumer can still see it.
+                    self.push(_ERROR, exc)
+
+    def push(self, kind: int, value: Any) -> None:
+        with self.mutex:
+            if self.ended:
+                return
+            self.ended = kind != _ITEM
+            self.items.append((kind, value))
+            if self.consumers_waiting:
+                self.ready.notify()
+
+    def halt(self) -> None:
+        """On the loop: stop the producer, gently if it waits for credits."""
+        with self.mutex:
+            self.halted = True
+            waiter = self.producer_waiting
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        elif self.task is not None and not self.task.done():
+            self.task.cancel()
+
+    # consumer side
+    def take(self, timeout: float | None) -> tuple[int, Any]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self.mutex:
+            while not self.items:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise BridgeTimeoutError(
+                        f"AioThread.iterate() waited more than {timeout} s for the next item; "
+                        "the stream was closed"
+                    )
+                self.consumers_waiting += 1
+                try:
+                    self.ready.wait(remaining)
+                finally:
+                    self.consumers_waiting -= 1
+            kind, value = self.items.popleft()
+            if kind != _ITEM:
+                self.items.appendleft((kind, value))  # every later next() sees the end too
+                return kind, value
+            self.credits += 1
+            waiter = self.producer_waiting
+            if waiter is None or self.credits < self.resume_at:
+                return kind, value
+            self.producer_waiting = None
+        assert self.loop is not None
+        with contextlib.suppress(RuntimeError):  # loop closed: the producer is gone anyway
+            self.loop.call_soon_threadsafe(_resolve, waiter)
+        return kind, value
+
+    def settled(self, future: concurrent.futures.Future[None]) -> None:
+        """Done callback of the producer's future: make sure consumers see an end."""
+        if future.cancelled():
+            self.push(_ERROR, concurrent.futures.CancelledError())
+        elif future.exception() is not None:
+            self.push(_ERROR, future.exception())
+        else:
+            self.push(_END, None)
+        self.finished.set()
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def iterate(
+    bridge: AioThread, source: AsyncIterable[T], buffer: int, timeout: float | None
+) -> Generator[T, None, None]:
+    """The implementation of :meth:`aiobridge.AioThread.iterate`."""
+    if not hasattr(source, "__aiter__"):
+        hint = " (a sync iterable: iterate it directly)" if hasattr(source, "__iter__") else ""
+        raise TypeError(
+            f"AioThread.iterate() takes an async iterable or async generator, got "
+            f"{describe(source)}{hint}"
+        )
+    if isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 1:
+        raise ValueError(f"buffer must be an int >= 1, got {buffer!r}")
+    bridge._check_may_block("iterate")
+    return _consume(bridge, _Channel(source, buffer), bridge._timeout(timeout))
+
+
+def _consume(
+    bridge: AioThread, channel: _Channel[T], timeout: float | None
+) -> Generator[T, None, None]:
+    future = bridge.spawn(channel.produce())
+    future.add_done_callback(channel.settled)
+    try:
+        while True:
+            kind, value = channel.take(timeout)
+            if kind == _ITEM:
+                yield value
+            elif kind == _END:
+                return
+            else:
+                raise value
+    finally:
+        _close_channel(bridge, channel)
+
+
+def _close_channel(bridge: AioThread, channel: _Channel[Any]) -> None:
+    if channel.finished.is_set():
+        return
+    loop = bridge._core.loop
+    if loop is not None:
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(channel.halt)
+    if bridge._on_loop_thread():
+        return  # dropped on the loop thread itself: it cannot wait for itself
+    if not channel.finished.wait(CLOSE_TIMEOUT):
+        logger.warning(
+            "aiobridge: the async iterator %r did not close within %s s",
+            channel.source, CLOSE_TIMEOUT,
+        )
+
+
+# -- enter ----------------------------------------------------------------------------
+class _Entered(Generic[T]):
+    """The sync face of an async context manager entered on the loop."""
+
+    def __init__(
+        self, bridge: AioThread, manager: AbstractAsyncContextManager[T], timeout: float | None
+    ) -> None:
+        self._bridge = bridge
+        self._manager = manager
+        self._timeout = timeout
+        self._entered: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._leave: asyncio.Future[BaseException | None] | None = None
+        self._outcome: concurrent.futures.Future[tuple[bool, Any]] | None = None
+
+    async def _hold(self) -> tuple[bool, Any]:
+        """Enter, wait for the thread to leave the block, exit: all in this one task.
+
+        Returns ``(True, suppressed)`` or ``(False, error)``: an error is the
+        caller's to handle, not a failure of a background task.
+        """
+        manager = self._manager
+        kind = type(manager)
+        try:
+            value = await kind.__aenter__(manager)
+        except BaseException as exc:
+            self._entered.set_exception(exc)
+            return True, False
+        self._leave = leave = asyncio.get_running_loop().create_future()
+        self._entered.set_result(value)
+        try:
+            error = await leave
+        except asyncio.CancelledError as cancelled:
+            # The bridge is stopping (or the thread gave up): leave with the
+            # cancellation, as ``async with`` would.
+            if not await kind.__aexit__(
+                manager, type(cancelled), cancelled, cancelled.__traceback__
+            ):
+                raise
+            return True, True
+        try:
+            if error is None:
+                await kind.__aexit__(manager, None, None, None)
+                return True, False
+            return True, bool(
+                await kind.__aexit__(manager, type(error), error, error.__traceback__)
+            )
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            return False, exc
+
+    def __enter__(self) -> T:
+        if self._outcome is not None:
+            raise RuntimeError("a context manager from AioThread.enter() can be entered once")
+        self._bridge._check_may_block("enter")
+        self._outcome = self._bridge.spawn(self._hold())
+        try:
+            return self._entered.result(self._timeout)
+        except concurrent.futures.TimeoutError:
+            self._outcome.cancel()
+            raise BridgeTimeoutError(
+                f"AioThread.enter(): __aenter__ of {describe(self._manager)} took more than "
+                f"{self._timeout} s and was cancelled"
+            ) from None
+        except BaseException:
+            if not self._entered.done():  # KeyboardInterrupt while waiting
+                self._outcome.cancel()
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        outcome = self._outcome
+        leave = self._leave
+        assert outcome is not None
+        assert leave is not None
+        with contextlib.suppress(RuntimeError):  # loop gone: the outcome says why
+            leave.get_loop().call_soon_threadsafe(_leave_with, leave, exc)
+        try:
+            ok, value = outcome.result(self._timeout)
+        except concurrent.futures.TimeoutError:
+            outcome.cancel()
+            raise BridgeTimeoutError(
+                f"AioThread.enter(): __aexit__ of {describe(self._manager)} took more than "
+                f"{self._timeout} s and was cancelled"
+            ) from exc
+        except concurrent.futures.CancelledError:
+            if exc is not None:
+                return False  # the block's own error is the one to see
+            raise
+        except BaseException:  # KeyboardInterrupt while waiting
+            outcome.cancel()
+            raise
+        if not ok:
+            try:
+                raise value
+            finally:
+                del value
+        return bool(value)
+
+
+def _leave_with(leave: asyncio.Future[BaseException | None], exc: BaseException | None) -> None:
+    if not leave.done():
+        leave.set_result(exc)
+
+
+def enter(
+    bridge: AioThread, manager: AbstractAsyncContextManager[T], timeout: float | None
+) -> _Entered[T]:
+    """The implementation of :meth:`aiobridge.AioThread.enter`."""
+    if not (hasattr(manager, "__aenter__") and hasattr(manager, "__aexit__")):
+        hint = " (a sync context manager: use 'with' directly)" if hasattr(
+            manager, "__enter__") else ""
+        raise TypeError(
+            f"AioThread.enter() takes an async context manager, got {describe(manager)}{hint}"
+        )
+    return _Entered(bridge, manager, bridge._timeout(timeout))
+
+
+# -- queues -----------------------------------------------------------------------------
+class _Queues:
+    """The janus queues made on one loop of one bridge, closed when it stops."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.queues: weakref.WeakSet[janus.Queue[Any]] = weakref.WeakSet()
+
+    async def close_all(self) -> None:
+        queues = list(self.queues)
+        for queue in queues:
+            queue.close()
+        for queue in reversed(queues):
+            await queue.wait_closed()
+
+
+_TRACKERS: weakref.WeakKeyDictionary[LoopThread, _Queues] = weakref.WeakKeyDictionary()
+_TRACKERS_LOCK = threading.Lock()
+
+
+def _track(bridge: AioThread, queue: janus.Queue[Any]) -> None:
+    core = bridge._core
+    loop = core.loop
+    assert loop is not None
+    with _TRACKERS_LOCK:
+        tracker = _TRACKERS.get(core)
+        if tracker is None or tracker.loop is not loop:
+            if tracker is not None:
+                keep_after_fork(tracker)  # the parent's queues, bound to the parent's loop
+            tracker = _TRACKERS[core] = _Queues(loop)
+            core.add_closer(tracker.close_all)
+        tracker.queues.add(queue)
+
+
+async def _new_queue(bridge: AioThread, maxsize: int) -> janus.Queue[Any]:
+    queue: janus.Queue[Any] = janus.Queue(maxsize)
+    await queue.async_q.join()  # nothing to wait for: binds the queue to this loop
+    _track(bridge, queue)
+    return queue
+
+
+def make_queue(bridge: AioThread, maxsize: int) -> janus.Queue[Any]:
+    """The implementation of :meth:`aiobridge.AioThread.queue`."""
+    if isinstance(maxsize, bool) or not isinstance(maxsize, int):
+        raise TypeError(f"maxsize must be an int, got {describe(maxsize)}")
+    if bridge._on_loop_thread():
+        # In a coroutine on the bridge: janus binds it to this loop on first async use.
+        queue: janus.Queue[Any] = janus.Queue(maxsize)
+        _track(bridge, queue)
+        return queue
+    return bridge.run(_new_queue(bridge, maxsize), timeout=CLOSE_TIMEOUT)
