@@ -1,0 +1,179 @@
+"""Lifecycle (SPEC §3.3): stop drains then cancels, refuses new work, leaves no warning."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+
+import pytest
+
+from aiobridge import AioThread, BridgeClosedError
+
+from .helpers import run_python
+
+WAIT = 10.0
+
+
+def test_start_is_idempotent_and_context_manager_stops() -> None:
+    bridge = AioThread(name="cm")
+    with bridge as entered:
+        assert entered is bridge
+        assert bridge.start() is bridge
+        thread = bridge.thread
+        assert thread is not None and thread.is_alive()
+    assert not bridge.running
+    assert not thread.is_alive()
+    bridge.stop()  # idempotent
+    with pytest.raises(BridgeClosedError, match="cannot be restarted"):
+        bridge.start()
+
+
+def test_stop_drains_in_flight_work_then_cancels_the_rest() -> None:
+    bridge = AioThread().start()
+    finishing_started = threading.Event()
+    stuck_started, stuck_cancelled = threading.Event(), threading.Event()
+
+    async def finishing() -> str:
+        finishing_started.set()
+        await asyncio.sleep(0.1)
+        return "finished"
+
+    async def stuck() -> None:
+        stuck_started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            stuck_cancelled.set()
+            raise
+
+    done = bridge.submit(finishing())
+    cancelled = bridge.submit(stuck())
+    spawned = bridge.spawn(finishing())
+    assert finishing_started.wait(WAIT) and stuck_started.wait(WAIT)
+    stopper = threading.Thread(target=bridge.stop, kwargs={"timeout": 1.0})
+    stopper.start()
+    # While stopping, new work is refused at once.
+    refused = asyncio.sleep(0)
+    with pytest.raises(BridgeClosedError):
+        while True:  # bounded by the stop() below: it refuses within its drain period
+            bridge.run(refused, timeout=WAIT)
+            refused = asyncio.sleep(0)
+    stopper.join(WAIT)
+    assert not stopper.is_alive()
+    assert done.result(0) == "finished"
+    assert spawned.result(0) == "finished"
+    with pytest.raises(concurrent.futures.CancelledError):
+        cancelled.result(0)
+    assert stuck_cancelled.is_set()
+    assert bridge.thread is not None and not bridge.thread.is_alive()
+    assert bridge.stats().in_flight == 0
+
+
+def test_waiting_caller_is_released_when_the_bridge_stops() -> None:
+    bridge = AioThread().start()
+    started = threading.Event()
+    outcome: list[BaseException] = []
+
+    async def forever() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    def caller() -> None:
+        try:
+            bridge.run(forever())
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=caller)
+    thread.start()
+    assert started.wait(WAIT)
+    bridge.stop(timeout=0.05)
+    thread.join(WAIT)
+    assert not thread.is_alive(), "a caller hung after stop()"
+    assert len(outcome) == 1 and isinstance(outcome[0], concurrent.futures.CancelledError)
+
+
+def test_loop_thread_crash_releases_callers() -> None:
+    """A callback that kills the loop must not leave any caller waiting forever."""
+    bridge = AioThread().start()
+    started = threading.Event()
+    outcome: list[BaseException] = []
+
+    async def forever() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    def caller() -> None:
+        try:
+            bridge.run(forever())
+        except BaseException as exc:
+            outcome.append(exc)
+
+    def kill_loop() -> None:
+        raise SystemExit("loop killed by a bad callback")
+
+    thread = threading.Thread(target=caller)
+    thread.start()
+    assert started.wait(WAIT)
+    bridge.call_soon(kill_loop)
+    thread.join(WAIT)
+    assert not thread.is_alive(), "a caller hung after the loop thread died"
+    assert len(outcome) == 1 and isinstance(outcome[0], BridgeClosedError)
+    assert not bridge.running
+    with pytest.raises(BridgeClosedError):
+        bridge.run(asyncio.sleep(0))
+    bridge.stop()
+
+
+def test_stop_from_loop_thread_is_refused(bridge: AioThread) -> None:
+    from aiobridge import BridgeDeadlockError
+
+    async def stop_inside() -> None:
+        bridge.stop()
+
+    with pytest.raises(BridgeDeadlockError):
+        bridge.run(stop_inside())
+
+
+CLEAN_SHUTDOWN = """
+import asyncio, aiobridge
+from aiobridge import AioThread
+
+async def work(i):
+    await asyncio.sleep(0.001)
+    return i
+
+async def forever():
+    await asyncio.Event().wait()
+
+async def agen():
+    try:
+        for i in range(100):
+            yield i
+            await asyncio.sleep(0)
+    finally:
+        await asyncio.sleep(0)
+
+async def leave_generator_open():
+    gen = agen()
+    await gen.__anext__()   # suspended inside; only shutdown_asyncgens closes it
+    return gen
+
+bridge = AioThread(debug=True).start()
+assert bridge.gather(*(work(i) for i in range(50))) == list(range(50))
+bridge.spawn(forever())                 # cancelled at stop
+pending = bridge.submit(forever())      # cancelled at stop
+kept = bridge.run(leave_generator_open())
+bridge.run(asyncio.to_thread(sum, [1, 2]))  # default executor in use
+{stop}
+print(aiobridge.run(work(7)))           # default bridge, stopped at exit
+"""
+
+
+@pytest.mark.parametrize("stop", ["bridge.stop(timeout=0.2)", "pass  # left to the exit hook"])
+def test_shutdown_is_clean_under_dev_mode_and_warnings_as_errors(stop: str) -> None:
+    result = run_python(CLEAN_SHUTDOWN.format(stop=stop), timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "7"
+    assert result.stderr == "", result.stderr
