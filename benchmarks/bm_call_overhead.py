@@ -1,0 +1,277 @@
+"""Per-call overhead of running a trivial coroutine from synchronous code.
+
+Measures ``bridge.run(noop())`` from 1 and from 32 caller threads side by side,
+in one process and interleaved round by round, against the ways a sync program
+can run a coroutine today:
+
+* ``raw-rct``: ``asyncio.run_coroutine_threadsafe(noop(), loop).result()`` on a
+  background loop thread: the baseline every ratio refers to;
+* ``asyncio.run``: a new event loop per call (the embedded-loop anti-pattern);
+* ``embedded-loop``: one loop reused with ``run_until_complete`` (single thread
+  only: it breaks as soon as two threads share it);
+* ``asgiref``: ``asgiref.sync.async_to_sync`` (what Flask's async views use);
+* ``anyio-portal``: anyio's blocking portal (``portal.call``);
+* ``aiobridge`` and ``aiobridge-uvloop``: this library on the default loop and
+  on uvloop.
+
+Reported per variant: µs per call (wall time / calls), calls/s, p50 and p99 of
+the per-call latency, and the ratio of µs/call to ``raw-rct`` in the same run.
+
+Run: ``python -m benchmarks.bm_call_overhead [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import statistics
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+NAME = "call_overhead"
+THREAD_COUNTS = (1, 32)
+BASELINE = "raw-rct"
+
+Caller = Callable[[], object]
+
+
+async def noop() -> None:
+    return None
+
+
+# -- the variants: each yields a thread-safe (or single-thread) caller ---------------
+
+
+@contextlib.contextmanager
+def raw_rct() -> Iterator[Caller]:
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="raw-rct", daemon=True)
+    thread.start()
+    try:
+        yield lambda: asyncio.run_coroutine_threadsafe(noop(), loop).result()
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+@contextlib.contextmanager
+def asyncio_run() -> Iterator[Caller]:
+    yield lambda: asyncio.run(noop())
+
+
+@contextlib.contextmanager
+def embedded_loop() -> Iterator[Caller]:
+    loop = asyncio.new_event_loop()
+    try:
+        yield lambda: loop.run_until_complete(noop())
+    finally:
+        loop.close()
+
+
+@contextlib.contextmanager
+def asgiref_sync() -> Iterator[Caller]:
+    from asgiref.sync import async_to_sync
+
+    yield async_to_sync(noop)
+
+
+@contextlib.contextmanager
+def anyio_portal() -> Iterator[Caller]:
+    from anyio.from_thread import start_blocking_portal
+
+    with start_blocking_portal() as portal:
+        yield lambda: portal.call(noop)
+
+
+@contextlib.contextmanager
+def aiobridge_default() -> Iterator[Caller]:
+    from aiobridge import AioThread
+
+    with AioThread(name="bm-bridge") as bridge:
+        yield lambda: bridge.run(noop())
+
+
+@contextlib.contextmanager
+def aiobridge_uvloop() -> Iterator[Caller]:
+    import uvloop
+
+    from aiobridge import AioThread
+
+    with AioThread(name="bm-bridge-uvloop", loop_factory=uvloop.new_event_loop) as bridge:
+        yield lambda: bridge.run(noop())
+
+
+VARIANTS: dict[str, tuple[Callable[[], contextlib.AbstractContextManager[Caller]], bool]] = {
+    # name: (factory, safe from many threads)
+    "raw-rct": (raw_rct, True),
+    "aiobridge": (aiobridge_default, True),
+    "aiobridge-uvloop": (aiobridge_uvloop, True),
+    "anyio-portal": (anyio_portal, True),
+    "asgiref": (asgiref_sync, True),
+    "embedded-loop": (embedded_loop, False),
+    "asyncio.run": (asyncio_run, True),
+}
+
+
+# -- measurement ------------------------------------------------------------------------
+
+
+def measure(call: Caller, threads: int, calls_per_thread: int) -> tuple[float, list[float]]:
+    """Run the calls; return (wall seconds, per-call latencies in seconds)."""
+    latencies: list[list[float]] = [[] for _ in range(threads)]
+    barrier = threading.Barrier(threads + 1)
+    errors: list[BaseException] = []
+
+    def worker(index: int) -> None:
+        record = latencies[index].append
+        clock = time.perf_counter
+        try:
+            barrier.wait(60)
+            for _ in range(calls_per_thread):
+                start = clock()
+                call()
+                record(clock() - start)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            with contextlib.suppress(threading.BrokenBarrierError):
+                barrier.wait(60)
+
+    pool = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(threads)]
+    for thread in pool:
+        thread.start()
+    barrier.wait(60)
+    started = time.perf_counter()
+    barrier.wait(600)
+    wall = time.perf_counter() - started
+    for thread in pool:
+        thread.join(60)
+    if errors:
+        raise errors[0]
+    return wall, [lat for per_thread in latencies for lat in per_thread]
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * fraction))]
+
+
+def run_benchmark(
+    rounds: int, calls_single: int, calls_per_thread: int, progress: Callable[[str], None]
+) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for threads in THREAD_COUNTS:
+        per_thread = calls_single if threads == 1 else calls_per_thread
+        walls: dict[str, list[float]] = {}
+        lats: dict[str, list[float]] = {}
+        with contextlib.ExitStack() as stack:
+            callers = {}
+            for name, (factory, thread_safe) in VARIANTS.items():
+                if threads > 1 and not thread_safe:
+                    continue
+                callers[name] = stack.enter_context(factory())
+                for _ in range(min(200, per_thread)):  # warm-up
+                    callers[name]()
+            for round_index in range(rounds):
+                for name, call in callers.items():
+                    progress(f"{threads} thread(s), round {round_index + 1}/{rounds}: {name}")
+                    wall, latencies = measure(call, threads, per_thread)
+                    walls.setdefault(name, []).append(wall)
+                    lats.setdefault(name, []).extend(latencies)
+        calls = threads * per_thread
+        base_us = statistics.median(walls[BASELINE]) / calls * 1e6
+        for name in walls:
+            us = statistics.median(walls[name]) / calls * 1e6
+            ordered = sorted(lats[name])
+            rows.append(
+                {
+                    "variant": name,
+                    "threads": threads,
+                    "calls_per_round": calls,
+                    "rounds": rounds,
+                    "us_per_call": round(us, 2),
+                    "calls_per_s": round(1e6 / us, 1),
+                    "p50_us": round(percentile(ordered, 0.50) * 1e6, 2),
+                    "p99_us": round(percentile(ordered, 0.99) * 1e6, 2),
+                    "ratio_to_raw": round(us / base_us, 3),
+                }
+            )
+    return rows
+
+
+def check_targets(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The targets of the call-overhead issue, evaluated on this run's ratios."""
+
+    def us(variant: str, threads: int) -> float:
+        for row in rows:
+            if row["variant"] == variant and row["threads"] == threads:
+                return float(row["us_per_call"])
+        raise KeyError(variant)
+
+    bridge = us("aiobridge", 1)
+    targets = {
+        "single caller <= 0.85x raw rct": (bridge / us(BASELINE, 1), "<=", 0.85),
+        "uvloop single caller <= 0.65x raw rct": (
+            us("aiobridge-uvloop", 1) / us(BASELINE, 1), "<=", 0.65),
+        ">= 4x faster than asgiref": (us("asgiref", 1) / bridge, ">=", 4.0),
+        ">= 1.5x faster than anyio portal": (us("anyio-portal", 1) / bridge, ">=", 1.5),
+        "32 threads >= 1.3x raw calls/s": (us(BASELINE, 32) / us("aiobridge", 32), ">=", 1.3),
+    }
+    return {
+        label: {
+            "value": round(value, 3),
+            "target": f"{op} {bound}",
+            "met": value <= bound if op == "<=" else value >= bound,
+        }
+        for label, (value, op, bound) in targets.items()
+    }
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| variant | threads | µs/call | calls/s | p50 µs | p99 µs | × raw rct |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['variant']} | {row['threads']} | {row['us_per_call']:.1f} | "
+            f"{row['calls_per_s']:,.0f} | {row['p50_us']:.1f} | {row['p99_us']:.1f} | "
+            f"{row['ratio_to_raw']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes: a few seconds")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds per variant")
+    args = parser.parse_args(argv)
+    rounds = args.rounds or (3 if args.quick else 7)
+    calls_single = 1000 if args.quick else 5000
+    calls_per_thread = 40 if args.quick else 200
+    rows = run_benchmark(rounds, calls_single, calls_per_thread, progress or (lambda _msg: None))
+    result = {
+        "name": NAME,
+        "params": {
+            "rounds": rounds,
+            "calls_single_thread": calls_single,
+            "calls_per_thread_at_32": calls_per_thread,
+            "thread_counts": list(THREAD_COUNTS),
+            "baseline": BASELINE,
+        },
+        "rows": rows,
+        "targets": check_targets(rows),
+    }
+    if progress is None:
+        print(format_table(rows))
+        for label, target in result["targets"].items():
+            status = "met" if target["met"] else "MISSED"
+            print(f"{label}: {target['value']} ({target['target']}) {status}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
