@@ -55,15 +55,14 @@ class _Channel(Generic[T]):
 
     The producer takes a credit before it asks the async iterator for an item,
     so items fetched but not yet taken by a consumer never exceed ``size``.
-    A consumer gives the credit back when it takes an item, and wakes a
-    producer that waits for credits only once half the buffer is free: with a
-    large buffer, one wake-up of the loop serves many items.
+    A consumer gives the credit back when it takes an item and wakes the
+    producer only if it is waiting for one; while the producer is busy
+    fetching, taking an item costs no call to the loop.
     """
 
     def __init__(self, source: AsyncIterable[T], size: int) -> None:
         self.source = source
         self.size = size
-        self.resume_at = max(1, size // 2)
         self.credits = size
         self.items: deque[tuple[int, Any]] = deque()
         self.mutex = threading.Lock()
@@ -155,7 +154,7 @@ class _Channel(Generic[T]):
                 return kind, value
             self.credits += 1
             waiter = self.producer_waiting
-            if waiter is None or self.credits < self.resume_at:
+            if waiter is None:
                 return kind, value
             self.producer_waiting = None
         assert self.loop is not None
