@@ -20,7 +20,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
-from ._awaitables import describe
+from ._awaitables import close_awaitables, describe
 from .errors import BridgeDeadlockError, BridgeError
 
 if TYPE_CHECKING:
@@ -92,15 +92,16 @@ class Resource(Generic[T]):
         factory: Callable[[], Awaitable[T]] | Callable[[], T],
         close: Callable[[T], Any] | None = None,
     ) -> None:
+        if inspect.isawaitable(factory):
+            close_awaitables((factory,))
+            raise TypeError(
+                f"AioThread.resource() takes a factory, not an awaitable; got {describe(factory)}: "
+                "pass the function itself, e.g. bridge.resource(make_client), not make_client()"
+            )
         if not callable(factory):
             raise TypeError(
                 f"AioThread.resource() takes a factory (a callable or an async function), "
                 f"got {describe(factory)}"
-            )
-        if inspect.iscoroutine(factory) or inspect.isawaitable(factory):
-            raise TypeError(
-                f"AioThread.resource() takes a factory, not an awaitable; got {describe(factory)}: "
-                "pass the function itself, e.g. bridge.resource(make_client), not make_client()"
             )
         if close is not None and not callable(close):
             raise TypeError(f"close must be a callable or None, got {describe(close)}")
