@@ -6,7 +6,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from types import TracebackType
 from typing import Any
 
@@ -19,7 +19,7 @@ WAIT = 10.0  # bound of every wait; never reached when the code is right
 
 
 # -- iterate ------------------------------------------------------------------------
-async def count_up(n: int, log: list[str] | None = None) -> AsyncIterator[int]:
+async def count_up(n: int, log: list[str] | None = None) -> AsyncGenerator[int, None]:
     try:
         for i in range(n):
             yield i
