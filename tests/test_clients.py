@@ -1,0 +1,277 @@
+"""``aiobridge.clients`` against a real aiohttp server and a real Redis: pooling, pub/sub, fork."""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from collections.abc import AsyncGenerator, Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+import redis
+import redis.asyncio
+from aiohttp import web
+
+from aiobridge import AioThread
+from aiobridge.clients import http_session, redis_client
+from tests.helpers import run_python, wait_child
+
+WAIT = 10.0
+
+
+class PeerServer:
+    """An aiohttp.web server on 127.0.0.1 that records each request's client address."""
+
+    def __init__(self) -> None:
+        self.peers: list[tuple[str, int]] = []
+        self.url = ""
+        self._host = AioThread(name="peer-server")
+        self._runner: web.AppRunner | None = None
+
+    async def _peer(self, request: web.Request) -> web.Response:
+        assert request.transport is not None
+        self.peers.append(request.transport.get_extra_info("peername")[:2])
+        return web.Response(text="ok")
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/peer", self._peer)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        host, port = self._runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}"
+
+    async def _stop(self) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+    def __enter__(self) -> PeerServer:
+        self._host.start()
+        self._host.run(self._start(), timeout=WAIT)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._host.run(self._stop(), timeout=WAIT)
+        self._host.stop()
+
+    def ports(self) -> set[int]:
+        return {port for _, port in self.peers}
+
+
+@pytest.fixture(scope="module")
+def peer_server() -> Iterator[PeerServer]:
+    with PeerServer() as server:
+        yield server
+
+
+@pytest.fixture
+def server(peer_server: PeerServer) -> PeerServer:
+    peer_server.peers.clear()
+    return peer_server
+
+
+async def fetch(http: Any, url: str) -> str:
+    session: aiohttp.ClientSession = await http.get()
+    async with session.get(url) as response:
+        response.raise_for_status()
+        return await response.text()
+
+
+# -- http_session -------------------------------------------------------------------------
+def test_http_session_reuses_one_connection_for_sequential_calls(
+    bridge: AioThread, server: PeerServer
+) -> None:
+    http = bridge.resource(http_session())
+    for _ in range(100):
+        assert bridge.run(fetch(http, f"{server.url}/peer"), timeout=WAIT) == "ok"
+    assert len(server.peers) == 100
+    assert len(server.ports()) == 1  # one keep-alive connection served all 100
+
+
+def test_http_session_pool_is_shared_by_threads(bridge: AioThread, server: PeerServer) -> None:
+    http = bridge.resource(http_session(limit_per_host=4))
+    barrier = threading.Barrier(4)
+    failures: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            barrier.wait(WAIT)
+            for _ in range(25):
+                bridge.run(fetch(http, f"{server.url}/peer"), timeout=WAIT)
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT * 3)
+    assert not failures
+    assert len(server.peers) == 100
+    assert len(server.ports()) <= 4  # never more connections than concurrent callers
+
+
+def test_http_session_is_closed_at_stop(server: PeerServer) -> None:
+    with AioThread(name="http-stop", debug=True) as own:
+        http = own.resource(http_session())
+        own.run(fetch(http, f"{server.url}/peer"), timeout=WAIT)
+        session = http.get_sync(timeout=WAIT)
+        assert not session.closed
+    assert session.closed
+
+
+def test_enter_an_aiohttp_response_from_sync_code(bridge: AioThread, server: PeerServer) -> None:
+    session = bridge.resource(http_session()).get_sync(timeout=WAIT)
+    with bridge.enter(session.get(f"{server.url}/peer"), timeout=WAIT) as response:
+        assert response.status == 200
+        assert bridge.run(response.text(), timeout=WAIT) == "ok"
+    assert response.closed
+
+
+def test_http_session_refuses_a_connector() -> None:
+    with pytest.raises(TypeError, match="limit_per_host"):
+        http_session(connector=object())
+
+
+# -- redis_client -----------------------------------------------------------------------
+def test_redis_get_set_from_many_threads(bridge: AioThread, clean_redis: str) -> None:
+    cache = bridge.resource(redis_client(clean_redis, decode_responses=True))
+    barrier = threading.Barrier(8)
+    failures: list[BaseException] = []
+
+    async def roundtrip(key: str, value: str) -> str | None:
+        client: redis.asyncio.Redis = await cache.get()
+        await client.set(key, value)
+        result: str | None = await client.get(key)
+        return result
+
+    def worker(n: int) -> None:
+        try:
+            barrier.wait(WAIT)
+            for i in range(20):
+                key = f"aiobridge:test:{n}:{i}"
+                assert bridge.run(roundtrip(key, str(n * i)), timeout=WAIT) == str(n * i)
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT * 3)
+    assert not failures
+    check = redis.Redis.from_url(clean_redis, decode_responses=True)
+    try:
+        assert check.get("aiobridge:test:7:19") == str(7 * 19)
+    finally:
+        check.close()
+
+
+def test_redis_pubsub_through_iterate(
+    bridge: AioThread, redis_url: str, redis_sync: redis.Redis
+) -> None:
+    cache = bridge.resource(redis_client(redis_url, decode_responses=True))
+    channel = "aiobridge:test:events"
+    log: list[str] = []
+
+    async def messages() -> AsyncGenerator[dict[str, Any], None]:
+        client: redis.asyncio.Redis = await cache.get()
+        pubsub = client.pubsub()
+        try:
+            await pubsub.subscribe(channel)
+            async for message in pubsub.listen():
+                yield message
+        finally:
+            await pubsub.unsubscribe(channel)
+            await pubsub.aclose()
+            log.append("unsubscribed")
+
+    received: list[str] = []
+    for message in bridge.iterate(messages(), timeout=WAIT):
+        if message["type"] == "subscribe":
+            for n in range(3):  # subscribed: now publishing cannot be missed
+                redis_sync.publish(channel, f"event-{n}")
+            continue
+        received.append(message["data"])
+        if len(received) == 3:
+            break
+    assert received == ["event-0", "event-1", "event-2"]
+    assert log == ["unsubscribed"]  # the subscription was released before the loop ended
+    assert redis_sync.pubsub_numsub(channel) == [(channel, 0)]
+
+
+def test_redis_client_rebuilt_in_a_forked_child(bridge: AioThread, redis_url: str) -> None:
+    cache = bridge.resource(redis_client(redis_url))
+
+    async def client_id() -> int:
+        client: redis.asyncio.Redis = await cache.get()
+        result: int = await client.client_id()
+        return result
+
+    parent_id = bridge.run(client_id(), timeout=WAIT)
+    read_end, write_end = os.pipe()
+    with warnings.catch_warnings():
+        # Python 3.12+ warns about fork() in a process with threads: the point of this test.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # child: never return into pytest
+        code = 1
+        try:
+            os.close(read_end)
+            child_id = bridge.run(client_id(), timeout=WAIT)
+            bridge.stop()
+            os.write(write_end, str(child_id).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    assert wait_child(pid, WAIT * 3) == 0
+    with os.fdopen(read_end, "rb") as pipe:
+        child_id = int(pipe.read())
+    assert child_id != parent_id  # the child opened its own connection
+    assert bridge.run(client_id(), timeout=WAIT) == parent_id  # the parent's is intact
+
+
+# -- optional dependencies -------------------------------------------------------------
+def test_core_imports_without_aiohttp_and_redis() -> None:
+    result = run_python(
+        """
+        import asyncio, sys
+        for name in ("aiohttp", "redis", "redis.asyncio"):
+            sys.modules[name] = None  # makes "import name" raise ImportError
+        import aiobridge, aiobridge.clients, aiobridge.streams, aiobridge.resources
+        from aiobridge.clients import http_session, redis_client
+
+        with aiobridge.AioThread() as bridge:
+            assert bridge.run(asyncio.sleep(0, result=1)) == 1
+            for factory, hint in ((http_session(), "aiobridge[http]"),
+                                  (redis_client("redis://127.0.0.1:1/0"), "aiobridge[redis]")):
+                resource = bridge.resource(factory)
+                try:
+                    resource.get_sync(timeout=5)
+                except ImportError as exc:
+                    assert hint in str(exc), exc
+                else:
+                    raise AssertionError("no ImportError")
+        print("ok")
+        """,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_importing_aiobridge_does_not_import_the_clients() -> None:
+    result = run_python(
+        """
+        import sys
+        import aiobridge, aiobridge.clients
+        print(sorted(m for m in ("aiohttp", "redis", "flask") if m in sys.modules))
+        """,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
