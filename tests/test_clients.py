@@ -145,8 +145,8 @@ def test_redis_get_set_from_many_threads(bridge: AioThread, clean_redis: str) ->
     async def roundtrip(key: str, value: str) -> str | None:
         client: redis.asyncio.Redis = await cache.get()
         await client.set(key, value)
-        result: str | None = await client.get(key)
-        return result
+        result = await client.get(key)
+        return None if result is None else str(result)
 
     def worker(n: int) -> None:
         try:
@@ -186,7 +186,7 @@ def test_redis_pubsub_through_iterate(
                 yield message
         finally:
             await pubsub.unsubscribe(channel)
-            await pubsub.aclose()
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
             log.append("unsubscribed")
 
     received: list[str] = []
