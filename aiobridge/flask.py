@@ -36,7 +36,7 @@ import threading
 import weakref
 from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from flask import Flask, Response, current_app, has_app_context, jsonify
 from flask.typing import ResponseReturnValue
@@ -297,13 +297,31 @@ class AioBridge:
         state = _state()
         return _run(state, awaitable, state.timeout if timeout is None else timeout)
 
+    @overload
+    def resource(
+        self,
+        factory: Callable[[], Awaitable[T]],
+        *,
+        close: Callable[[T], Any] | None = None,
+        app: Flask | None = None,
+    ) -> Resource[T]: ...
+
+    @overload
     def resource(
         self,
         factory: Callable[[], Awaitable[T] | T],
         *,
         close: Callable[[T], Any] | None = None,
         app: Flask | None = None,
-    ) -> Resource[T]:
+    ) -> Resource[T]: ...
+
+    def resource(
+        self,
+        factory: Callable[[], Any],
+        *,
+        close: Callable[[Any], Any] | None = None,
+        app: Flask | None = None,
+    ) -> Resource[Any]:
         """Register a loop-bound shared object (a client session, a pool) for an app.
 
         It is built on the loop on first use, shared by every request and closed
