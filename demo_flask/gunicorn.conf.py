@@ -12,12 +12,11 @@ stops it, closing its HTTP and Redis pools, before it exits
 
 from __future__ import annotations
 
-import os
 import signal
 from typing import Any
 
 wsgi_app = "demo_flask:create_app()"
-bind = [os.environ.get("CAAS_BIND", "127.0.0.1:8000")]  # loopback only
+bind = ["127.0.0.1:8000"]  # loopback only
 worker_class = "gthread"  # threads hand their coroutines to the worker's bridge
 workers = 2
 threads = 16
