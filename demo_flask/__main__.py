@@ -23,6 +23,8 @@ import urllib.request
 from pathlib import Path
 from types import FrameType
 
+import redis.exceptions
+
 from . import MODES
 from .services import (
     HOST,
@@ -146,14 +148,13 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _raise_stop)
     with contextlib.ExitStack() as stack:
         try:
-            redis: RedisServer | ExternalRedis = redis_from_env()
-            stack.enter_context(redis)
+            redis_service: RedisServer | ExternalRedis = redis_from_env()
+            stack.enter_context(redis_service)
+            seed_redis(redis_service.url)
             upstream_url = os.environ.get("UPSTREAM_URL")
-            if upstream_url:
-                seed_redis(redis.url)
-            else:
-                upstream_url = stack.enter_context(UpstreamServer(seed_redis=redis.url)).url
-            env = dict(os.environ, CAAS_MODE=args.mode, REDIS_URL=redis.url,
+            if not upstream_url:
+                upstream_url = stack.enter_context(UpstreamServer()).url
+            env = dict(os.environ, CAAS_MODE=args.mode, REDIS_URL=redis_service.url,
                        UPSTREAM_URL=upstream_url)  # fmt: skip
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT),
                                                                env.get("PYTHONPATH")]))  # fmt: skip
@@ -162,13 +163,16 @@ def main(argv: list[str] | None = None) -> int:
             stack.callback(_stop_gunicorn, proc, args.graceful_timeout)
             app_url = f"http://{HOST}:{args.port}"
             _wait_ready(proc, app_url)
-            print(_banner(args, app_url, redis.url, upstream_url), flush=True)
+            print(_banner(args, app_url, redis_service.url, upstream_url), flush=True)
             return proc.wait()
         except _Stop:
             print("stopping...", file=sys.stderr, flush=True)
             return 0
         except (RedisNotFoundError, ServiceError) as exc:
             print(f"error: {exc}", file=sys.stderr)
+            return 1
+        except redis.exceptions.RedisError as exc:
+            print(f"error: cannot seed Redis at {redis_service.url}: {exc}", file=sys.stderr)
             return 1
 
 

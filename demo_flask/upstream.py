@@ -150,7 +150,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed-redis", metavar="URL", help="seed dog names into this Redis")
     args = parser.parse_args(argv)
     if args.seed_redis:
-        seed_redis(args.seed_redis)
+        import redis.exceptions
+
+        try:
+            seed_redis(args.seed_redis)
+        except redis.exceptions.RedisError as exc:
+            parser.exit(1, f"cannot seed Redis at {args.seed_redis}: {exc}\n")
     web.run_app(
         create_app(),
         host="127.0.0.1",
