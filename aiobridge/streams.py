@@ -60,7 +60,8 @@ class _Channel(Generic[T]):
     fetching, taking an item costs no call to the loop.
     """
 
-    def __init__(self, source: AsyncIterable[T], size: int) -> None:
+    def __init__(self, core: LoopThread, source: AsyncIterable[T], size: int) -> None:
+        self.core = core
         self.source = source
         self.size = size
         self.credits = size
@@ -68,6 +69,7 @@ class _Channel(Generic[T]):
         self.mutex = threading.Lock()
         self.ready = threading.Condition(self.mutex)
         self.consumers_waiting = 0
+        self.notify_pending = False
         self.ended = False  # a terminal entry (_END or _ERROR) was queued
         self.halted = False
         self.producer_waiting: asyncio.Future[None] | None = None
@@ -99,7 +101,7 @@ class _Channel(Generic[T]):
                 except StopAsyncIteration:
                     self.push(_END, None)
                     return
-                self.push(_ITEM, item)
+                self.push_item(item)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # even KeyboardInterrupt belongs to the consumer
@@ -112,6 +114,25 @@ class _Channel(Generic[T]):
                 except BaseException as exc:
                     # Only reported if the consumer can still see it.
                     self.push(_ERROR, exc)
+
+    def push_item(self, item: T) -> None:
+        """On the loop: queue an item; a waiting consumer is woken just before the
+        loop next blocks, when it releases the GIL, so that it does not wake only
+        to wait for the GIL (and several items can go out with one wake-up)."""
+        with self.mutex:
+            if self.ended:
+                return
+            self.items.append((_ITEM, item))
+            if not self.consumers_waiting or self.notify_pending:
+                return
+            self.notify_pending = True
+        self.core._wake(self.notify_consumers)
+
+    def notify_consumers(self) -> None:
+        with self.mutex:
+            self.notify_pending = False
+            if self.consumers_waiting:
+                self.ready.notify_all()
 
     def push(self, kind: int, value: Any) -> None:
         with self.mutex:
@@ -191,7 +212,7 @@ def iterate(
     if isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 1:
         raise ValueError(f"buffer must be an int >= 1, got {buffer!r}")
     bridge._check_may_block("iterate")
-    return _consume(bridge, _Channel(source, buffer), bridge._timeout(timeout))
+    return _consume(bridge, _Channel(bridge._core, source, buffer), bridge._timeout(timeout))
 
 
 def _consume(

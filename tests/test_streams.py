@@ -95,10 +95,12 @@ def test_break_closes_the_generator_before_the_loop_ends(bridge: AioThread) -> N
 def test_close_runs_finally_of_a_generator_busy_in_an_await(bridge: AioThread) -> None:
     log: list[str] = []
     never = asyncio.Event()
+    waiting = threading.Event()
 
     async def stuck() -> AsyncIterator[int]:
         try:
             yield 1
+            waiting.set()
             await never.wait()  # the producer is here when the consumer closes
             yield 2
         except asyncio.CancelledError:
@@ -109,6 +111,7 @@ def test_close_runs_finally_of_a_generator_busy_in_an_await(bridge: AioThread) -
 
     items = bridge.iterate(stuck(), timeout=WAIT)
     assert next(items) == 1
+    assert waiting.wait(WAIT)
     items.close()
     assert log == ["cancelled", "finally"]
 
