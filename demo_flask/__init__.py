@@ -31,9 +31,10 @@ from typing import Any
 
 from flask import Flask
 
+from .embedded_thread import EmbeddedThreadMode
 from .errors import register_error_handlers
 from .models import Settings
-from .modes import EmbeddedMode, EmbeddedThreadMode, FlaskAsyncMode, Mode, SyncMode
+from .modes import EmbeddedMode, FlaskAsyncMode, Mode, SyncMode
 from .views import EXTENSION_KEY, create_blueprint
 
 __all__ = ("MODES", "begin_shutdown", "create_app", "shutdown")
