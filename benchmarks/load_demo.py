@@ -1,0 +1,432 @@
+"""End-to-end load test of the demo ("Canines as a Service") under gunicorn.
+
+One embedded Redis and one upstream dog service are started once
+(:mod:`demo_flask.services`); then, for each of the five modes (``sync``,
+``embedded``, ``embedded-thread``, ``flask-async``, ``bridge``), the demo's
+gunicorn is started (1 gthread worker, 32 threads by default) and loaded from
+this process by an aiohttp closed-loop client (:mod:`benchmarks.load_client`):
+
+* ``/dog`` at concurrency 1, 8, 32, 64 with an upstream latency of 0 and
+  20 ms: requests/s, p50/p90/p99/max latency, errors by kind; the connections
+  the worker holds while loaded (peak open TCP connections to Redis and to the
+  upstream, sampled with psutil; Redis ``INFO clients`` ``connected_clients``),
+  the connections it opens (distinct upstream client connections from the
+  upstream's ``/connections``, Redis ``total_connections_received``), and the
+  worker's RSS before and after;
+* fan-out: ``/delay?seconds=0.05&n=10`` latency against the 50 ms floor (one
+  upstream call's duration; doing the ten calls one after the other costs 500);
+* the classic "Canines as a Service" table: 90 requests of ``/dog?latency=15``
+  from 30 clients, with the median, mean and standard deviation of their time;
+* the worker's RSS over the whole run of each mode.
+
+Everything binds and connects to 127.0.0.1 only; each load is bounded in
+requests and in time; every process started here is stopped on the way out,
+also on Ctrl-C.
+
+Run: ``python -m benchmarks.load_demo [--quick] [--modes bridge,sync]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import aiohttp
+import psutil
+import redis.asyncio as aredis
+
+from demo_flask import MODES
+from demo_flask.services import RedisServer, UpstreamServer
+
+from ._gunicorn import DemoServer, rss_of
+from .load_client import run_load
+
+NAME = "load_demo"
+TARGET_CONCURRENCY = 32
+TARGET_LATENCY_MS = 20
+FANOUT_SECONDS = 0.05
+FANOUT_CALLS = 10
+FANOUT_FLOOR_MS = FANOUT_SECONDS * 1000
+CANINES_LATENCY_MS = 15
+MB = 1024 * 1024
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one run of the load test does; every load is bounded by count and time."""
+
+    modes: tuple[str, ...] = MODES
+    concurrency: tuple[int, ...] = (1, 8, TARGET_CONCURRENCY, 64)
+    latencies_ms: tuple[int, ...] = (0, TARGET_LATENCY_MS)
+    duration: float = 8.0
+    max_requests: int = 50_000
+    warmup_requests: int = 200
+    fanout_concurrency: tuple[int, ...] = (1, 8)
+    fanout_requests: int = 40
+    fanout_duration: float = 6.0
+    canines_requests: int = 90
+    canines_concurrency: int = 30
+    workers: int = 1
+    threads: int = 32
+    request_timeout: float = 10.0
+
+    @classmethod
+    def quick(cls, **changes: Any) -> Plan:
+        """A run of about two minutes: shorter loads, the same points."""
+        base = {"duration": 2.0, "warmup_requests": 100, "fanout_concurrency": (1,),
+                "fanout_requests": 12, "fanout_duration": 3.0}  # fmt: skip
+        return cls(**{**base, **changes})
+
+
+class Probe:
+    """Samples, during a load, what the worker holds: open connections and Redis clients."""
+
+    def __init__(self, redis: aredis.Redis, redis_port: int, upstream_port: int) -> None:
+        self.redis = redis
+        self.redis_port = redis_port
+        self.upstream_port = upstream_port
+        self.pids: list[int] = []
+
+    def _open_connections(self) -> tuple[int, int]:
+        to_redis = to_upstream = 0
+        for pid in self.pids:
+            try:
+                connections = psutil.Process(pid).net_connections(kind="tcp")
+            except psutil.Error:
+                continue
+            for conn in connections:
+                if conn.status != psutil.CONN_ESTABLISHED or not conn.raddr:
+                    continue
+                if conn.raddr.port == self.redis_port:
+                    to_redis += 1
+                elif conn.raddr.port == self.upstream_port:
+                    to_upstream += 1
+        return to_redis, to_upstream
+
+    async def __call__(self) -> dict[str, int]:
+        info = await self.redis.info("clients")
+        to_redis, to_upstream = await asyncio.to_thread(self._open_connections)
+        return {
+            "connected_clients": int(info["connected_clients"]),
+            "open_to_redis": to_redis,
+            "open_to_upstream": to_upstream,
+        }
+
+
+class Runner:
+    """Runs the plan's measurements of one mode against the shared services."""
+
+    def __init__(self, plan: Plan, redis_url: str, upstream_url: str, probe: Probe,
+                 control: aiohttp.ClientSession, baseline_clients: int) -> None:  # fmt: skip
+        self.plan = plan
+        self.redis_url = redis_url
+        self.upstream_url = upstream_url
+        self.probe = probe
+        self.control = control
+        self.baseline_clients = baseline_clients
+
+    async def _upstream_counters(self, reset: bool = False) -> dict[str, int]:
+        method, path = ("POST", "/connections/reset") if reset else ("GET", "/connections")
+        async with self.control.request(method, self.upstream_url + path) as response:
+            response.raise_for_status()
+            data: dict[str, int] = await response.json()
+            return data
+
+    async def _redis_received(self) -> int:
+        info = await self.probe.redis.info("stats")
+        return int(info["total_connections_received"])
+
+    async def point(self, server: DemoServer, path: str, concurrency: int, *,
+                    max_requests: int, duration: float) -> dict[str, Any]:  # fmt: skip
+        """One bounded load on ``path``, with the connections and memory around it."""
+        pids = server.worker_pids()
+        self.probe.pids = pids
+        await self._upstream_counters(reset=True)
+        received = await self._redis_received()
+        rss_before = sum(rss_of(pids).values())
+        result = await run_load(
+            server.url + path, concurrency=concurrency, max_requests=max_requests,
+            duration=duration, timeout=self.plan.request_timeout, probe=self.probe,
+            probe_interval=0.2,
+        )  # fmt: skip
+        rss_after = sum(rss_of(pids).values())
+        upstream = await self._upstream_counters()
+        probes = result.probes or [{"connected_clients": 0, "open_to_redis": 0,
+                                    "open_to_upstream": 0}]  # fmt: skip
+        return {
+            "path": path,
+            **result.summary(),
+            "redis_clients_peak": max(p["connected_clients"] for p in probes)
+            - self.baseline_clients,
+            "open_to_redis_peak": max(p["open_to_redis"] for p in probes),
+            "open_to_upstream_peak": max(p["open_to_upstream"] for p in probes),
+            "redis_new_connections": await self._redis_received() - received,
+            "upstream_connections": upstream["connections"],
+            "upstream_requests": upstream["requests"],
+            "rss_before_mb": round(rss_before / MB, 2),
+            "rss_after_mb": round(rss_after / MB, 2),
+        }
+
+    async def mode(self, mode: str, progress: Progress) -> dict[str, Any]:
+        """Start gunicorn in ``mode``, run every measurement, stop it."""
+        plan = self.plan
+        progress(f"{mode}: starting gunicorn")
+        server = DemoServer(mode, redis_url=self.redis_url, upstream_url=self.upstream_url,
+                            workers=plan.workers, threads=plan.threads)  # fmt: skip
+        await asyncio.to_thread(server.start)
+        try:
+            progress(f"{mode}: warm-up")
+            await run_load(server.url + "/dog?latency=0", concurrency=plan.threads,
+                           max_requests=plan.warmup_requests, duration=10.0)  # fmt: skip
+            pids = server.worker_pids()
+            rss_start = rss_of(pids)
+            points = []
+            for latency in plan.latencies_ms:
+                for concurrency in plan.concurrency:
+                    progress(f"{mode}: /dog latency {latency} ms, {concurrency} clients")
+                    points.append({"latency_ms": latency, **await self.point(
+                        server, f"/dog?latency={latency}", concurrency,
+                        max_requests=plan.max_requests, duration=plan.duration)})  # fmt: skip
+            fanout = []
+            for concurrency in plan.fanout_concurrency:
+                progress(f"{mode}: fan-out {FANOUT_CALLS} x {FANOUT_SECONDS * 1000:g} ms, "
+                         f"{concurrency} clients")  # fmt: skip
+                fanout.append(await self.point(
+                    server, f"/delay?seconds={FANOUT_SECONDS}&n={FANOUT_CALLS}", concurrency,
+                    max_requests=plan.fanout_requests, duration=plan.fanout_duration))  # fmt: skip
+            progress(f"{mode}: canines, {plan.canines_requests} requests")
+            canines = await self.point(
+                server, f"/dog?latency={CANINES_LATENCY_MS}", plan.canines_concurrency,
+                max_requests=plan.canines_requests, duration=60.0)  # fmt: skip
+            rss_end = rss_of(pids)
+        finally:
+            progress(f"{mode}: stopping gunicorn")
+            exit_code = await asyncio.to_thread(server.stop)
+            problems = server.log_problems()
+            log_tail = server.log()[-3000:] if problems or exit_code else ""
+            server.close()
+        start_mb = sum(rss_start.values()) / MB
+        end_mb = sum(rss_end.values()) / MB
+        return {
+            "mode": mode,
+            "points": points,
+            "fanout": fanout,
+            "canines": canines,
+            "rss_start_mb": round(start_mb, 2),
+            "rss_end_mb": round(end_mb, 2),
+            "rss_growth_mb": round(end_mb - start_mb, 2),
+            "gunicorn_exit_code": exit_code,
+            "gunicorn_log_problems": problems,
+            "gunicorn_log_tail": log_tail,
+        }
+
+
+async def _run(plan: Plan, redis_url: str, redis_port: int, upstream_url: str,
+               progress: Progress) -> dict[str, Any]:  # fmt: skip
+    stats = aredis.Redis.from_url(redis_url)
+    try:
+        server_info = await stats.info("server")
+        baseline = int((await stats.info("clients"))["connected_clients"])
+        probe = Probe(stats, redis_port, int(upstream_url.rsplit(":", 1)[1]))
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as control:
+            runner = Runner(plan, redis_url, upstream_url, probe, control, baseline)
+            modes = [await runner.mode(mode, progress) for mode in plan.modes]
+    finally:
+        await stats.aclose()
+    return {"redis_version": server_info.get("redis_version"), "modes": modes}
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    """uvloop for the load client when installed: less client CPU on a small machine."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def run(plan: Plan, progress: Progress) -> dict[str, Any]:
+    """Start Redis and the upstream once, then measure every mode; stop everything."""
+    with contextlib.ExitStack() as stack:
+        progress("starting Redis and the upstream")
+        redis = stack.enter_context(RedisServer())
+        upstream = stack.enter_context(UpstreamServer(seed_redis=redis.url))
+        with asyncio.Runner(loop_factory=_new_loop) as runner:
+            return runner.run(_run(plan, redis.url, redis.port, upstream.url, progress))
+    raise AssertionError("unreachable")  # pragma: no cover - for type checkers
+
+
+# -- figures derived from the measurements ----------------------------------------------
+
+
+def find_point(result: dict[str, Any], mode: str, concurrency: int,
+               latency_ms: int) -> dict[str, Any] | None:  # fmt: skip
+    """The ``/dog`` point of ``mode`` at this concurrency and latency, if measured."""
+    for entry in result.get("modes", []):
+        if entry["mode"] == mode:
+            for point in entry["points"]:
+                if point["concurrency"] == concurrency and point["latency_ms"] == latency_ms:
+                    return dict(point)
+    return None
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or not denominator:
+        return None
+    return numerator / denominator
+
+
+def check_targets(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The end-to-end targets, as ratios measured in this run (missing data: not met)."""
+    at = {m["mode"]: find_point(result, m["mode"], TARGET_CONCURRENCY, TARGET_LATENCY_MS)
+          for m in result.get("modes", [])}  # fmt: skip
+    bridge = at.get("bridge") or {}
+    where = f"/dog, {TARGET_CONCURRENCY} clients, {TARGET_LATENCY_MS} ms upstream"
+
+    def rps(mode: str) -> float | None:
+        point = at.get(mode)
+        return float(point["rps"]) if point else None
+
+    def held(mode: str, key: str) -> float | None:
+        point = at.get(mode)
+        return float(point[key]) if point else None
+
+    specs: list[tuple[str, float | None, str, float]] = [
+        (f"bridge req/s >= 3x flask-async ({where})",
+         _ratio(rps("bridge"), rps("flask-async")), ">=", 3.0),
+        (f"bridge req/s >= 2x embedded ({where})",
+         _ratio(rps("bridge"), rps("embedded")), ">=", 2.0),
+        (f"bridge req/s >= 1.2x sync ({where})", _ratio(rps("bridge"), rps("sync")), ">=", 1.2),
+        (f"bridge req/s >= 0.9x embedded-thread ({where})",
+         _ratio(rps("bridge"), rps("embedded-thread")), ">=", 0.9),
+        ("bridge Redis connections held <= 1/8 of embedded-thread's",
+         _ratio(held("bridge", "redis_clients_peak"),
+                held("embedded-thread", "redis_clients_peak")), "<=", 0.125),
+        ("bridge upstream connections held <= 1/8 of embedded-thread's",
+         _ratio(held("bridge", "open_to_upstream_peak"),
+                held("embedded-thread", "open_to_upstream_peak")), "<=", 0.125),
+        ("bridge errors == 0 (every load of the run)",
+         float(sum(p["errors"] for p in _bridge_loads(result))) if bridge else None, "<=", 0.0),
+    ]  # fmt: skip
+    fanout = _fanout_p50(result, "bridge")
+    specs.append((f"bridge fan-out {FANOUT_CALLS} x {FANOUT_FLOOR_MS:g} ms p50 <= 55 ms",
+                  fanout, "<=", 55.0))  # fmt: skip
+    growth = next((m["rss_growth_mb"] for m in result.get("modes", [])
+                   if m["mode"] == "bridge"), None)  # fmt: skip
+    specs.append(("bridge worker RSS growth <= 10 MB over the run", growth, "<=", 10.0))
+    targets = {}
+    for label, value, op, bound in specs:
+        met = value is not None and (value <= bound if op == "<=" else value >= bound)
+        targets[label] = {
+            "value": None if value is None else round(value, 3),
+            "target": f"{op} {bound:g}",
+            "met": met,
+        }
+    return targets
+
+
+def _bridge_loads(result: dict[str, Any]) -> list[dict[str, Any]]:
+    for entry in result.get("modes", []):
+        if entry["mode"] == "bridge":
+            return [*entry["points"], *entry["fanout"], entry["canines"]]
+    return []
+
+
+def _fanout_p50(result: dict[str, Any], mode: str, concurrency: int = 1) -> float | None:
+    for entry in result.get("modes", []):
+        if entry["mode"] == mode:
+            for point in entry["fanout"]:
+                if point["concurrency"] == concurrency and point["p50_ms"] is not None:
+                    return float(point["p50_ms"])
+    return None
+
+
+def rows_of(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Flat rows (one per mode and load point) for tables and the JSON file."""
+    rows = []
+    for entry in result.get("modes", []):
+        for point in entry["points"]:
+            rows.append({"mode": entry["mode"], "kind": "dog", **point})
+        for point in entry["fanout"]:
+            rows.append({"mode": entry["mode"], "kind": "fanout", **point})
+        rows.append({"mode": entry["mode"], "kind": "canines", **entry["canines"]})
+    return rows
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """A compact markdown table of the ``/dog`` rows."""
+    lines = ["| mode | latency | clients | req/s | p50 ms | p99 ms | errors |",
+             "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for row in rows:
+        if row["kind"] == "dog":
+            lines.append(f"| {row['mode']} | {row['latency_ms']} | {row['concurrency']} | "
+                         f"{row['rps']:,.0f} | {row['p50_ms']} | {row['p99_ms']} | "
+                         f"{row['errors']} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def _parse_ints(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(",") if part)
+
+
+def main(argv: list[str] | None = None, progress: Progress | None = None) -> dict[str, Any]:
+    """Run the load test; returns ``{"name", "params", "rows", "targets", "result"}``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2 s per load point")
+    parser.add_argument("--modes", help=f"comma-separated subset of {','.join(MODES)}")
+    parser.add_argument("--concurrency", help="comma-separated client counts (default 1,8,32,64)")
+    parser.add_argument("--latencies", help="comma-separated upstream latencies in ms (0,20)")
+    parser.add_argument("--duration", type=float, help="seconds per load point")
+    parser.add_argument("--threads", type=int, help="gunicorn threads per worker (32)")
+    parser.add_argument("--workers", type=int, help="gunicorn workers (1)")
+    parser.add_argument("--canines", type=int, help="requests of the canines table (90)")
+    args = parser.parse_args(argv)
+    changes: dict[str, Any] = {}
+    if args.modes:
+        unknown = set(args.modes.split(",")) - set(MODES)
+        if unknown:
+            parser.error(f"unknown modes: {', '.join(sorted(unknown))}")
+        changes["modes"] = tuple(m for m in MODES if m in args.modes.split(","))
+    if args.concurrency:
+        changes["concurrency"] = _parse_ints(args.concurrency)
+    if args.latencies:
+        changes["latencies_ms"] = _parse_ints(args.latencies)
+    for name in ("duration", "threads", "workers"):
+        if getattr(args, name):
+            changes[name] = getattr(args, name)
+    if args.canines:
+        changes["canines_requests"] = args.canines
+    plan = Plan.quick(**changes) if args.quick else Plan(**changes)
+    started = time.monotonic()
+    result = run(plan, progress or (lambda message: print(message, flush=True)))
+    rows = rows_of(result)
+    output = {
+        "name": NAME,
+        "params": {**asdict(plan), "fanout": {"seconds": FANOUT_SECONDS, "n": FANOUT_CALLS},
+                   "canines_latency_ms": CANINES_LATENCY_MS,
+                   "target_point": {"concurrency": TARGET_CONCURRENCY,
+                                    "latency_ms": TARGET_LATENCY_MS}},
+        "rows": rows,
+        "targets": check_targets(result),
+        "result": result,
+        "seconds": round(time.monotonic() - started, 1),
+    }  # fmt: skip
+    if progress is None:
+        print(format_table(rows))
+        for label, target in output["targets"].items():
+            status = "met" if target["met"] else "MISSED"
+            print(f"{label}: {target['value']} ({target['target']}) {status}")
+        print("canines median ms:", {r["mode"]: r["p50_ms"] for r in rows
+                                     if r["kind"] == "canines"})  # fmt: skip
+    return output
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,468 @@
+"""``report.md`` from a run's ``results.json``: tables, targets and findings.
+
+Every number in the report, including the sentences of "Where the bridge
+wins, and where it does not", is taken from the run's measurements: a
+sentence is only written when the numbers say it, and phrased from them.
+The "headline" block (between ``HEADLINE_START`` and ``HEADLINE_END``) is
+what :mod:`benchmarks.readme` pastes into the README.
+
+Run ``python -m benchmarks.report results/results.json`` to re-render a report
+from a saved run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+__all__ = ("HEADLINE_END", "HEADLINE_START", "findings", "headline", "render")
+
+HEADLINE_START = "<!-- benchmarks:headline:start -->"
+HEADLINE_END = "<!-- benchmarks:headline:end -->"
+#: Differences in req/s smaller than this fraction are called a tie (run-to-run noise).
+TIE = 0.05
+MODE_ORDER = ("sync", "embedded", "embedded-thread", "flask-async", "bridge")
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def _table(headers: list[str], rows: Iterable[list[Any]], align: str | None = None) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + (align or "---|" * len(headers))]
+    for row in rows:
+        lines.append("| " + " | ".join(_fmt(cell) for cell in row) + " |")
+    return "\n".join(lines)
+
+
+def _numeric_align(headers: list[str], text_columns: int) -> str:
+    return "---|" * text_columns + "---:|" * (len(headers) - text_columns)
+
+
+def _load(document: dict[str, Any]) -> dict[str, Any]:
+    result: dict[str, Any] = document.get("benchmarks", {}).get("load_demo") or {}
+    return result
+
+
+def _modes(document: dict[str, Any]) -> list[dict[str, Any]]:
+    modes: list[dict[str, Any]] = (_load(document).get("result") or {}).get("modes", [])
+    return modes
+
+
+def _target_point(document: dict[str, Any]) -> tuple[int, int]:
+    point = (_load(document).get("params") or {}).get("target_point") or {}
+    return int(point.get("concurrency", 32)), int(point.get("latency_ms", 20))
+
+
+def _point(document: dict[str, Any], mode: str, concurrency: int,
+           latency: int) -> dict[str, Any] | None:  # fmt: skip
+    for entry in _modes(document):
+        if entry["mode"] == mode:
+            for point in entry["points"]:
+                if point["concurrency"] == concurrency and point["latency_ms"] == latency:
+                    return dict(point)
+    return None
+
+
+def _fanout(document: dict[str, Any], mode: str, concurrency: int = 1) -> dict[str, Any] | None:
+    for entry in _modes(document):
+        if entry["mode"] == mode:
+            for point in entry["fanout"]:
+                if point["concurrency"] == concurrency:
+                    return dict(point)
+    return None
+
+
+def _machine_line(document: dict[str, Any]) -> str:
+    m = document.get("machine", {})
+    return (f"{m.get('cpu_model', '?')}, {m.get('logical_cores', '?')} logical cores, "
+            f"{m.get('ram_gb', '?')} GB RAM, {m.get('os', '?')}, {m.get('python', '?')}")
+
+
+def _run_line(document: dict[str, Any]) -> str:
+    git = document.get("git") or {}
+    commit = (git.get("commit") or "unknown")[:10] + (" (modified)" if git.get("modified") else "")
+    return (f"`{document.get('command', 'python -m benchmarks')}` on {document.get('started')}, "
+            f"commit {commit}, {document.get('seconds', '?')} s")  # fmt: skip
+
+
+# -- headline ---------------------------------------------------------------------------
+
+
+def headline(document: dict[str, Any], chart: str | None = "headline.png") -> str:
+    """The block the README shows: the target point per mode, the machine, the command."""
+    concurrency, latency = _target_point(document)
+    params = _load(document).get("params") or {}
+    bridge = _point(document, "bridge", concurrency, latency)
+    rows = []
+    for mode in MODE_ORDER:
+        p = _point(document, mode, concurrency, latency)
+        if p is None:
+            continue
+        ratio = bridge["rps"] / p["rps"] if bridge and p["rps"] else None
+        rss = next((m["rss_end_mb"] for m in _modes(document) if m["mode"] == mode), None)
+        rows.append([f"**{mode}**" if mode == "bridge" else mode, p["rps"],
+                     None if ratio is None else f"{ratio:.2f}x", p["p50_ms"], p["p99_ms"],
+                     p["errors"], p["upstream_connections"], p["redis_clients_peak"],
+                     p["redis_new_connections"], rss])  # fmt: skip
+    if not rows:
+        return f"{HEADLINE_START}\n(no load test in this run)\n{HEADLINE_END}"
+    headers = ["mode", "req/s", "bridge ÷ mode", "p50 ms", "p99 ms", "errors",
+               "upstream conns opened", "Redis conns held", "Redis conns opened",
+               "worker RSS MB"]  # fmt: skip
+    lines = [
+        HEADLINE_START,
+        f"`GET /dog` with {concurrency} concurrent clients and a {latency} ms upstream, "
+        f"{params.get('workers', 1)} gunicorn gthread worker x {params.get('threads', 32)} "
+        f"threads, {params.get('duration', '?')} s per load:",
+        "",
+        _table(headers, rows, _numeric_align(headers, 1)),
+        "",
+    ]
+    fanout = [(mode, _fanout(document, mode)) for mode in MODE_ORDER]
+    fanout_text = ", ".join(f"{mode} {p['p50_ms']:.0f} ms" for mode, p in fanout
+                            if p and p["p50_ms"] is not None)  # fmt: skip
+    if fanout_text:
+        spec = params.get("fanout") or {}
+        lines += [f"Fan-out of {spec.get('n', '?')} upstream calls of "
+                  f"{spec.get('seconds', 0) * 1000:g} ms per request (p50, 1 client): "
+                  f"{fanout_text}.", ""]  # fmt: skip
+    if chart:
+        lines += [f"![requests/s per mode]({chart})", ""]
+    lines += [f"Machine: {_machine_line(document)}. Run: {_run_line(document)}.",
+              "Reproduce: `python -m benchmarks --out results && "
+              "python -m benchmarks.readme results`.", HEADLINE_END]  # fmt: skip
+    return "\n".join(lines)
+
+
+# -- findings ---------------------------------------------------------------------------
+
+_LOSS_REASONS = {
+    "sync": (
+        "sync runs each call in the request thread (requests, then one redis-py "
+        "pipeline); the bridge hands every view to its loop thread and back, two thread "
+        "switches under the GIL per request, which buys nothing when {when}."
+    ),
+    "embedded-thread": (
+        "embedded-thread drives a loop inside each request thread, so it pays no "
+        "hand-off between threads; it pays instead with one loop, one HTTP pool and one "
+        "Redis pool per thread (see the connections it holds)."
+    ),
+}
+
+
+def _when(latency: int, concurrency: int) -> str:
+    parts = []
+    if concurrency == 1:
+        parts.append("only one request is in flight")
+    if latency == 0:
+        parts.append("there is no upstream wait to overlap")
+    return " and ".join(parts) or "the worker's CPU, not waiting, is the limit"
+
+
+def _load_findings(document: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    concurrency, latency = _target_point(document)
+    bridge = _point(document, "bridge", concurrency, latency)
+    if bridge:
+        parts = []
+        for mode in MODE_ORDER[:-1]:
+            other = _point(document, mode, concurrency, latency)
+            if other and other["rps"]:
+                parts.append(f"{bridge['rps'] / other['rps']:.2f}x {mode} "
+                             f"({other['rps']:,.0f} req/s)")  # fmt: skip
+        out.append(f"At the target point ({concurrency} clients, {latency} ms upstream) the "
+                   f"bridge served {bridge['rps']:,.0f} req/s: " + ", ".join(parts) + ".")
+    losses: dict[str, list[tuple[int, int, float, float]]] = {}
+    ties: list[str] = []
+    for entry in _modes(document):
+        if entry["mode"] == "bridge":
+            continue
+        for point in entry["points"]:
+            b = _point(document, "bridge", point["concurrency"], point["latency_ms"])
+            if not b or not point["rps"]:
+                continue
+            ratio = b["rps"] / point["rps"]
+            if ratio < 1 - TIE:
+                losses.setdefault(entry["mode"], []).append(
+                    (point["latency_ms"], point["concurrency"], point["rps"], b["rps"]))
+            elif ratio < 1:
+                ties.append(f"{entry['mode']} at {point['latency_ms']} ms/"
+                            f"{point['concurrency']} clients ({ratio:.2f}x)")  # fmt: skip
+    if not losses:
+        out.append(f"The bridge's req/s was never more than {TIE:.0%} below another mode at "
+                   f"any measured load point.")  # fmt: skip
+    for mode, points in losses.items():
+        where = "; ".join(f"{lat} ms upstream, {conc} client{'s' if conc > 1 else ''}: "
+                          f"{mode} {rps:,.0f} req/s vs bridge {brps:,.0f} "
+                          f"({brps / rps:.2f}x)" for lat, conc, rps, brps in points)  # fmt: skip
+        reason = _LOSS_REASONS.get(mode, "")
+        if reason:
+            lat, conc = points[0][0], points[0][1]
+            reason = " Why: " + reason.format(when=_when(lat, conc))
+        out.append(f"**The bridge loses to {mode}** where {where}.{reason}")
+    if ties:
+        out.append(f"Within {TIE:.0%} (a tie on this machine): " + ", ".join(ties) + ".")
+    return out
+
+
+def _connection_findings(document: dict[str, Any]) -> list[str]:
+    concurrency, latency = _target_point(document)
+    bridge = _point(document, "bridge", concurrency, latency)
+    thread = _point(document, "embedded-thread", concurrency, latency)
+    out: list[str] = []
+    if bridge:
+        churn = []
+        for mode in ("embedded", "flask-async"):
+            p = _point(document, mode, concurrency, latency)
+            if p:
+                churn.append(f"{mode} opened {p['upstream_connections']:,} upstream and "
+                             f"{p['redis_new_connections']:,} Redis connections for "
+                             f"{p['ok']:,} answers")  # fmt: skip
+        if churn:
+            out.append(f"Connections at the target point: the bridge opened "
+                       f"{bridge['upstream_connections']} upstream and "
+                       f"{bridge['redis_new_connections']} new Redis connections for "
+                       f"{bridge['ok']:,} answers; " + "; ".join(churn) + ".")  # fmt: skip
+    if bridge and thread:
+        up = (bridge["open_to_upstream_peak"], thread["open_to_upstream_peak"])
+        rd = (bridge["redis_clients_peak"], thread["redis_clients_peak"])
+        text = (f"Held while loaded, bridge vs embedded-thread: upstream {up[0]} vs {up[1]}, "
+                f"Redis {rd[0]} vs {rd[1]}.")
+        if up[1] and up[0] / up[1] > 0.125:
+            text += (f" HTTP/1.1 carries one request at a time per connection, so "
+                     f"{concurrency} concurrent upstream calls need about {concurrency} "
+                     f"connections whoever holds them; a bounded pool would hold fewer only "
+                     f"by queueing (N connections of {latency} ms calls cap at "
+                     f"N / {latency / 1000:g} s requests/s).")
+        if rd[1] and rd[0] / rd[1] > 0.125:
+            text += (" The Redis pool keeps every connection it ever needed at once: a burst "
+                     "of concurrent commands (each /dog sends two at once) grows it to the "
+                     "burst's size, and it does not shrink; a bounded pool "
+                     "(`max_connections`, blocking) would cap it.")
+        out.append(text)
+    return out
+
+
+def _fanout_findings(document: dict[str, Any]) -> list[str]:
+    spec = (_load(document).get("params") or {}).get("fanout") or {}
+    floor = spec.get("seconds", 0.05) * 1000
+    bridge = _fanout(document, "bridge")
+    if not bridge or bridge["p50_ms"] is None:
+        return []
+    text = (f"Fan-out ({spec.get('n')} x {floor:g} ms): the bridge's p50 was "
+            f"{bridge['p50_ms']:.1f} ms, {bridge['p50_ms'] - floor:.1f} ms above the "
+            f"{floor:g} ms floor")
+    others = []
+    for mode in MODE_ORDER[:-1]:
+        p = _fanout(document, mode)
+        if p and p["p50_ms"] is not None:
+            others.append(f"{mode} {p['p50_ms']:.1f} ms")
+    return [text + (f" ({', '.join(others)})." if others else ".")]
+
+
+def _error_findings(document: dict[str, Any]) -> list[str]:
+    out = []
+    for entry in _modes(document):
+        loads = [*entry["points"], *entry["fanout"], entry["canines"]]
+        kinds: dict[str, int] = {}
+        for load in loads:
+            for kind, count in load["errors_by_kind"].items():
+                kinds[kind] = kinds.get(kind, 0) + count
+        total = sum(load["requests"] for load in loads)
+        if kinds:
+            listed = ", ".join(f"{count:,} {kind}" for kind, count in sorted(kinds.items()))
+            out.append(f"{entry['mode']}: {sum(kinds.values()):,} errors in {total:,} requests "
+                       f"({listed}).")  # fmt: skip
+        if entry.get("gunicorn_log_problems"):
+            out.append(f"{entry['mode']}: the gunicorn log shows "
+                       f"{entry['gunicorn_log_problems']}.")  # fmt: skip
+    if not out:
+        out.append("No mode had an error in any load of this run.")
+    return out
+
+
+def _overhead_findings(document: dict[str, Any]) -> list[str]:
+    rows = (document.get("benchmarks", {}).get("call_overhead") or {}).get("rows") or []
+    us = {(r["variant"], r["threads"]): r["us_per_call"] for r in rows}
+    out = []
+    bridge, loop = us.get(("aiobridge", 1)), us.get(("embedded-loop", 1))
+    if bridge and loop and loop < bridge:
+        out.append(f"One thread calling a trivial coroutine: a loop reused in that same "
+                   f"thread (`run_until_complete`) costs {loop:.1f} µs per call, the bridge "
+                   f"{bridge:.1f} µs ({bridge / loop:.1f}x): the bridge pays a hand-off to "
+                   f"its loop thread and back, which a single-threaded caller does not need; "
+                   f"such a loop cannot be shared by a second thread.")  # fmt: skip
+    return out
+
+
+def _missed_findings(document: dict[str, Any]) -> list[str]:
+    missed = [t for t in document.get("targets", []) if not t.get("met")]
+    if not missed:
+        return ["Every target of this run was met."] if document.get("targets") else []
+    return ["Targets missed in this run: " + "; ".join(
+        f"{t['label']} ({t['benchmark']}): measured {_fmt(t['value'], 3)}, target "
+        f"{t['target']}" for t in missed) + "."]  # fmt: skip
+
+
+def findings(document: dict[str, Any]) -> list[str]:
+    """The run's results in sentences, each built from the measured values."""
+    return [*_load_findings(document), *_connection_findings(document),
+            *_fanout_findings(document), *_overhead_findings(document),
+            *_error_findings(document), *_missed_findings(document)]  # fmt: skip
+
+
+# -- detail tables ----------------------------------------------------------------------
+
+
+def _targets_table(document: dict[str, Any]) -> str:
+    rows = [[t["benchmark"], t["label"], _fmt(t["value"], 3), t["target"],
+             "met" if t["met"] else "**missed**"] for t in document.get("targets", [])]  # fmt: skip
+    if not rows:
+        return "No benchmark of this run declares targets."
+    return _table(["benchmark", "target", "measured", "bound", "result"], rows)
+
+
+def _load_tables(document: dict[str, Any]) -> list[str]:
+    modes = _modes(document)
+    if not modes:
+        return []
+    out = ["## Load test: the demo under gunicorn", ""]
+    params = _load(document).get("params") or {}
+    out.append(f"{params.get('workers')} gthread worker(s) x {params.get('threads')} threads "
+               f"per mode; closed-loop aiohttp clients, {params.get('duration')} s or "
+               f"{params.get('max_requests'):,} requests per point, whichever ends first; "
+               f"request timeout {params.get('request_timeout')} s. \"Held\": peak open "
+               f"connections of the worker while loaded (psutil; Redis: INFO "
+               f"connected_clients). \"Opened\": distinct upstream client connections "
+               f"(upstream's /connections) and Redis total_connections_received during the "
+               f"point.")  # fmt: skip
+    latencies = sorted({p["latency_ms"] for m in modes for p in m["points"]})
+    headers = ["mode", "clients", "req/s", "p50 ms", "p99 ms", "max ms", "errors",
+               "upstream held", "upstream opened", "Redis held", "Redis opened",
+               "RSS MB before → after"]  # fmt: skip
+    for latency in latencies:
+        rows = []
+        for entry in modes:
+            for p in entry["points"]:
+                if p["latency_ms"] == latency:
+                    errors = ", ".join(f"{c} {k}" for k, c in p["errors_by_kind"].items()) or 0
+                    rows.append([entry["mode"], p["concurrency"], p["rps"], p["p50_ms"],
+                                 p["p99_ms"], p["max_ms"], errors, p["open_to_upstream_peak"],
+                                 p["upstream_connections"], p["redis_clients_peak"],
+                                 p["redis_new_connections"],
+                                 f"{p['rss_before_mb']:.1f} → {p['rss_after_mb']:.1f}"])
+        out += ["", f"### /dog, upstream latency {latency} ms", "",
+                _table(headers, rows, _numeric_align(headers, 1))]
+    spec = params.get("fanout") or {}
+    floor = spec.get("seconds", 0.05) * 1000
+    rows = [[entry["mode"], p["concurrency"], p["ok"], p["p50_ms"], p["p99_ms"], p["max_ms"],
+             None if p["p50_ms"] is None else f"{p['p50_ms'] / floor:.2f}x", p["errors"]]
+            for entry in modes for p in entry["fanout"]]  # fmt: skip
+    headers = ["mode", "clients", "answers", "p50 ms", "p99 ms", "max ms", "p50 ÷ floor",
+               "errors"]  # fmt: skip
+    out += ["", f"### Fan-out: /delay?seconds={spec.get('seconds')}&n={spec.get('n')} "
+            f"(floor {floor:g} ms)", "", _table(headers, rows, _numeric_align(headers, 1))]
+    rows = [[entry["mode"], entry["canines"]["requests"], entry["canines"]["ok"],
+             entry["canines"]["seconds"], entry["canines"]["p50_ms"],
+             entry["canines"]["mean_ms"], entry["canines"]["stdev_ms"],
+             entry["canines"]["errors"]] for entry in modes]  # fmt: skip
+    headers = ["mode", "total requests", "ok", "total s", "median ms", "mean ms", "stdev ms",
+               "errors"]  # fmt: skip
+    out += ["", f"### Canines as a Service: {params.get('canines_requests')} requests of "
+            f"/dog?latency={params.get('canines_latency_ms')} from "
+            f"{params.get('canines_concurrency')} clients", "",
+            _table(headers, rows, _numeric_align(headers, 1))]  # fmt: skip
+    rows = [[entry["mode"], entry["rss_start_mb"], entry["rss_end_mb"], entry["rss_growth_mb"],
+             entry["gunicorn_exit_code"], entry["gunicorn_log_problems"] or "none"]
+            for entry in modes]  # fmt: skip
+    headers = ["mode", "RSS after warm-up MB", "RSS at end MB", "growth MB",
+               "gunicorn exit code", "log problems"]  # fmt: skip
+    out += ["", "### Worker memory over the whole run of each mode", "",
+            _table(headers, rows, _numeric_align(headers, 1))]
+    return out
+
+
+def _generic_rows(rows: list[dict[str, Any]]) -> str:
+    headers = list(dict.fromkeys(key for row in rows for key in row))
+    return _table(headers, ([row.get(h) for h in headers] for row in rows))
+
+
+def _micro_tables(document: dict[str, Any]) -> list[str]:
+    out = []
+    for name, result in document.get("benchmarks", {}).items():
+        if name == "load_demo":
+            continue
+        out += ["", f"## {name}", ""]
+        if "error" in result:
+            out += ["Failed:", "", "```", str(result["error"]).strip()[-2000:], "```"]
+            continue
+        params = result.get("params") or {}
+        out.append("Parameters: " + ", ".join(f"{k}={v}" for k, v in params.items()) + ".")
+        rows = result.get("rows") or []
+        if not rows:
+            continue
+        try:
+            module = importlib.import_module(f"{__package__}.bm_{name}")
+            table = module.format_table(rows) if hasattr(module, "format_table") else None
+        except Exception:  # a table is not worth failing the report
+            table = None
+        out += ["", table or _generic_rows(rows)]
+    return out
+
+
+def render(document: dict[str, Any], charts: list[str]) -> str:
+    """The whole report as markdown (``charts``: PNG file names beside it)."""
+    machine = document.get("machine", {})
+    load_before = machine.get("load_average")
+    load_after = document.get("load_average_after")
+    lines = [
+        "# aiobridge benchmarks",
+        "",
+        f"Run: {_run_line(document)}{' (--quick)' if document.get('quick') else ''}"
+        f"{' (--tiny: a smoke test, not a measurement)' if document.get('tiny') else ''}.",
+        f"Machine: {_machine_line(document)}. Load average (1/5/15 min) before: "
+        f"{load_before}, after: {load_after}: other work on the machine during the run "
+        f"makes the figures noisier, not the ratios taken within one run.",
+        "",
+        "## Headline",
+        "",
+        headline(document),
+        "",
+        "## Targets",
+        "",
+        _targets_table(document),
+        "",
+        "## Where the bridge wins, and where it does not",
+        "",
+        *[f"- {sentence}" for sentence in findings(document)],
+        "",
+    ]
+    lines += _load_tables(document)
+    lines += _micro_tables(document)
+    if charts:
+        lines += ["", "## Charts", ""] + [f"![{name}]({name})" for name in charts]
+    versions = document.get("packages") or {}
+    lines += ["", "## Versions", "",
+              ", ".join(f"{k} {v}" for k, v in versions.items() if v) + "."]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    source = Path(sys.argv[1] if len(sys.argv) > 1 else "results/results.json")
+    data = json.loads(source.read_text(encoding="utf-8"))
+    names = sorted(path.name for path in source.parent.glob("*.png"))
+    (source.parent / "report.md").write_text(render(data, names), encoding="utf-8")
+    print(source.parent / "report.md")
