@@ -232,7 +232,7 @@ def check_targets(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| variant | threads | µs/call | calls/s | p50 µs | p99 µs | × raw rct |",
+        "| variant | threads | µs/call | calls/s | p50 µs | p99 µs | x raw rct |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
@@ -244,7 +244,9 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+def main(
+    argv: list[str] | None = None, progress: Callable[[str], None] | None = None
+) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a few seconds")
     parser.add_argument("--rounds", type=int, help="interleaved rounds per variant")

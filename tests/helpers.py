@@ -11,7 +11,9 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_python(code: str, *, timeout: float = 60.0, dev: bool = True) -> subprocess.CompletedProcess[str]:
+def run_python(
+    code: str, *, timeout: float = 60.0, dev: bool = True
+) -> subprocess.CompletedProcess[str]:
     """Run ``code`` in a fresh interpreter (-X dev -W error by default), bounded."""
     args = [sys.executable]
     if dev:

@@ -88,7 +88,7 @@ def test_runs_on_the_loop_thread(bridge: AioThread) -> None:
         (add, "coroutine function add"),
         (None, "got None"),
         (42, "not awaitable"),
-        (concurrent.futures.Future(), "concurrent.futures.Future"),
+        (concurrent.futures.Future(), r"concurrent\.futures\.Future"),
     ],
 )
 def test_run_rejects_non_awaitables(bridge: AioThread, bad: object, fragment: str) -> None:
@@ -103,7 +103,7 @@ def test_rejects_async_generator_and_foreign_future(bridge: AioThread) -> None:
         yield 1
 
     gen = agen()
-    with pytest.raises(TypeError, match="bridge.iterate"):
+    with pytest.raises(TypeError, match=r"bridge\.iterate"):
         bridge.run(gen)  # type: ignore[arg-type]
     loop = asyncio.new_event_loop()
     try:

@@ -14,7 +14,9 @@ from .helpers import wait_child
 
 # Forking a process that runs threads is what gunicorn --preload does; Python 3.12+
 # warns about it, and that warning is exactly the situation under test.
-pytestmark = pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:This process .* is multi-threaded:DeprecationWarning"
+)
 
 
 async def pid_and_value(value: int) -> tuple[int, int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
+import time
 
 import pytest
 
@@ -53,12 +54,13 @@ def test_stop_drains_in_flight_work_then_cancels_the_rest() -> None:
     assert finishing_started.wait(WAIT) and stuck_started.wait(WAIT)
     stopper = threading.Thread(target=bridge.stop, kwargs={"timeout": 1.0})
     stopper.start()
-    # While stopping, new work is refused at once.
-    refused = asyncio.sleep(0)
+    # While stopping (the drain takes ~0.1 s here), new work is refused at once.
+    deadline = time.monotonic() + WAIT
+    while bridge.running and time.monotonic() < deadline:
+        time.sleep(0.001)  # polls the state flip made by stop() in the other thread
+    assert stopper.is_alive(), "stop() should still be draining"
     with pytest.raises(BridgeClosedError):
-        while True:  # bounded by the stop() below: it refuses within its drain period
-            bridge.run(refused, timeout=WAIT)
-            refused = asyncio.sleep(0)
+        bridge.run(asyncio.sleep(0), timeout=WAIT)
     stopper.join(WAIT)
     assert not stopper.is_alive()
     assert done.result(0) == "finished"

@@ -16,7 +16,8 @@ def test_all_lists_every_public_name() -> None:
         for name, value in vars(aiobridge).items()
         if not name.startswith("_") and not isinstance(value, types.ModuleType)
     }
-    assert public <= set(aiobridge.__all__), f"missing from __all__: {public - set(aiobridge.__all__)}"
+    missing = public - set(aiobridge.__all__)
+    assert not missing, f"missing from __all__: {missing}"
     for name in aiobridge.__all__:
         assert hasattr(aiobridge, name), f"__all__ names {name!r}, which does not exist"
 
