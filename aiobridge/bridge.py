@@ -20,6 +20,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 import janus
 
 from . import _combinators
+from . import queues as _queues
 from . import streams as _streams
 from ._awaitables import check_awaitable, close_awaitables, describe
 from ._calls import BlockingCall, FutureCall
@@ -549,7 +550,7 @@ class AioThread:
         """A ``janus.Queue`` bound to this bridge's loop, closed when it stops.
 
         ``queue.sync_q`` is for threads, ``queue.async_q`` for coroutines on
-        the bridge. See :mod:`aiobridge.streams` for the producer/consumer
+        the bridge. See :mod:`aiobridge.queues` for the producer/consumer
         patterns and for draining before ``stop()``.
 
         Args:
@@ -560,7 +561,7 @@ class AioThread:
             >>> bridge.spawn(consume(q.async_q))           # doctest: +SKIP
             >>> q.sync_q.put({"event": "signup"})          # doctest: +SKIP
         """
-        return _streams.make_queue(self, maxsize)
+        return _queues.make_queue(self, maxsize)
 
     @overload
     def resource(

@@ -1,14 +1,12 @@
-"""Streams between threads and the loop: ``iterate``, ``enter`` and janus queues.
+"""Async iterators and async context managers used from threads.
 
 - :func:`iterate` turns an async iterator into a sync one, with a bounded
   read-ahead buffer and a deterministic close.
 - :func:`enter` runs an async context manager's ``__aenter__`` and
   ``__aexit__`` in one task on the loop, around a with-block in a thread.
-- :func:`make_queue` makes a ``janus.Queue`` bound to the bridge's loop, which
-  the bridge closes when it stops.
 
-They back :meth:`aiobridge.AioThread.iterate`, :meth:`~aiobridge.AioThread.enter`
-and :meth:`~aiobridge.AioThread.queue`.
+They back :meth:`aiobridge.AioThread.iterate` and
+:meth:`~aiobridge.AioThread.enter`; queues live in :mod:`aiobridge.queues`.
 """
 
 from __future__ import annotations
@@ -19,17 +17,13 @@ import contextlib
 import logging
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Generator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-import janus
-
 from ._awaitables import describe
 from .errors import BridgeTimeoutError
-from .resources import keep_after_fork
 
 if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
@@ -37,7 +31,7 @@ if TYPE_CHECKING:
     from .bridge import AioThread
     from .loop_thread import LoopThread
 
-__all__ = ("enter", "iterate", "make_queue")
+__all__ = ("CLOSE_TIMEOUT", "enter", "iterate")
 
 T = TypeVar("T")
 
@@ -369,56 +363,3 @@ def enter(
             f"AioThread.enter() takes an async context manager, got {describe(manager)}{hint}"
         )
     return _Entered(bridge, manager, bridge._timeout(timeout))
-
-
-# -- queues -----------------------------------------------------------------------------
-class _Queues:
-    """The janus queues made on one loop of one bridge, closed when it stops."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.queues: weakref.WeakSet[janus.Queue[Any]] = weakref.WeakSet()
-
-    async def close_all(self) -> None:
-        queues = list(self.queues)
-        for queue in queues:
-            queue.close()
-        for queue in reversed(queues):
-            await queue.wait_closed()
-
-
-_TRACKERS: weakref.WeakKeyDictionary[LoopThread, _Queues] = weakref.WeakKeyDictionary()
-_TRACKERS_LOCK = threading.Lock()
-
-
-def _track(bridge: AioThread, queue: janus.Queue[Any]) -> None:
-    core = bridge._core
-    loop = core.loop
-    assert loop is not None
-    with _TRACKERS_LOCK:
-        tracker = _TRACKERS.get(core)
-        if tracker is None or tracker.loop is not loop:
-            if tracker is not None:
-                keep_after_fork(tracker)  # the parent's queues, bound to the parent's loop
-            tracker = _TRACKERS[core] = _Queues(loop)
-            core.add_closer(tracker.close_all)
-        tracker.queues.add(queue)
-
-
-async def _new_queue(bridge: AioThread, maxsize: int) -> janus.Queue[Any]:
-    queue: janus.Queue[Any] = janus.Queue(maxsize)
-    await queue.async_q.join()  # nothing to wait for: binds the queue to this loop
-    _track(bridge, queue)
-    return queue
-
-
-def make_queue(bridge: AioThread, maxsize: int) -> janus.Queue[Any]:
-    """The implementation of :meth:`aiobridge.AioThread.queue`."""
-    if isinstance(maxsize, bool) or not isinstance(maxsize, int):
-        raise TypeError(f"maxsize must be an int, got {describe(maxsize)}")
-    if bridge._on_loop_thread():
-        # In a coroutine on the bridge: janus binds it to this loop on first async use.
-        queue: janus.Queue[Any] = janus.Queue(maxsize)
-        _track(bridge, queue)
-        return queue
-    return bridge.run(_new_queue(bridge, maxsize), timeout=CLOSE_TIMEOUT)
