@@ -1,0 +1,439 @@
+"""Reliability under faults: the demo in bridge mode under gunicorn, real parts only.
+
+Each scenario runs gunicorn (gthread workers, ``-X dev``) with the demo's own
+``gunicorn.conf.py`` against its *own* ``redis-server`` and upstream dog service
+(started here on free 127.0.0.1 ports), so killing or freezing them never
+disturbs the session's shared servers. Load comes from a few client threads
+bounded both in count and in time; every wait polls a condition with a deadline.
+
+- Redis dies under load: requests fail fast with a 503 JSON body, the app
+  recovers by itself once Redis is back on the same port, the loop never stalls.
+- The upstream hangs (SIGSTOP): each request ends at the bridge timeout with a
+  504, its task is cancelled on the loop (``timed_out`` in ``/stats``), no
+  thread stays stuck, and service resumes after SIGCONT.
+- SIGTERM under load: in-flight requests complete, the billing counter equals
+  the 200s the clients saw, the process exits within the graceful timeout and
+  logs no "Unclosed"/"Task was destroyed"/"never awaited".
+
+Forking with ``--preload`` and two workers is covered end to end by
+``tests/test_demo_e2e.py::test_demo_serves_bills_and_stops_cleanly[preload]``;
+a plain ``os.fork()`` of a bridge-mode app is in ``test_reliability_fork.py``.
+"""
+
+from __future__ import annotations
+
+import collections
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+import redis
+
+from demo_flask.catalog import BILLING_KEY
+from demo_flask.services import HOST, RedisServer, UpstreamServer, free_port
+from demo_flask.upstream import seed_redis
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONF = REPO_ROOT / "demo_flask" / "gunicorn.conf.py"
+READY_TIMEOUT = 60.0
+CLIENT_TIMEOUT = 15.0
+FORBIDDEN_IN_LOG = ("Unclosed", "Task was destroyed", "never awaited", "Traceback")
+
+pytestmark = pytest.mark.slow
+
+
+# -- gunicorn --------------------------------------------------------------------------
+class Gunicorn:
+    """The demo under ``python -X dev -m gunicorn`` with the demo's config file."""
+
+    def __init__(
+        self,
+        *,
+        redis_url: str,
+        upstream_url: str,
+        config: dict[str, Any] | None = None,
+        workers: int = 1,
+        threads: int = 8,
+        graceful_timeout: int = 5,
+        preload: bool = False,
+    ) -> None:
+        self.port = free_port()
+        self.graceful_timeout = graceful_timeout
+        app = f"demo_flask:create_app({config!r})" if config else "demo_flask:create_app()"
+        self.command = [
+            sys.executable, "-X", "dev", "-m", "gunicorn",
+            "--config", str(CONF),
+            "--bind", f"{HOST}:{self.port}",
+            "--workers", str(workers),
+            "--threads", str(threads),
+            "--graceful-timeout", str(graceful_timeout),
+            *(["--preload"] if preload else []),
+            app,
+        ]  # fmt: skip
+        self.env = dict(os.environ, CAAS_MODE="bridge", REDIS_URL=redis_url,
+                        UPSTREAM_URL=upstream_url, PYTHONPATH=str(REPO_ROOT))  # fmt: skip
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def start(self) -> Gunicorn:
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the child
+        self.proc = subprocess.Popen(
+            self.command, env=self.env, cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
+            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + READY_TIMEOUT
+        while request(self.port, "/health", timeout=1.0).status != 200:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"gunicorn did not start:\n{self.log()}")
+            time.sleep(0.05)
+        return self
+
+    def log(self) -> str:
+        if self._log is None:
+            return ""
+        self._log.flush()
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
+
+    def stats(self) -> dict[str, Any]:
+        reply = request(self.port, "/stats")
+        assert reply.status == 200, reply
+        result: dict[str, Any] = json.loads(reply.body)
+        return result
+
+    def terminate(self) -> float:
+        """SIGTERM the master; return how long it took to exit (fails past the bound)."""
+        assert self.proc is not None
+        started = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(self.graceful_timeout + 10)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"gunicorn did not exit after SIGTERM:\n{self.log()}")
+        return time.monotonic() - started
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One request's outcome: an HTTP status (0 if none) or the client error's kind."""
+
+    status: int
+    body: bytes = b""
+    error: str = ""
+    started: float = 0.0
+    seconds: float = 0.0
+
+    @property
+    def kind(self) -> str:
+        return str(self.status) if self.status else self.error
+
+
+def request(port: int, path: str, *, timeout: float = CLIENT_TIMEOUT) -> Reply:
+    """One GET on a fresh connection; never raises."""
+    started = time.monotonic()
+    connection = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        body = response.read()
+        return Reply(response.status, body, "", started, time.monotonic() - started)
+    except (OSError, http.client.HTTPException) as exc:
+        return Reply(0, b"", type(exc).__name__, started, time.monotonic() - started)
+    finally:
+        connection.close()
+
+
+@dataclass
+class Load:
+    """``threads`` clients sending GET ``path`` in a loop until stopped (bounded)."""
+
+    port: int
+    path: str
+    threads: int = 8
+    max_seconds: float = 60.0
+    max_requests: int = 20_000
+    replies: list[Reply] = field(default_factory=list)
+    stop_on_refused: bool = False
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._pool = [threading.Thread(target=self._client, daemon=True)
+                      for _ in range(self.threads)]  # fmt: skip
+
+    def _client(self) -> None:
+        deadline = time.monotonic() + self.max_seconds
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            reply = request(self.port, self.path)
+            with self._lock:
+                self.replies.append(reply)
+                if len(self.replies) >= self.max_requests:
+                    self._stop.set()
+            if self.stop_on_refused and reply.error == "ConnectionRefusedError":
+                return
+
+    def __enter__(self) -> Load:
+        for thread in self._pool:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._pool:
+            thread.join(CLIENT_TIMEOUT + 5)
+        assert not any(t.is_alive() for t in self._pool), "a client thread hung"
+
+    def snapshot(self) -> list[Reply]:
+        with self._lock:
+            return list(self.replies)
+
+    def wait_for(self, condition: Callable[[list[Reply]], bool], timeout: float) -> bool:
+        """Poll the replies so far until ``condition`` holds or ``timeout`` passes."""
+        deadline = time.monotonic() + timeout
+        while not condition(self.snapshot()):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
+
+def kinds(replies: list[Reply]) -> dict[str, int]:
+    return dict(collections.Counter(r.kind for r in replies))
+
+
+def report(scenario: str, figures: dict[str, Any]) -> None:
+    """Print a scenario's figures (visible with ``pytest -s``; kept in the CI log on failure)."""
+    print(f"\n[reliability] {scenario}: {json.dumps(figures, sort_keys=True)}")
+
+
+# -- fixtures ----------------------------------------------------------------------------
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server of this test only (it will be killed), dog names seeded."""
+    with RedisServer() as server:
+        seed_redis(server.url)
+        yield server
+
+
+@pytest.fixture
+def own_upstream() -> Iterator[UpstreamServer]:
+    """An upstream of this test only (it will be frozen with SIGSTOP)."""
+    with UpstreamServer() as server:
+        yield server
+        if server.pid is not None:
+            os.kill(server.pid, signal.SIGCONT)  # never leave it stopped for stop()
+
+
+@pytest.fixture
+def gunicorn() -> Iterator[Callable[..., Gunicorn]]:
+    servers: list[Gunicorn] = []
+
+    def start(**kwargs: Any) -> Gunicorn:
+        server = Gunicorn(**kwargs)
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def billed(url: str) -> int:
+    client = redis.Redis.from_url(url)
+    try:
+        return int(client.get(BILLING_KEY) or 0)
+    finally:
+        client.close()
+
+
+# -- scenarios ---------------------------------------------------------------------------
+@pytest.mark.timeout(150)
+def test_redis_dies_under_load_then_the_app_recovers_without_restart(
+    own_redis: RedisServer, upstream: UpstreamServer, gunicorn: Callable[..., Gunicorn]
+) -> None:
+    app = gunicorn(redis_url=own_redis.url, upstream_url=upstream.url)
+    with Load(app.port, "/dog?latency=5") as load:
+        assert load.wait_for(lambda rs: sum(r.status == 200 for r in rs) >= 50, 30)
+        own_redis.kill()
+        killed_at = time.monotonic()
+        assert load.wait_for(
+            lambda rs: sum(r.status == 503 and r.started > killed_at for r in rs) >= 30, 30
+        ), kinds(load.snapshot())
+        own_redis.restart()  # same port, empty database
+        restarted_at = time.monotonic()
+
+        def recovered(replies: list[Reply]) -> bool:
+            after = [r for r in replies if r.started > restarted_at]
+            return len(after) >= 50 and all(r.status == 200 for r in after[-30:])
+
+        assert load.wait_for(recovered, 30), kinds(load.snapshot())
+    replies = load.snapshot()
+    outage = [r for r in replies if killed_at < r.started < restarted_at]
+    late_failures = [r for r in replies if r.started > restarted_at and r.status != 200]
+    recovery = max((r.started + r.seconds for r in late_failures), default=restarted_at)
+    stats = app.stats()["bridge"]
+    figures = {
+        "requests": len(replies),
+        "by_kind": kinds(replies),
+        "outage_requests": len(outage),
+        "outage_max_seconds": round(max(r.seconds for r in outage), 3),
+        "recovery_seconds": round(recovery - restarted_at, 3),
+        "loop_lag_max": stats["loop_lag_max"],
+        "slow_callbacks": stats["slow_callbacks"],
+        "billed_minus_200s": billed(own_redis.url)
+        - sum(r.status == 200 and r.started + r.seconds > killed_at for r in replies),
+    }
+    report("redis dies under load", figures)
+    # Only successes and Redis-unavailable answers: no 500, no hang, no dropped connection.
+    assert set(kinds(replies)) <= {"200", "503"}, figures
+    for reply in replies:
+        if reply.status == 503:
+            body = json.loads(reply.body)
+            assert body["error"] == "redis is unavailable", body
+    # Failing fast: a refused connection answers at once, not after a client timeout.
+    assert figures["outage_max_seconds"] < 5.0, figures
+    assert figures["recovery_seconds"] < 5.0, figures
+    # The loop kept running ready callbacks promptly while Redis was away.
+    assert stats["loop_lag_max"] < 1.0, figures
+    assert stats["slow_callbacks"] == 0, figures
+    assert stats["in_flight"] == 1  # the /stats call itself
+    # The restarted (empty) Redis bills again: every 200 that started after it was
+    # back. A request whose two concurrent Redis calls straddle the restart (the
+    # INCR retried onto the new server, the HGET gave up) is billed yet answers
+    # 503: at most the 503s that ended after the restart.
+    count = billed(own_redis.url)
+    ok_after_kill = sum(r.status == 200 and r.started + r.seconds > killed_at for r in replies)
+    straddling = sum(r.status == 503 and r.started + r.seconds > restarted_at for r in replies)
+    assert sum(r.status == 200 and r.started > restarted_at for r in replies) <= count
+    assert count <= ok_after_kill + straddling, (count, ok_after_kill, straddling)
+    log = app.log()
+    assert not [bad for bad in FORBIDDEN_IN_LOG if bad in log], log
+
+
+@pytest.mark.timeout(150)
+def test_upstream_hangs_each_request_times_out_with_504_and_is_cancelled(
+    redis_url: str, own_upstream: UpstreamServer, gunicorn: Callable[..., Gunicorn]
+) -> None:
+    timeout = 1.0
+    app = gunicorn(
+        redis_url=redis_url,
+        upstream_url=own_upstream.url,
+        # The bridge's per-request timeout fires first, so each 504 is one cancelled task.
+        config={"AIOBRIDGE_TIMEOUT": timeout, "CAAS_HTTP_TIMEOUT": 30.0},
+    )
+    before = app.stats()["bridge"]
+    pid = own_upstream.pid
+    assert pid is not None
+    with Load(app.port, "/dog?latency=5") as load:
+        assert load.wait_for(lambda rs: sum(r.status == 200 for r in rs) >= 30, 30)
+        os.kill(pid, signal.SIGSTOP)
+        stopped_at = time.monotonic()
+        assert load.wait_for(
+            lambda rs: sum(r.status == 504 and r.started > stopped_at for r in rs) >= 16, 30
+        ), kinds(load.snapshot())
+        os.kill(pid, signal.SIGCONT)
+        resumed_at = time.monotonic()
+
+        def recovered(replies: list[Reply]) -> bool:
+            after = [r for r in replies if r.started > resumed_at]
+            return len(after) >= 30 and all(r.status == 200 for r in after[-16:])
+
+        assert load.wait_for(recovered, 30), kinds(load.snapshot())
+    replies = load.snapshot()
+    timed_out = [r for r in replies if r.status == 504]
+    after = app.stats()["bridge"]
+    figures = {
+        "requests": len(replies),
+        "by_kind": kinds(replies),
+        "504_seconds_min": round(min(r.seconds for r in timed_out), 3),
+        "504_seconds_max": round(max(r.seconds for r in timed_out), 3),
+        "timed_out_on_loop": after["timed_out"] - before["timed_out"],
+        "in_flight_after": after["in_flight"],
+        "loop_lag_max": after["loop_lag_max"],
+    }
+    report("upstream hangs", figures)
+    assert set(kinds(replies)) <= {"200", "504"}, figures
+    for reply in timed_out:
+        assert json.loads(reply.body)["timeout"] == timeout
+        # Each ends at the configured timeout: not before, and not much after.
+        assert timeout * 0.9 <= reply.seconds < timeout + 4.0, figures
+    # Every 504 was a task cancelled on the loop; nothing is left running.
+    assert figures["timed_out_on_loop"] == len(timed_out), figures
+    assert after["in_flight"] == 1, figures  # the /stats call itself
+    assert after["loop_lag_max"] < 1.0, figures
+    # No worker thread is stuck: a burst as wide as the thread pool is served at once.
+    with Load(app.port, "/dog", threads=8, max_requests=8) as burst:
+        assert burst.wait_for(lambda rs: len(rs) >= 8, 20)
+    assert set(kinds(burst.snapshot())) == {"200"}, kinds(burst.snapshot())
+    log = app.log()
+    assert not [bad for bad in FORBIDDEN_IN_LOG if bad in log], log
+
+
+@pytest.mark.timeout(150)
+def test_sigterm_under_load_loses_no_write_and_exits_cleanly(
+    own_redis: RedisServer, upstream: UpstreamServer, gunicorn: Callable[..., Gunicorn]
+) -> None:
+    graceful = 5
+    app = gunicorn(
+        redis_url=own_redis.url, upstream_url=upstream.url, workers=2, graceful_timeout=graceful
+    )
+    assert billed(own_redis.url) == 0
+    # 100 ms per request upstream: at any moment several requests are in flight.
+    load = Load(app.port, "/dog?latency=100", threads=8, stop_on_refused=True)
+    with load:
+        assert load.wait_for(lambda rs: sum(r.status == 200 for r in rs) >= 40, 30)
+        exit_seconds = app.terminate()
+        signalled_at = time.monotonic() - exit_seconds
+        # Every client stops at its first refused connection (the listener is closed).
+        assert load.wait_for(
+            lambda rs: sum(r.error == "ConnectionRefusedError" for r in rs) >= load.threads, 30
+        ), kinds(load.snapshot())
+    replies = load.snapshot()
+    ok = sum(r.status == 200 for r in replies)
+    in_flight_at_signal = [r for r in replies if r.started < signalled_at < r.started + r.seconds]
+    figures = {
+        "requests": len(replies),
+        "by_kind": kinds(replies),
+        "in_flight_at_sigterm": kinds(in_flight_at_signal),
+        "billed": billed(own_redis.url),
+        "ok": ok,
+        "exit_seconds": round(exit_seconds, 3),
+        "exit_code": app.proc.returncode if app.proc else None,
+    }
+    report("SIGTERM under load", figures)
+    # Nothing lost, nothing counted twice.
+    assert figures["billed"] == ok, figures
+    # Requests in flight when the signal came were answered, not dropped or failed.
+    assert in_flight_at_signal, figures
+    assert all(r.status == 200 for r in in_flight_at_signal), figures
+    # Only successes, then refused connections once the listener closed. A
+    # connection accepted but not yet read when the worker stops may be reset:
+    # it was never processed (the billing equality above proves it).
+    assert set(kinds(replies)) <= {"200", "ConnectionRefusedError", "ConnectionResetError",
+                                   "RemoteDisconnected"}, figures  # fmt: skip
+    assert exit_seconds < graceful + 2, figures
+    assert figures["exit_code"] == 0, app.log()
+    log = app.log()
+    assert not [bad for bad in FORBIDDEN_IN_LOG if bad in log], log
