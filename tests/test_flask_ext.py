@@ -46,6 +46,22 @@ def test_init_app_sets_config_defaults_without_overriding() -> None:
         shutdown(app)
 
 
+def test_loop_settings_come_from_config() -> None:
+    app = Flask("tuned")
+    app.config.update(
+        AIOBRIDGE_SLOW_CALLBACK=0.25, AIOBRIDGE_DEBUG=True, AIOBRIDGE_THREAD_NAME="tuned-loop"
+    )
+    ext = AioBridge(app)
+    try:
+        bridge = ext.get_bridge(app)
+        assert bridge.loop.slow_callback_duration == 0.25
+        assert bridge.loop.get_debug()
+        assert bridge.thread is not None
+        assert bridge.thread.name == "tuned-loop"
+    finally:
+        shutdown(app)
+
+
 def test_double_init_app_is_an_error(app: Flask) -> None:
     with pytest.raises(RuntimeError, match="already initialised"):
         AioBridge().init_app(app)
