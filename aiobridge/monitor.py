@@ -6,9 +6,10 @@ Two instruments watch the loop:
   ``interval`` seconds; how late it runs is the loop's lag (how long a ready
   callback waits before it gets the loop);
 * a **watchdog thread** that notices when the probe has not run for longer than
-  ``slow_callback_duration`` (some callback is holding the loop), looks at the
-  loop thread's current stack and logs where it is stuck. Each stall is counted
-  once as a slow callback.
+  ``slow_callback_duration``, looks at the loop thread's current stack and, if
+  the thread is inside a callback (not idle in its selector, merely starved of
+  the GIL), logs where it is stuck. Each stall is counted once as a slow
+  callback.
 
 Counters are written only on the loop thread, so they need no lock; readers on
 other threads see a consistent-enough snapshot.
@@ -23,6 +24,7 @@ import sys
 import threading
 import time
 import traceback
+import types
 from collections import deque
 
 __all__ = ("BridgeStats", "Counters", "LoopMonitor")
@@ -62,6 +64,15 @@ class BridgeStats:
     def as_dict(self) -> dict[str, float]:
         """The snapshot as a plain dict (for JSON endpoints)."""
         return dataclasses.asdict(self)
+
+
+def _is_idle(frame: types.FrameType) -> bool:
+    """True if the loop thread is between callbacks (in its selector or the C loop)."""
+    code = frame.f_code
+    if code.co_name == "select":
+        return True
+    # A loop written in C (uvloop) shows the thread's entry frame while it waits.
+    return code.co_name == "_main" and code.co_filename.endswith("loop_thread.py")
 
 
 class Counters:
@@ -127,14 +138,6 @@ class LoopMonitor:
         self._lags.append(lag)
         if lag > self.lag_max:
             self.lag_max = lag
-        if lag > self.slow_callback_duration and self._reported_beat != self._last_beat:
-            # The watchdog missed this stall (it was shorter than its poll period).
-            self.slow_callbacks += 1
-            logger.warning(
-                "aiobridge loop was blocked for %.3f s (slow_callback_duration=%.3f s); "
-                "some callback or coroutine step runs blocking code",
-                lag, self.slow_callback_duration,
-            )
         self._last_beat = time.monotonic()
         self._schedule()
 
@@ -154,24 +157,21 @@ class LoopMonitor:
         while not self._stop.wait(period):
             beat = self._last_beat
             stalled = time.monotonic() - beat - self.interval
-            if stalled > self.slow_callback_duration and self._reported_beat != beat:
-                self._reported_beat = beat
-                self.slow_callbacks += 1
-                logger.warning(
-                    "aiobridge loop blocked for more than %.3f s; it is stuck at:\n%s"
-                    "Blocking code in a coroutine stalls every caller of the bridge; "
-                    "move it to a thread (await asyncio.to_thread(...)).",
-                    stalled, self._where(),
-                )
-
-    def _where(self) -> str:
-        frame = sys._current_frames().get(self._loop_thread_id)
-        if frame is None:
-            return "  <loop thread has no frame>\n"
-        stack = traceback.extract_stack(frame)
-        # Innermost frames are the useful ones; drop asyncio's own machinery above them.
-        lines = traceback.format_list(stack[-6:])
-        return "".join(lines)
+            if stalled <= self.slow_callback_duration or self._reported_beat == beat:
+                continue
+            frame = sys._current_frames().get(self._loop_thread_id)
+            if frame is None or _is_idle(frame):
+                # The loop is waiting for I/O or for the GIL, not running a
+                # callback: the process is busy elsewhere; the lag probe shows it.
+                continue
+            self._reported_beat = beat
+            self.slow_callbacks += 1
+            logger.warning(
+                "aiobridge loop blocked for more than %.3f s; it is stuck at:\n%s"
+                "Blocking code in a coroutine stalls every caller of the bridge; "
+                "move it to a thread (await asyncio.to_thread(...)).",
+                stalled, "".join(traceback.format_list(traceback.extract_stack(frame)[-6:])),
+            )
 
     # -- readers ----------------------------------------------------------------
     def lag_percentiles(self) -> tuple[float, float]:
