@@ -1,20 +1,25 @@
 """End-to-end load test of the demo ("Canines as a Service") under gunicorn.
 
 One embedded Redis and one upstream dog service are started once
-(:mod:`demo_flask.services`); then, for each of the five modes (``sync``,
-``embedded``, ``embedded-thread``, ``flask-async``, ``bridge``), the demo's
-gunicorn is started (1 gthread worker, 32 threads by default) and loaded from
-this process by an aiohttp closed-loop client (:mod:`benchmarks.load_client`):
+(:mod:`demo_flask.services`); then the demo's gunicorn is started in each of
+the five modes (``sync``, ``embedded``, ``embedded-thread``, ``flask-async``,
+``bridge``; 1 gthread worker, 32 threads by default), all side by side, and
+each is loaded in turn from this process by an aiohttp closed-loop client
+(:mod:`benchmarks.load_client`), point by point, so the modes share the
+machine's conditions:
 
 * ``/dog`` at concurrency 1, 8, 32, 64 with an upstream latency of 0 and
   20 ms: requests/s, p50/p90/p99/max latency, errors by kind; the connections
   the worker holds while loaded (peak open TCP connections to Redis and to the
-  upstream, sampled with psutil; Redis ``INFO clients`` ``connected_clients``),
-  the connections it opens (distinct upstream client connections from the
-  upstream's ``/connections``, Redis ``total_connections_received``), and the
-  worker's RSS before and after;
+  upstream, sampled with psutil on the worker's sockets; Redis's own
+  ``INFO clients`` ``connected_clients``, which counts every mode's idle pools
+  too, is kept beside), the connections it opens (distinct upstream client
+  connections from the upstream's ``/connections``, Redis
+  ``total_connections_received``), and the worker's RSS before and after;
 * fan-out: ``/delay?seconds=0.05&n=10`` latency against the 50 ms floor (one
-  upstream call's duration; doing the ten calls one after the other costs 500);
+  upstream call's duration; doing the ten calls one after the other costs 500),
+  and the same ten calls made by the load client itself (the floor this
+  machine can reach without Flask in between);
 * the classic "Canines as a Service" table: 90 requests of ``/dog?latency=15``
   from 30 clients, with the median, mean and standard deviation of their time;
 * the worker's RSS over the whole run of each mode.
@@ -31,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -65,7 +71,8 @@ class Plan:
     modes: tuple[str, ...] = MODES
     concurrency: tuple[int, ...] = (1, 8, TARGET_CONCURRENCY, 64)
     latencies_ms: tuple[int, ...] = (0, TARGET_LATENCY_MS)
-    duration: float = 8.0
+    rounds: int = 3
+    duration: float = 3.0
     max_requests: int = 50_000
     warmup_requests: int = 200
     fanout_concurrency: tuple[int, ...] = (1, 8)
@@ -79,8 +86,8 @@ class Plan:
 
     @classmethod
     def quick(cls, **changes: Any) -> Plan:
-        """A run of about two minutes: shorter loads, the same points."""
-        base = {"duration": 2.0, "warmup_requests": 100, "fanout_concurrency": (1,),
+        """A run of about two minutes: one round of shorter loads, the same points."""
+        base = {"rounds": 1, "duration": 2.0, "warmup_requests": 100, "fanout_concurrency": (1,),
                 "fanout_requests": 12, "fanout_duration": 3.0}  # fmt: skip
         return cls(**{**base, **changes})
 
@@ -121,16 +128,21 @@ class Probe:
 
 
 class Runner:
-    """Runs the plan's measurements of one mode against the shared services."""
+    """Runs the plan: every mode's gunicorn side by side, the load points interleaved.
+
+    All modes are started first and stay up (idle when not loaded), and each
+    load point is measured for every mode in turn, in an order that rotates
+    from point to point; so a burst of other work on the machine spreads over
+    all modes instead of landing on one.
+    """
 
     def __init__(self, plan: Plan, redis_url: str, upstream_url: str, probe: Probe,
-                 control: aiohttp.ClientSession, baseline_clients: int) -> None:  # fmt: skip
+                 control: aiohttp.ClientSession) -> None:  # fmt: skip
         self.plan = plan
         self.redis_url = redis_url
         self.upstream_url = upstream_url
         self.probe = probe
         self.control = control
-        self.baseline_clients = baseline_clients
 
     async def _upstream_counters(self, reset: bool = False) -> dict[str, int]:
         method, path = ("POST", "/connections/reset") if reset else ("GET", "/connections")
@@ -163,9 +175,8 @@ class Runner:
         return {
             "path": path,
             **result.summary(),
-            "redis_clients_peak": max(p["connected_clients"] for p in probes)
-            - self.baseline_clients,
-            "open_to_redis_peak": max(p["open_to_redis"] for p in probes),
+            "redis_clients_peak": max(p["open_to_redis"] for p in probes),
+            "redis_connected_clients_all": max(p["connected_clients"] for p in probes),
             "open_to_upstream_peak": max(p["open_to_upstream"] for p in probes),
             "redis_new_connections": await self._redis_received() - received,
             "upstream_connections": upstream["connections"],
@@ -174,58 +185,111 @@ class Runner:
             "rss_after_mb": round(rss_after / MB, 2),
         }
 
-    async def mode(self, mode: str, progress: Progress) -> dict[str, Any]:
-        """Start gunicorn in ``mode``, run every measurement, stop it."""
+    async def direct_fanout(self, requests: int) -> dict[str, Any]:
+        """The machine's own floor: the load client makes the fan-out calls itself."""
+        url = f"{self.upstream_url}/delay?seconds={FANOUT_SECONDS}"
+        latencies = []
+        for _ in range(requests):
+            begin = time.perf_counter()
+            responses = await asyncio.gather(*(self.control.get(url)
+                                               for _ in range(FANOUT_CALLS)))  # fmt: skip
+            for response in responses:
+                await response.read()
+                response.release()
+            latencies.append((time.perf_counter() - begin) * 1000)
+        return {"requests": requests, "p50_ms": round(statistics.median(latencies), 3),
+                "max_ms": round(max(latencies), 3)}  # fmt: skip
+
+    def _rotations(self, index: int) -> list[str]:
+        modes = list(self.plan.modes)
+        shift = index % len(modes)
+        return modes[shift:] + modes[:shift]
+
+    async def run(self, progress: Progress) -> list[dict[str, Any]]:
+        """Start every mode, measure every point in every mode, stop them all."""
         plan = self.plan
-        progress(f"{mode}: starting gunicorn")
-        server = DemoServer(mode, redis_url=self.redis_url, upstream_url=self.upstream_url,
-                            workers=plan.workers, threads=plan.threads)  # fmt: skip
-        await asyncio.to_thread(server.start)
+        servers: dict[str, DemoServer] = {}
+        entries: dict[str, dict[str, Any]] = {
+            mode: {"mode": mode, "points": [], "fanout": []} for mode in plan.modes}
+        rss_start: dict[str, dict[int, int]] = {}
         try:
-            progress(f"{mode}: warm-up")
-            await run_load(server.url + "/dog?latency=0", concurrency=plan.threads,
-                           max_requests=plan.warmup_requests, duration=10.0)  # fmt: skip
-            pids = server.worker_pids()
-            rss_start = rss_of(pids)
-            points = []
-            for latency in plan.latencies_ms:
-                for concurrency in plan.concurrency:
-                    progress(f"{mode}: /dog latency {latency} ms, {concurrency} clients")
-                    points.append({"latency_ms": latency, **await self.point(
-                        server, f"/dog?latency={latency}", concurrency,
-                        max_requests=plan.max_requests, duration=plan.duration)})  # fmt: skip
-            fanout = []
+            for mode in plan.modes:
+                progress(f"{mode}: starting gunicorn")
+                server = servers[mode] = DemoServer(
+                    mode, redis_url=self.redis_url, upstream_url=self.upstream_url,
+                    workers=plan.workers, threads=plan.threads)  # fmt: skip
+                await asyncio.to_thread(server.start)
+                progress(f"{mode}: warm-up")
+                await run_load(server.url + "/dog?latency=0", concurrency=plan.threads,
+                               max_requests=plan.warmup_requests, duration=10.0)  # fmt: skip
+                rss_start[mode] = rss_of(server.worker_pids())
+            index = 0
+            rounds: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
+            for round_index in range(plan.rounds):
+                for latency in plan.latencies_ms:
+                    for concurrency in plan.concurrency:
+                        for mode in self._rotations(index):
+                            progress(f"round {round_index + 1}/{plan.rounds}, {mode}: /dog "
+                                     f"latency {latency} ms, {concurrency} clients")  # fmt: skip
+                            rounds.setdefault((mode, latency, concurrency), []).append(
+                                await self.point(servers[mode], f"/dog?latency={latency}",
+                                                 concurrency, max_requests=plan.max_requests,
+                                                 duration=plan.duration))  # fmt: skip
+                        index += 1
+            for (mode, latency, _), measured in rounds.items():
+                entries[mode]["points"].append({"latency_ms": latency, **merge_rounds(measured)})
             for concurrency in plan.fanout_concurrency:
-                progress(f"{mode}: fan-out {FANOUT_CALLS} x {FANOUT_SECONDS * 1000:g} ms, "
-                         f"{concurrency} clients")  # fmt: skip
-                fanout.append(await self.point(
-                    server, f"/delay?seconds={FANOUT_SECONDS}&n={FANOUT_CALLS}", concurrency,
-                    max_requests=plan.fanout_requests, duration=plan.fanout_duration))  # fmt: skip
-            progress(f"{mode}: canines, {plan.canines_requests} requests")
-            canines = await self.point(
-                server, f"/dog?latency={CANINES_LATENCY_MS}", plan.canines_concurrency,
-                max_requests=plan.canines_requests, duration=60.0)  # fmt: skip
-            rss_end = rss_of(pids)
+                for mode in self._rotations(index):
+                    progress(f"{mode}: fan-out {FANOUT_CALLS} x {FANOUT_FLOOR_MS:g} ms, "
+                             f"{concurrency} clients")  # fmt: skip
+                    entries[mode]["fanout"].append(await self.point(
+                        servers[mode], f"/delay?seconds={FANOUT_SECONDS}&n={FANOUT_CALLS}",
+                        concurrency, max_requests=plan.fanout_requests,
+                        duration=plan.fanout_duration))  # fmt: skip
+                index += 1
+            for mode in self._rotations(index):
+                progress(f"{mode}: canines, {plan.canines_requests} requests")
+                entries[mode]["canines"] = await self.point(
+                    servers[mode], f"/dog?latency={CANINES_LATENCY_MS}", plan.canines_concurrency,
+                    max_requests=plan.canines_requests, duration=60.0)  # fmt: skip
+            for mode in servers:
+                start_mb = sum(rss_start[mode].values()) / MB
+                end_mb = sum(rss_of(list(rss_start[mode])).values()) / MB
+                entries[mode].update(rss_start_mb=round(start_mb, 2), rss_end_mb=round(end_mb, 2),
+                                     rss_growth_mb=round(end_mb - start_mb, 2))  # fmt: skip
         finally:
-            progress(f"{mode}: stopping gunicorn")
-            exit_code = await asyncio.to_thread(server.stop)
-            problems = server.log_problems()
-            log_tail = server.log()[-3000:] if problems or exit_code else ""
-            server.close()
-        start_mb = sum(rss_start.values()) / MB
-        end_mb = sum(rss_end.values()) / MB
-        return {
-            "mode": mode,
-            "points": points,
-            "fanout": fanout,
-            "canines": canines,
-            "rss_start_mb": round(start_mb, 2),
-            "rss_end_mb": round(end_mb, 2),
-            "rss_growth_mb": round(end_mb - start_mb, 2),
-            "gunicorn_exit_code": exit_code,
-            "gunicorn_log_problems": problems,
-            "gunicorn_log_tail": log_tail,
-        }
+            for mode, server in servers.items():
+                progress(f"{mode}: stopping gunicorn")
+                exit_code = await asyncio.to_thread(server.stop)
+                problems = server.log_problems()
+                entries[mode].update(
+                    gunicorn_exit_code=exit_code, gunicorn_log_problems=problems,
+                    gunicorn_log_tail=server.log()[-3000:] if problems or exit_code else "")
+                server.close()
+        return [entries[mode] for mode in plan.modes]
+
+
+def merge_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One point from its rounds: the median round's figures, every round's errors.
+
+    The round whose req/s is the median gives latencies, connections and
+    memory (figures from one real run, not a blend); errors are summed over all
+    rounds so that none is hidden; every round's req/s is kept in ``rps_rounds``.
+    """
+    ordered = sorted(rounds, key=lambda r: r["rps"])
+    merged = dict(ordered[(len(ordered) - 1) // 2])
+    errors: dict[str, int] = {}
+    for measured in rounds:
+        for kind, count in measured["errors_by_kind"].items():
+            errors[kind] = errors.get(kind, 0) + count
+    merged.update(
+        rounds=len(rounds),
+        rps_rounds=[r["rps"] for r in rounds],
+        requests_all_rounds=sum(r["requests"] for r in rounds),
+        errors=sum(errors.values()),
+        errors_by_kind=dict(sorted(errors.items())),
+    )
+    return merged
 
 
 async def _run(plan: Plan, redis_url: str, redis_port: int, upstream_url: str,
@@ -233,14 +297,16 @@ async def _run(plan: Plan, redis_url: str, redis_port: int, upstream_url: str,
     stats = aredis.Redis.from_url(redis_url)
     try:
         server_info = await stats.info("server")
-        baseline = int((await stats.info("clients"))["connected_clients"])
         probe = Probe(stats, redis_port, int(upstream_url.rsplit(":", 1)[1]))
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as control:
-            runner = Runner(plan, redis_url, upstream_url, probe, control, baseline)
-            modes = [await runner.mode(mode, progress) for mode in plan.modes]
+            runner = Runner(plan, redis_url, upstream_url, probe, control)
+            progress("fan-out floor: the load client calls the upstream itself")
+            direct = await runner.direct_fanout(plan.fanout_requests)
+            modes = await runner.run(progress)
     finally:
         await stats.aclose()
-    return {"redis_version": server_info.get("redis_version"), "modes": modes}
+    return {"redis_version": server_info.get("redis_version"), "fanout_direct": direct,
+            "modes": modes}  # fmt: skip
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
@@ -383,7 +449,8 @@ def main(argv: list[str] | None = None, progress: Progress | None = None) -> dic
     parser.add_argument("--modes", help=f"comma-separated subset of {','.join(MODES)}")
     parser.add_argument("--concurrency", help="comma-separated client counts (default 1,8,32,64)")
     parser.add_argument("--latencies", help="comma-separated upstream latencies in ms (0,20)")
-    parser.add_argument("--duration", type=float, help="seconds per load point")
+    parser.add_argument("--duration", type=float, help="seconds per load point and round")
+    parser.add_argument("--rounds", type=int, help="rounds of every /dog point (3; quick: 1)")
     parser.add_argument("--threads", type=int, help="gunicorn threads per worker (32)")
     parser.add_argument("--workers", type=int, help="gunicorn workers (1)")
     parser.add_argument("--canines", type=int, help="requests of the canines table (90)")
@@ -398,7 +465,7 @@ def main(argv: list[str] | None = None, progress: Progress | None = None) -> dic
         changes["concurrency"] = _parse_ints(args.concurrency)
     if args.latencies:
         changes["latencies_ms"] = _parse_ints(args.latencies)
-    for name in ("duration", "threads", "workers"):
+    for name in ("duration", "rounds", "threads", "workers"):
         if getattr(args, name):
             changes[name] = getattr(args, name)
     if args.canines:

@@ -270,7 +270,12 @@ def _fanout_findings(document: dict[str, Any]) -> list[str]:
         p = _fanout(document, mode)
         if p and p["p50_ms"] is not None:
             others.append(f"{mode} {p['p50_ms']:.1f} ms")
-    return [text + (f" ({', '.join(others)})." if others else ".")]
+    others = [", ".join(others)] if others else []
+    direct = (_load(document).get("result") or {}).get("fanout_direct")
+    if direct:
+        others.append(f"the load client making the same calls itself, no app in between: "
+                      f"{direct['p50_ms']:.1f} ms")
+    return [text + (f" ({'; '.join(others)})." if others else ".")]
 
 
 def _error_findings(document: dict[str, Any]) -> list[str]:
@@ -342,15 +347,20 @@ def _load_tables(document: dict[str, Any]) -> list[str]:
     out = ["## Load test: the demo under gunicorn", ""]
     params = _load(document).get("params") or {}
     out.append(f"{params.get('workers')} gthread worker(s) x {params.get('threads')} threads "
-               f"per mode; closed-loop aiohttp clients, {params.get('duration')} s or "
-               f"{params.get('max_requests'):,} requests per point, whichever ends first; "
+               f"per mode, all modes up side by side and loaded in turn; closed-loop aiohttp "
+               f"clients, {params.get('duration')} s or {params.get('max_requests'):,} "
+               f"requests per point and round, whichever ends first; "
+               f"{params.get('rounds', 1)} round(s) per point, interleaved across modes: "
+               f"the figures are the median round's (by req/s), errors are summed over all "
+               f"rounds; "
                f"request timeout {params.get('request_timeout')} s. \"Held\": peak open "
-               f"connections of the worker while loaded (psutil; Redis: INFO "
-               f"connected_clients). \"Opened\": distinct upstream client connections "
+               f"connections of the worker while loaded (psutil on the worker's sockets). "
+               f"\"Opened\": distinct upstream client connections "
                f"(upstream's /connections) and Redis total_connections_received during the "
                f"point.")  # fmt: skip
     latencies = sorted({p["latency_ms"] for m in modes for p in m["points"]})
-    headers = ["mode", "clients", "req/s", "p50 ms", "p99 ms", "max ms", "errors",
+    headers = ["mode", "clients", "req/s", "req/s per round", "p50 ms", "p99 ms", "max ms",
+               "errors",
                "upstream held", "upstream opened", "Redis held", "Redis opened",
                "RSS MB before → after"]  # fmt: skip
     for latency in latencies:
@@ -359,7 +369,8 @@ def _load_tables(document: dict[str, Any]) -> list[str]:
             for p in entry["points"]:
                 if p["latency_ms"] == latency:
                     errors = ", ".join(f"{c} {k}" for k, c in p["errors_by_kind"].items()) or 0
-                    rows.append([entry["mode"], p["concurrency"], p["rps"], p["p50_ms"],
+                    per_round = " / ".join(f"{r:,.0f}" for r in p.get("rps_rounds", []))
+                    rows.append([entry["mode"], p["concurrency"], p["rps"], per_round, p["p50_ms"],
                                  p["p99_ms"], p["max_ms"], errors, p["open_to_upstream_peak"],
                                  p["upstream_connections"], p["redis_clients_peak"],
                                  p["redis_new_connections"],
@@ -371,12 +382,16 @@ def _load_tables(document: dict[str, Any]) -> list[str]:
     rows = [[entry["mode"], p["concurrency"], p["ok"], p["p50_ms"], p["p99_ms"], p["max_ms"],
              None if p["p50_ms"] is None else f"{p['p50_ms'] / floor:.2f}x", p["errors"]]
             for entry in modes for p in entry["fanout"]]  # fmt: skip
+    direct = (_load(document).get("result") or {}).get("fanout_direct")
+    if direct:
+        rows.append(["(load client, no app)", 1, direct["requests"], direct["p50_ms"], None,
+                     direct["max_ms"], f"{direct['p50_ms'] / floor:.2f}x", 0])  # fmt: skip
     headers = ["mode", "clients", "answers", "p50 ms", "p99 ms", "max ms", "p50 ÷ floor",
                "errors"]  # fmt: skip
     out += ["", f"### Fan-out: /delay?seconds={spec.get('seconds')}&n={spec.get('n')} "
             f"(floor {floor:g} ms)", "", _table(headers, rows, _numeric_align(headers, 1))]
     rows = [[entry["mode"], entry["canines"]["requests"], entry["canines"]["ok"],
-             entry["canines"]["seconds"], entry["canines"]["p50_ms"],
+             f"{entry['canines']['seconds']:.3f}", entry["canines"]["p50_ms"],
              entry["canines"]["mean_ms"], entry["canines"]["stdev_ms"],
              entry["canines"]["errors"]] for entry in modes]  # fmt: skip
     headers = ["mode", "total requests", "ok", "total s", "median ms", "mean ms", "stdev ms",
