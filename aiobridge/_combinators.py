@@ -8,10 +8,20 @@ are cancelled and awaited before it returns.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+import concurrent.futures
+import queue
+import threading
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
 
-__all__ = ("first_of", "gather_all", "run_limited")
+from ._awaitables import close_awaitables
+from .errors import BridgeTimeoutError
+
+__all__ = ("first_of", "gather_all", "iterate_completed", "run_limited")
+
+# How long closing an as_completed iterator waits for the cancelled rest to stop.
+_CLOSE_WAIT = 5.0
 
 T = TypeVar("T")
 
@@ -112,3 +122,56 @@ async def run_limited(
         for leftover in queue:  # never started: close so they do not warn
             if asyncio.iscoroutine(leftover):
                 leftover.close()
+
+
+def iterate_completed(
+    submit: Callable[[Coroutine[Any, Any, None]], concurrent.futures.Future[None]],
+    items: list[Awaitable[T]],
+    limit: int,
+    wait: float | None,
+) -> Iterator[T]:
+    """The thread side of ``AioThread.as_completed``: results as they arrive.
+
+    ``run_limited`` runs on the loop (through ``submit``) and drops each outcome
+    into a thread-safe queue; the generator returned here takes them out.
+    Closing the generator cancels the driver and waits (bounded) until the
+    remaining awaitables have stopped.
+    """
+    outcomes: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
+    finished = threading.Event()
+
+    async def drive() -> None:
+        try:
+            await run_limited(items, limit, lambda ok, v: outcomes.put((ok, v)))
+        finally:
+            finished.set()
+
+    try:
+        future = submit(drive())
+    except BaseException:
+        close_awaitables(items)
+        raise
+    deadline = None if wait is None else time.monotonic() + wait
+
+    def results() -> Iterator[T]:
+        try:
+            for _ in range(len(items)):
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                try:
+                    ok, value = outcomes.get(timeout=remaining)
+                except queue.Empty:
+                    raise BridgeTimeoutError(
+                        f"AioThread.as_completed() timed out after {wait} s; "
+                        "the remaining awaitables were cancelled"
+                    ) from None
+                if not ok:
+                    if isinstance(value, asyncio.CancelledError):
+                        raise concurrent.futures.CancelledError()
+                    raise value
+                yield value
+        finally:
+            if not future.done():
+                future.cancel()
+                finished.wait(_CLOSE_WAIT)
+
+    return results()

@@ -9,9 +9,7 @@ import functools
 import inspect
 import math
 import os
-import queue
 import threading
-import time
 import types
 from collections.abc import AsyncIterable, Awaitable, Callable, Generator, Iterable, Iterator
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
@@ -425,49 +423,9 @@ class AioThread:
         except BaseException:
             close_awaitables(items)
             raise
-        return self._iterate_completed(items, limit or max(1, len(items)), wait)
-
-    def _iterate_completed(
-        self, items: list[Awaitable[T]], limit: int, wait: float | None
-    ) -> Iterator[T]:
-        outcomes: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
-        finished = threading.Event()
-
-        async def drive() -> None:
-            try:
-                await _combinators.run_limited(items, limit, lambda ok, v: outcomes.put((ok, v)))
-            finally:
-                finished.set()
-
-        try:
-            future = self.submit(drive())
-        except BaseException:
-            close_awaitables(items)
-            raise
-        deadline = None if wait is None else time.monotonic() + wait
-
-        def results() -> Iterator[T]:
-            try:
-                for _ in range(len(items)):
-                    remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-                    try:
-                        ok, value = outcomes.get(timeout=remaining)
-                    except queue.Empty:
-                        raise BridgeTimeoutError(
-                            f"AioThread.as_completed() timed out after {wait} s; "
-                            "the remaining awaitables were cancelled"
-                        ) from None
-                    if not ok:
-                        if isinstance(value, asyncio.CancelledError):
-                            raise concurrent.futures.CancelledError()
-                        raise value
-                    yield value
-            finally:
-                if not future.done():
-                    future.cancel()
-                    finished.wait(_STOP_ITERATION_WAIT)
-
-        return results()
+        return _combinators.iterate_completed(
+            self.submit, items, limit or max(1, len(items)), wait
+        )
 
     # -- streams and shared resources ----------------------------------------------
     def iterate(
@@ -673,7 +631,6 @@ class AioThread:
         return _check_timeout(timeout, "timeout")
 
 
-_STOP_ITERATION_WAIT = 5.0
 
 
 def _check_timeout(timeout: float | None, what: str) -> float | None:
