@@ -22,7 +22,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Generator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from ._awaitables import describe
+from ._awaitables import close_awaitables, describe
 from .errors import BridgeTimeoutError
 
 if TYPE_CHECKING:
@@ -193,12 +193,21 @@ def _resolve(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
+def _refused_coroutine(obj: object) -> str:
+    """Close a coroutine passed where it does not belong (no "never awaited"); a hint."""
+    if not asyncio.iscoroutine(obj):
+        return ""
+    close_awaitables((obj,))
+    return " (a coroutine: use bridge.run() for its result)"
+
+
 def iterate(
     bridge: AioThread, source: AsyncIterable[T], buffer: int, timeout: float | None
 ) -> Generator[T, None, None]:
     """The implementation of :meth:`aiobridge.AioThread.iterate`."""
     if not hasattr(source, "__aiter__"):
         hint = " (a sync iterable: iterate it directly)" if hasattr(source, "__iter__") else ""
+        hint = _refused_coroutine(source) or hint
         raise TypeError(
             f"AioThread.iterate() takes an async iterable or async generator, got "
             f"{describe(source)}{hint}"
@@ -359,6 +368,7 @@ def enter(
     if not (hasattr(manager, "__aenter__") and hasattr(manager, "__aexit__")):
         hint = " (a sync context manager: use 'with' directly)" if hasattr(
             manager, "__enter__") else ""
+        hint = _refused_coroutine(manager) or hint
         raise TypeError(
             f"AioThread.enter() takes an async context manager, got {describe(manager)}{hint}"
         )

@@ -50,10 +50,21 @@ async def fan_out(
             await response.read()
 
     started = time.perf_counter()
-    async with asyncio.TaskGroup() as group:
-        for _ in range(n):
-            group.create_task(one())
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(n):
+                group.create_task(one())
+    except BaseExceptionGroup as failed:
+        # The first call failed and the others were cancelled. Raise that failure
+        # itself: the error handlers (502 upstream error, 504 timeout) match an
+        # exception's type, never an ExceptionGroup, which would become a 500.
+        raise _first_failure(failed) from None
     return DelayResult(n, seconds, time.perf_counter() - started)
+
+
+def _first_failure(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_failure(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 async def billing(client: aredis.Redis) -> int:
