@@ -15,7 +15,9 @@ machine's conditions:
   ``INFO clients`` ``connected_clients``, which counts every mode's idle pools
   too, is kept beside), the connections it opens (distinct upstream client
   connections from the upstream's ``/connections``, Redis
-  ``total_connections_received``), and the worker's RSS before and after;
+  ``total_connections_received``), the worker's RSS before and after, and
+  the CPU time used by the worker, the upstream, Redis and the load client
+  (what bounds a point on a small machine);
 * fan-out: ``/delay?seconds=0.05&n=10`` latency against the 50 ms floor (one
   upstream call's duration; doing the ten calls one after the other costs 500),
   and the same ten calls made by the load client itself (the floor this
@@ -36,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -137,8 +140,9 @@ class Runner:
     """
 
     def __init__(self, plan: Plan, redis_url: str, upstream_url: str, probe: Probe,
-                 control: aiohttp.ClientSession) -> None:  # fmt: skip
+                 control: aiohttp.ClientSession, service_pids: dict[str, int]) -> None:  # fmt: skip
         self.plan = plan
+        self.service_pids = service_pids
         self.redis_url = redis_url
         self.upstream_url = upstream_url
         self.probe = probe
@@ -163,11 +167,17 @@ class Runner:
         await self._upstream_counters(reset=True)
         received = await self._redis_received()
         rss_before = sum(rss_of(pids).values())
+        cpu_pids = {"worker": pids, "client": [os.getpid()],
+                    **{name: [pid] for name, pid in self.service_pids.items()}}  # fmt: skip
+        cpu_before = {name: cpu_seconds(group) for name, group in cpu_pids.items()}
+        psutil.cpu_percent()  # starts the machine-wide measurement
         result = await run_load(
             server.url + path, concurrency=concurrency, max_requests=max_requests,
             duration=duration, timeout=self.plan.request_timeout, probe=self.probe,
             probe_interval=0.2,
         )  # fmt: skip
+        machine_cpu = psutil.cpu_percent()
+        cpu = {name: cpu_seconds(group) - cpu_before[name] for name, group in cpu_pids.items()}
         rss_after = sum(rss_of(pids).values())
         upstream = await self._upstream_counters()
         probes = result.probes or [{"connected_clients": 0, "open_to_redis": 0,
@@ -183,6 +193,10 @@ class Runner:
             "upstream_requests": upstream["requests"],
             "rss_before_mb": round(rss_before / MB, 2),
             "rss_after_mb": round(rss_after / MB, 2),
+            "cpu_seconds": {name: round(value, 3) for name, value in cpu.items()},
+            "worker_cpu_ms_per_request": round(cpu["worker"] / result.ok * 1000, 3)
+            if result.ok else None,
+            "machine_cpu_percent": machine_cpu,
         }
 
     async def direct_fanout(self, requests: int) -> dict[str, Any]:
@@ -269,6 +283,18 @@ class Runner:
         return [entries[mode] for mode in plan.modes]
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds used so far by these processes (gone ones count 0)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
 def merge_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """One point from its rounds: the median round's figures, every round's errors.
 
@@ -293,13 +319,13 @@ def merge_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def _run(plan: Plan, redis_url: str, redis_port: int, upstream_url: str,
-               progress: Progress) -> dict[str, Any]:  # fmt: skip
+               service_pids: dict[str, int], progress: Progress) -> dict[str, Any]:  # fmt: skip
     stats = aredis.Redis.from_url(redis_url)
     try:
         server_info = await stats.info("server")
         probe = Probe(stats, redis_port, int(upstream_url.rsplit(":", 1)[1]))
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as control:
-            runner = Runner(plan, redis_url, upstream_url, probe, control)
+            runner = Runner(plan, redis_url, upstream_url, probe, control, service_pids)
             progress("fan-out floor: the load client calls the upstream itself")
             direct = await runner.direct_fanout(plan.fanout_requests)
             modes = await runner.run(progress)
@@ -325,7 +351,8 @@ def run(plan: Plan, progress: Progress) -> dict[str, Any]:
         redis = stack.enter_context(RedisServer())
         upstream = stack.enter_context(UpstreamServer(seed_redis=redis.url))
         with asyncio.Runner(loop_factory=_new_loop) as runner:
-            return runner.run(_run(plan, redis.url, redis.port, upstream.url, progress))
+            pids = {"redis": redis.pid or 0, "upstream": upstream.pid or 0}
+            return runner.run(_run(plan, redis.url, redis.port, upstream.url, pids, progress))
     raise AssertionError("unreachable")  # pragma: no cover - for type checkers
 
 

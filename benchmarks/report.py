@@ -185,6 +185,25 @@ def _load_findings(document: dict[str, Any]) -> list[str]:
                              f"({other['rps']:,.0f} req/s)")  # fmt: skip
         out.append(f"At the target point ({concurrency} clients, {latency} ms upstream) the "
                    f"bridge served {bridge['rps']:,.0f} req/s: " + ", ".join(parts) + ".")
+    if bridge and bridge.get("cpu_seconds"):
+        per_mode = []
+        for mode in MODE_ORDER:
+            p = _point(document, mode, concurrency, latency)
+            if p and p.get("worker_cpu_ms_per_request") is not None:
+                per_mode.append(f"{mode} {p['worker_cpu_ms_per_request']:.2f} ms")
+        cpu = bridge["cpu_seconds"]
+        busy = sum(cpu.values())
+        shares = ", ".join(f"{name} {value / max(busy, 1e-9):.0%}" for name, value in cpu.items())
+        cores = document.get("machine", {}).get("logical_cores") or 1
+        ceiling = concurrency / (latency / 1000) if latency else None
+        text = (f"What bounds the target point: while the bridge was loaded the machine's "
+                f"{cores} cores were {bridge['machine_cpu_percent']:.0f}% busy (everything on "
+                f"the machine, other users included); of the CPU used by the processes of "
+                f"the test: {shares}. Worker CPU per answer: " + ", ".join(per_mode) + ".")
+        if ceiling:
+            text += (f" Waiting alone would allow {ceiling:,.0f} req/s ({concurrency} clients / "
+                     f"{latency} ms); the bridge reached {bridge['rps'] / ceiling:.0%} of it.")
+        out.append(text)
     losses: dict[str, list[tuple[int, int, float, float]]] = {}
     ties: list[str] = []
     for entry in _modes(document):
@@ -362,7 +381,7 @@ def _load_tables(document: dict[str, Any]) -> list[str]:
     headers = ["mode", "clients", "req/s", "req/s per round", "p50 ms", "p99 ms", "max ms",
                "errors",
                "upstream held", "upstream opened", "Redis held", "Redis opened",
-               "RSS MB before → after"]  # fmt: skip
+               "worker CPU ms/answer", "machine CPU %", "RSS MB before → after"]  # fmt: skip
     for latency in latencies:
         rows = []
         for entry in modes:
@@ -374,6 +393,8 @@ def _load_tables(document: dict[str, Any]) -> list[str]:
                                  p["p99_ms"], p["max_ms"], errors, p["open_to_upstream_peak"],
                                  p["upstream_connections"], p["redis_clients_peak"],
                                  p["redis_new_connections"],
+                                 _fmt(p.get("worker_cpu_ms_per_request"), 2),
+                                 p.get("machine_cpu_percent"),
                                  f"{p['rss_before_mb']:.1f} → {p['rss_after_mb']:.1f}"])
         out += ["", f"### /dog, upstream latency {latency} ms", "",
                 _table(headers, rows, _numeric_align(headers, 1))]
