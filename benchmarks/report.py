@@ -332,6 +332,32 @@ def _overhead_findings(document: dict[str, Any]) -> list[str]:
     return out
 
 
+def _redis_findings(document: dict[str, Any]) -> list[str]:
+    rows = (document.get("benchmarks", {}).get("redis") or {}).get("rows") or []
+    rate = {(r.get("variant"), r.get("threads")): r.get("gets_per_s") for r in rows}
+    out = []
+    for threads in sorted({r.get("threads") for r in rows if r.get("threads")}):
+        bridge, sync = rate.get(("aiobridge", threads)), rate.get(("redis-py sync", threads))
+        if not bridge or not sync:
+            continue
+        callers = f"{threads} thread{'s' if threads > 1 else ''}"
+        if bridge < sync * (1 - TIE):
+            why = ("each bridge GET crosses to the loop thread and back, while redis-py "
+                   "sends it from the calling thread" if threads == 1 else
+                   "the hand-offs to the loop thread cost more than the pool sharing saves")
+            out.append(f"**Sequential Redis GETs from {callers}: redis-py sync wins**, "
+                       f"{sync:,.0f} GET/s vs the bridge's {bridge:,.0f} "
+                       f"({bridge / sync:.2f}x): {why}. A thread that only makes quick "
+                       f"sequential Redis calls is better served by redis-py.")  # fmt: skip
+        elif bridge > sync * (1 + TIE):
+            out.append(f"Redis GETs from {callers}: the bridge {bridge:,.0f} GET/s vs "
+                       f"redis-py sync {sync:,.0f} ({bridge / sync:.2f}x).")  # fmt: skip
+        else:
+            out.append(f"Redis GETs from {callers}: a tie, the bridge {bridge:,.0f} GET/s vs "
+                       f"redis-py sync {sync:,.0f}.")  # fmt: skip
+    return out
+
+
 def _missed_findings(document: dict[str, Any]) -> list[str]:
     missed = [t for t in document.get("targets", []) if not t.get("met")]
     if not missed:
@@ -345,6 +371,7 @@ def findings(document: dict[str, Any]) -> list[str]:
     """The run's results in sentences, each built from the measured values."""
     return [*_load_findings(document), *_connection_findings(document),
             *_fanout_findings(document), *_overhead_findings(document),
+            *_redis_findings(document),
             *_error_findings(document), *_missed_findings(document)]  # fmt: skip
 
 
