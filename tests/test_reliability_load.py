@@ -173,3 +173,13 @@ def test_blocking_async_view_is_detected_and_other_requests_still_complete(
     located = [r.getMessage() for r in caplog.records if "blocking_view" in r.getMessage()]
     assert located, [r.getMessage() for r in caplog.records]
     assert "test_reliability_load.py" in located[0]
+
+
+def test_soak_script_runs_and_reports_its_curve() -> None:
+    """``benchmarks/soak.py`` (run by hand for 1,000,000 calls) stays runnable: a short run."""
+    from benchmarks import soak
+
+    result = soak.main(["--calls", "3000", "--every", "1000"])
+    assert [s["calls"] for s in result["samples"]] == [1000, 2000, 3000]
+    assert result["counters_add_up"] and result["ok"]
+    assert sum(result["outcomes"].values()) == 3000
