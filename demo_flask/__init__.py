@@ -53,6 +53,9 @@ def _defaults() -> dict[str, Any]:
         "CAAS_SSE_HEARTBEAT": 15.0,
         # Above the longest /delay (30 s) so the upstream's own timeout answers first.
         "AIOBRIDGE_TIMEOUT": 40.0,
+        # Never debug under gunicorn, even with FLASK_DEBUG=1 in the environment
+        # (Flask reads it at construction); `flask run --debug` still sets it later.
+        "DEBUG": False,
     }
 
 

@@ -62,11 +62,14 @@ def test_everything_binds_loopback_only_by_default(
         assert _listening(redis_server.pid) == {"127.0.0.1"}
 
 
-def test_no_debug_mode_by_default_nor_under_gunicorn() -> None:
+def test_no_debug_mode_under_gunicorn_even_with_flask_debug_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     config = runpy.run_path(str(CONF))
     assert not config.get("reload", False)
     assert config.get("loglevel") != "debug"
-    app = create_app({"CAAS_MODE": "sync"})
+    monkeypatch.setenv("FLASK_DEBUG", "1")  # leaked into a worker's environment
+    app = create_app({"CAAS_MODE": "sync"})  # what gunicorn's wsgi_app calls
     try:
         assert app.debug is False
         assert app.config["DEBUG"] is False
