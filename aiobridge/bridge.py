@@ -191,6 +191,7 @@ class AioThread:
         if type(awaitable) is not _CoroutineType:
             self._check_awaitable(awaitable, "AioThread.run()")
         core = self._core
+        call: BlockingCall[T] | None = None
         try:
             self._check_may_block("run")
             wait = self._timeout(timeout)
@@ -198,13 +199,14 @@ class AioThread:
                 core.start()
             call = BlockingCall(awaitable, _copy_context())
             core.hand_off(call)
-        except BaseException:
-            close_awaitables((awaitable,))
-            raise
-        try:
             acquired = call.lock.acquire(True, -1 if wait is None else wait)
-        except BaseException:  # KeyboardInterrupt while waiting
-            core.request_cancel(call)
+        except BaseException as exc:
+            if call is None or isinstance(exc, BridgeClosedError):
+                close_awaitables((awaitable,))  # never reached the loop
+            else:
+                # A KeyboardInterrupt during the hand-off or the wait: the loop may be
+                # running the coroutine already, so it is cancelled there, never closed here.
+                core.abandon(call)
             raise
         if not acquired and not call.lock.acquire(False):
             core.request_cancel(call, timed_out=True)
@@ -261,21 +263,26 @@ class AioThread:
         if type(awaitable) is not _CoroutineType:
             self._check_awaitable(awaitable, where)
         core = self._core
+        call: FutureCall[T] | None = None
         try:
             limit = None if spawned else self._timeout(timeout)
             if core.state is not State.RUNNING or core.pid != _getpid():
                 core.start()
             call = FutureCall(awaitable, _copy_context(), limit, spawned)
             future = call.future
+            accepted = call  # not Optional, for the closure
 
             def propagate_cancel(done: concurrent.futures.Future[T]) -> None:
                 if done.cancelled():
-                    core.request_cancel(call)
+                    core.request_cancel(accepted)
 
             future.add_done_callback(propagate_cancel)
             core.hand_off(call)
-        except BaseException:
-            close_awaitables((awaitable,))
+        except BaseException as exc:
+            if call is None or isinstance(exc, BridgeClosedError):
+                close_awaitables((awaitable,))  # never reached the loop
+            else:
+                core.abandon(call)  # interrupted during the hand-off: see run()
             raise
         return future
 

@@ -257,7 +257,30 @@ class LoopThread:
         with contextlib.suppress(RuntimeError):  # loop already closed: nothing to cancel
             loop.call_soon_threadsafe(self._cancel, call, timed_out)
 
+    def abandon(self, call: Call[Any]) -> None:
+        """The caller of ``call`` was interrupted during its hand-off or its wait.
+
+        From any thread; never blocks. The call may be anywhere: never handed
+        off, in the inbox (with its wake-up possibly lost), waiting for a slot
+        or running, so the decision is taken on the loop thread.
+        """
+        loop = self.loop
+        try:
+            if loop is None:
+                raise RuntimeError("no loop")
+            loop.call_soon_threadsafe(self._abandon, call)
+        except RuntimeError:  # the loop is closed: nothing will run the call any more
+            _close_awaitable(call.awaitable)
+
     # -- loop side ---------------------------------------------------------------
+    def _abandon(self, call: Call[Any]) -> None:
+        self._drain_inbox()  # take in what was handed off, even without its wake-up
+        if call.task is not None or call.settled or call in self._waiting:
+            self._cancel(call, False)
+        else:  # never reached the inbox: close it here, on the loop, and settle it
+            _close_awaitable(call.awaitable)
+            call.cancelled(self._wake)
+
     def _drain_inbox(self) -> None:
         self._wake_pending = False
         inbox = self.inbox
