@@ -30,11 +30,13 @@ import inspect
 import io
 import json
 import shlex
+import signal
 import sys
 import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from rich.console import Console
@@ -142,8 +144,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops the run like Ctrl-C: children stopped in order
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line, run, write the outputs; returns the exit status."""
+    signal.signal(signal.SIGTERM, _interrupt)
     parser = _parser()
     args = parser.parse_args(argv)
     names = available()

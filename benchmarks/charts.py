@@ -93,7 +93,7 @@ def _headline(document: dict[str, Any], out: Path) -> Path | None:
                 rows.append((mode["mode"], p))
     if not rows:
         return None
-    fig, ax = plt.subplots(figsize=(7.5, 4))
+    fig, ax = plt.subplots(figsize=(8.5, 4.2))
     names = [name for name, _ in rows]
     values = [p["rps"] for _, p in rows]
     colours = [MODE_STYLE.get(name, ("black", "."))[0] for name in names]
@@ -103,7 +103,7 @@ def _headline(document: dict[str, Any], out: Path) -> Path | None:
                     f"Redis conns: {p['redis_clients_peak']} held, "
                     f"{p['redis_new_connections']} new",
                     (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                    ha="center", va="bottom", fontsize=7)  # fmt: skip
+                    ha="center", va="bottom", fontsize=6.5)  # fmt: skip
     ax.set_ylim(0, max(values) * 1.35 if max(values) > 0 else 1)
     ax.set_ylabel("requests/s (higher is better)")
     load = document.get("benchmarks", {}).get("load_demo") or {}

@@ -200,6 +200,13 @@ def _load_findings(document: dict[str, Any]) -> list[str]:
                 f"{cores} cores were {bridge['machine_cpu_percent']:.0f}% busy (everything on "
                 f"the machine, other users included); of the CPU used by the processes of "
                 f"the test: {shares}. Worker CPU per answer: " + ", ".join(per_mode) + ".")
+        if bridge.get("seconds"):
+            core = cpu["worker"] / bridge["seconds"]
+            per_answer = bridge["worker_cpu_ms_per_request"]
+            text += (f" The bridge's worker kept {core:.0%} of one core busy; its threads share "
+                     f"one GIL, so at {per_answer:.2f} ms of CPU per answer one worker tops out "
+                     f"near {1000 / per_answer:,.0f} req/s: more gunicorn workers, not more "
+                     f"threads, raise that ceiling.")
         if ceiling:
             text += (f" Waiting alone would allow {ceiling:,.0f} req/s ({concurrency} clients / "
                      f"{latency} ms); the bridge reached {bridge['rps'] / ceiling:.0%} of it.")
