@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+import redis.exceptions
 from flask import Blueprint, Response, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
@@ -52,8 +53,15 @@ def _delay_response(result: DelayResult) -> Response:
     return jsonify(result.as_json())
 
 
-def _stats(mode: Mode, billed: int) -> Response:
-    return jsonify({"mode": mode.name, "billing": {"dog": billed}, **mode.stats()})
+# /stats must answer while Redis is down: that is when its loop figures matter.
+_REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+
+def _stats(mode: Mode, billed: int | None, redis_error: str | None = None) -> Response:
+    billing: dict[str, Any] = {"dog": billed}
+    if redis_error is not None:
+        billing["error"] = f"redis is unavailable: {redis_error}"
+    return jsonify({"mode": mode.name, "billing": billing, **mode.stats()})
 
 
 def health() -> ResponseReturnValue:
@@ -88,7 +96,11 @@ def publish(order_id: str) -> ResponseReturnValue:
 def stats() -> ResponseReturnValue:
     """Billing counters and the mode's own figures (bridge stats in bridge mode)."""
     mode = cast(BlockingMode, current_mode())
-    return _stats(mode, mode.billing())
+    try:
+        billed = mode.billing()
+    except _REDIS_DOWN as exc:
+        return _stats(mode, None, str(exc))
+    return _stats(mode, billed)
 
 
 async def dog_async() -> ResponseReturnValue:
@@ -113,7 +125,11 @@ async def publish_async(order_id: str) -> ResponseReturnValue:
 async def stats_async() -> ResponseReturnValue:
     """Billing counters and the mode's own figures (bridge stats in bridge mode)."""
     mode = cast(AsyncMode, current_mode())
-    return _stats(mode, await mode.billing())
+    try:
+        billed = await mode.billing()
+    except _REDIS_DOWN as exc:
+        return _stats(mode, None, str(exc))
+    return _stats(mode, billed)
 
 
 def create_blueprint(is_async: bool) -> Blueprint:

@@ -281,6 +281,10 @@ def test_redis_dies_under_load_then_the_app_recovers_without_restart(
         assert load.wait_for(
             lambda rs: sum(r.status == 503 and r.started > killed_at for r in rs) >= 30, 30
         ), kinds(load.snapshot())
+        during = app.stats()  # the loop's figures stay readable while Redis is down
+        assert during["billing"]["dog"] is None
+        assert "redis is unavailable" in during["billing"]["error"]
+        assert during["bridge"]["loop_lag_max"] < 1.0
         own_redis.restart()  # same port, empty database
         restarted_at = time.monotonic()
 
