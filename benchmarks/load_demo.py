@@ -39,10 +39,13 @@ import argparse
 import asyncio
 import contextlib
 import os
+import signal
 import statistics
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from types import FrameType
 from typing import Any
 
 import aiohttp
@@ -344,9 +347,34 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _interrupts_raise() -> Iterator[None]:
+    """Ctrl-C and SIGTERM raise KeyboardInterrupt, also while uvloop waits for I/O.
+
+    asyncio.Runner's own Ctrl-C handler only cancels the main task, which
+    uvloop does not see while it blocks; a raising handler always reaches us,
+    and the Runner then cancels the task, whose ``finally`` stops the servers.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, _raise_interrupt)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def run(plan: Plan, progress: Progress) -> dict[str, Any]:
     """Start Redis and the upstream once, then measure every mode; stop everything."""
-    with contextlib.ExitStack() as stack:
+    with _interrupts_raise(), contextlib.ExitStack() as stack:
         progress("starting Redis and the upstream")
         redis = stack.enter_context(RedisServer())
         upstream = stack.enter_context(UpstreamServer(seed_redis=redis.url))
