@@ -529,20 +529,21 @@ def main(argv: list[str] | None = None, progress: Progress | None = None) -> dic
     started = time.monotonic()
     result = run(plan, progress or (lambda message: print(message, flush=True)))
     rows = rows_of(result)
-    output = {
+    targets = check_targets(result)
+    output: dict[str, Any] = {
         "name": NAME,
         "params": {**asdict(plan), "fanout": {"seconds": FANOUT_SECONDS, "n": FANOUT_CALLS},
                    "canines_latency_ms": CANINES_LATENCY_MS,
                    "target_point": {"concurrency": TARGET_CONCURRENCY,
                                     "latency_ms": TARGET_LATENCY_MS}},
         "rows": rows,
-        "targets": check_targets(result),
+        "targets": targets,
         "result": result,
         "seconds": round(time.monotonic() - started, 1),
     }  # fmt: skip
     if progress is None:
         print(format_table(rows))
-        for label, target in output["targets"].items():
+        for label, target in targets.items():
             status = "met" if target["met"] else "MISSED"
             print(f"{label}: {target['value']} ({target['target']}) {status}")
         print("canines median ms:", {r["mode"]: r["p50_ms"] for r in rows
