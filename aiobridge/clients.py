@@ -94,15 +94,29 @@ def http_session(
 
 
 def redis_client(
-    url: str, **client_kw: Any
+    url: str,
+    *,
+    max_connections: int | None = None,
+    pool_timeout: float | None = 5.0,
+    **client_kw: Any,
 ) -> Callable[[], Coroutine[Any, Any, redis.asyncio.Redis]]:
     """A factory of ``redis.asyncio.Redis`` clients (one connection pool each).
 
     Args:
         url: ``redis://``, ``rediss://`` or ``unix://`` URL.
-        **client_kw: passed to ``redis.asyncio.Redis.from_url``
-            (``decode_responses``, ``max_connections``...). Defaults: 5 s to
-            connect, a health check of idle connections every 30 s.
+        max_connections: bound the pool at this many connections. Commands
+            beyond it wait for a free connection (up to ``pool_timeout``
+            seconds, then ``redis.exceptions.ConnectionError``) instead of
+            failing at once. Redis answers in well under a millisecond, so a
+            few connections serve a whole worker; ``None`` (the default)
+            opens one connection per concurrent command, without bound.
+            Keep pub/sub on a client of its own: a subscription holds its
+            connection for as long as it lasts.
+        pool_timeout: seconds a command waits for a connection of a bounded
+            pool (``None``: wait as long as it takes).
+        **client_kw: connection options (``decode_responses``,
+            ``socket_timeout``...). Defaults: 5 s to connect, a health check
+            of idle connections every 30 s.
 
     Returns:
         An async function making the client on the running loop; it is closed
@@ -114,6 +128,10 @@ def redis_client(
     """
     if not isinstance(url, str) or not url:
         raise TypeError(f"redis_client() takes a Redis URL string, got {url!r}")
+    if max_connections is not None and (
+        not isinstance(max_connections, int) or max_connections < 1
+    ):
+        raise ValueError(f"max_connections must be an int >= 1 or None, got {max_connections!r}")
     client_kw.setdefault("socket_connect_timeout", 5.0)
     client_kw.setdefault("health_check_interval", 30)
 
@@ -122,7 +140,12 @@ def redis_client(
             import redis.asyncio
         except ImportError as exc:
             raise _missing("redis", "redis") from exc
-        client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(url, **client_kw)
-        return client
+        if max_connections is None:
+            client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(url, **client_kw)
+            return client
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=pool_timeout, **client_kw
+        )
+        return redis.asyncio.Redis.from_pool(pool)  # the client owns and closes the pool
 
     return make_redis_client

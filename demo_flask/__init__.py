@@ -15,6 +15,8 @@ Configuration (``create_app(config)`` wins over the environment):
 - ``CAAS_SSE_MAX_SECONDS``: longest a ``/track`` stream stays open (default 300).
 - ``CAAS_SSE_HEARTBEAT``: seconds of silence before a keep-alive comment,
   which is also how a gone client is noticed (default 15).
+- ``CAAS_REDIS_POOL``: connections of the bridge mode's shared Redis pool for
+  commands (default 8; pub/sub streams use a client of their own).
 - ``AIOBRIDGE_*``: the bridge mode's extension settings
   (see :class:`aiobridge.flask.AioBridge`).
 
@@ -51,6 +53,7 @@ def _defaults() -> dict[str, Any]:
         "CAAS_HTTP_TIMEOUT": 35.0,
         "CAAS_SSE_MAX_SECONDS": 300.0,
         "CAAS_SSE_HEARTBEAT": 15.0,
+        "CAAS_REDIS_POOL": int(os.environ.get("CAAS_REDIS_POOL", "8")),
         # Above the longest /delay (30 s) so the upstream's own timeout answers first.
         "AIOBRIDGE_TIMEOUT": 40.0,
         # Never debug under gunicorn, even with FLASK_DEBUG=1 in the environment
@@ -69,6 +72,7 @@ def _settings(app: Flask) -> Settings:
         http_timeout=float(app.config["CAAS_HTTP_TIMEOUT"]),
         sse_max_seconds=float(app.config["CAAS_SSE_MAX_SECONDS"]),
         sse_heartbeat=float(app.config["CAAS_SSE_HEARTBEAT"]),
+        redis_pool=int(app.config["CAAS_REDIS_POOL"]),
     )
 
 

@@ -39,7 +39,17 @@ class BridgeMode(AsyncMode):
         self.ext = AioBridge(app)
         timeout = aiohttp.ClientTimeout(total=settings.http_timeout)
         self.http = self.ext.resource(http_session(timeout=timeout), app=app)
+        # Commands share a small bounded pool: Redis answers in well under a
+        # millisecond, so a few connections serve every thread of the worker.
         self.redis = self.ext.resource(
+            redis_client(
+                settings.redis_url, max_connections=settings.redis_pool, decode_responses=True
+            ),
+            app=app,
+        )
+        # A subscription holds its connection while the stream lasts: keep the
+        # streams off the command pool so they can never starve /dog.
+        self.subscriber = self.ext.resource(
             redis_client(settings.redis_url, decode_responses=True), app=app
         )
 
@@ -61,7 +71,7 @@ class BridgeMode(AsyncMode):
         return await aio_calls.billing(await self.redis.get())
 
     async def _sse(self, order_id: str) -> AsyncGenerator[str, None]:
-        client = await self.redis.get()
+        client = await self.subscriber.get()
         events = aio_calls.track(client, order_id, **self._track_options())
         try:
             async for event in events:

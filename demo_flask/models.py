@@ -33,6 +33,7 @@ class Settings:
     http_timeout: float
     sse_max_seconds: float
     sse_heartbeat: float
+    redis_pool: int = 8
 
 
 @dataclass(frozen=True)

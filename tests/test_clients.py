@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import warnings
@@ -168,6 +169,28 @@ def test_redis_get_set_from_many_threads(bridge: AioThread, clean_redis: str) ->
         assert check.get("aiobridge:test:7:19") == str(7 * 19)
     finally:
         check.close()
+
+
+def test_bounded_redis_pool_queues_commands_instead_of_opening_connections(
+    bridge: AioThread, clean_redis: str
+) -> None:
+    """32 concurrent commands through a pool of 2: all succeed on 2 connections."""
+    cache = bridge.resource(redis_client(clean_redis, max_connections=2, client_name="bounded"))
+
+    async def burst() -> list[int]:
+        client: redis.asyncio.Redis = await cache.get()
+        return list(await asyncio.gather(*(client.incr("aiobridge:bounded") for _ in range(32))))
+
+    results = bridge.run(burst(), timeout=WAIT)
+    assert sorted(results) == list(range(1, 33))
+    check = redis.Redis.from_url(clean_redis)
+    try:
+        names = [c.get("name") for c in check.client_list()]
+    finally:
+        check.close()
+    assert 1 <= names.count("bounded") <= 2, names
+    with pytest.raises(ValueError, match="max_connections"):
+        redis_client(clean_redis, max_connections=0)
 
 
 def test_redis_pubsub_through_iterate(
