@@ -7,6 +7,9 @@ import subprocess
 import sys
 import textwrap
 import time
+import traceback
+import warnings
+from collections.abc import Callable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,3 +37,33 @@ def wait_child(pid: int, timeout: float = 30.0) -> int:
     os.kill(pid, 9)
     os.waitpid(pid, 0)
     raise AssertionError(f"forked child {pid} did not exit within {timeout} s")
+
+
+def run_in_fork(body: Callable[[], str], *, timeout: float = 60.0) -> str:
+    """Fork; run ``body()`` in the child and return the string it produced.
+
+    The child never returns into pytest: it exits 0 after sending the result
+    through a pipe, 1 if ``body`` raised (its traceback goes to stderr). The
+    parent waits with a bound and fails the test on a non-zero exit.
+    """
+    read_end, write_end = os.pipe()
+    with warnings.catch_warnings():
+        # Python 3.12+ warns about fork() in a process with threads: that is what is tested.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(read_end)
+            os.write(write_end, body().encode())
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        status = wait_child(pid, timeout)
+        output = pipe.read().decode()
+    assert status == 0, f"forked child exited with {status}"
+    return output

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
-import warnings
 from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 
@@ -17,7 +15,7 @@ from aiohttp import web
 
 from aiobridge import AioThread
 from aiobridge.clients import http_session, redis_client
-from tests.helpers import run_python, wait_child
+from tests.helpers import run_in_fork, run_python
 
 WAIT = 10.0
 
@@ -235,25 +233,13 @@ def test_redis_client_rebuilt_in_a_forked_child(bridge: AioThread, redis_url: st
         return result
 
     parent_id = bridge.run(client_id(), timeout=WAIT)
-    read_end, write_end = os.pipe()
-    with warnings.catch_warnings():
-        # Python 3.12+ warns about fork() in a process with threads: the point of this test.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
-    if pid == 0:  # child: never return into pytest
-        code = 1
-        try:
-            os.close(read_end)
-            child_id = bridge.run(client_id(), timeout=WAIT)
-            bridge.stop()
-            os.write(write_end, str(child_id).encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write_end)
-    assert wait_child(pid, WAIT * 3) == 0
-    with os.fdopen(read_end, "rb") as pipe:
-        child_id = int(pipe.read())
+
+    def in_child() -> str:
+        child_id = bridge.run(client_id(), timeout=WAIT)
+        bridge.stop()
+        return str(child_id)
+
+    child_id = int(run_in_fork(in_child, timeout=WAIT * 3))
     assert child_id != parent_id  # the child opened its own connection
     assert bridge.run(client_id(), timeout=WAIT) == parent_id  # the parent's is intact
 

@@ -11,15 +11,13 @@ parent keeps serving on its own pools after the child exits.
 from __future__ import annotations
 
 import json
-import os
-import warnings
 
 import redis
 
 from demo_flask import create_app, shutdown
 from demo_flask.catalog import BILLING_KEY
 from demo_flask.services import UpstreamServer
-from tests.helpers import wait_child
+from tests.helpers import run_in_fork
 
 WAIT = 30.0
 
@@ -37,35 +35,22 @@ def test_forked_child_of_a_serving_app_rebuilds_its_pools(
         client = app.test_client()
         assert client.get("/dog").status_code == 200  # pools built and used
         before_fork = _client_ids(redis_sync)
-        read_end, write_end = os.pipe()
-        with warnings.catch_warnings():
-            # Python 3.12+ warns about fork() in a process with threads: the point of this test.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            pid = os.fork()
-        if pid == 0:  # child: never return into pytest
-            code = 1
+
+        def in_child() -> str:
+            child = app.test_client()
+            dogs = [child.get("/dog").status_code for _ in range(3)]
+            stats = child.get("/stats").json or {}
+            probe = redis.Redis.from_url(clean_redis)
             try:
-                os.close(read_end)
-                child = app.test_client()
-                dogs = [child.get("/dog").status_code for _ in range(3)]
-                stats = child.get("/stats").json or {}
-                probe = redis.Redis.from_url(clean_redis)
-                try:
-                    # Connections named by the child's own pool: ask Redis who is connected now.
-                    now = _client_ids(probe)
-                finally:
-                    probe.close()
-                shutdown(app)  # closes the child's pools on the child's loop
-                result = {"dogs": dogs, "billed": stats.get("billing", {}).get("dog"),
-                          "new_ids": sorted(now - before_fork)}  # fmt: skip
-                os.write(write_end, json.dumps(result).encode())
-                code = 0
+                # Connections named by the child's own pool: ask Redis who is connected now.
+                now = _client_ids(probe)
             finally:
-                os._exit(code)
-        os.close(write_end)
-        assert wait_child(pid, WAIT * 2) == 0
-        with os.fdopen(read_end, "rb") as pipe:
-            result = json.loads(pipe.read())
+                probe.close()
+            shutdown(app)  # closes the child's pools on the child's loop
+            return json.dumps({"dogs": dogs, "billed": stats.get("billing", {}).get("dog"),
+                               "new_ids": sorted(now - before_fork)})  # fmt: skip
+
+        result = json.loads(run_in_fork(in_child, timeout=WAIT * 2))
         assert result["dogs"] == [200, 200, 200]
         assert result["billed"] == 4  # one in the parent, three in the child
         # The child opened its own connections (besides its probe): the parent's

@@ -6,13 +6,12 @@ import asyncio
 import inspect
 import os
 import threading
-import warnings
 from typing import Any
 
 import pytest
 
 from aiobridge import AioThread, BridgeClosedError, BridgeDeadlockError, BridgeError, Resource
-from tests.helpers import wait_child
+from tests.helpers import run_in_fork
 
 WAIT = 10.0
 
@@ -230,33 +229,21 @@ def test_rebuilt_in_a_forked_child(bridge: AioThread) -> None:
     res = bridge.resource(lambda: Thing("per-process"))
     parent_thing = res.get_sync(timeout=WAIT)
     assert parent_thing.pid == os.getpid()
-    read_end, write_end = os.pipe()
-    with warnings.catch_warnings():
-        # Python 3.12+ warns about fork() in a process with threads: the point of this test.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
-    if pid == 0:  # child: never return into pytest
-        code = 1
-        try:
-            os.close(read_end)
-            child_thing = res.get_sync(timeout=WAIT)
-            checks = [
-                child_thing is not parent_thing,
-                child_thing.pid == os.getpid(),
-                child_thing.loop is not parent_thing.loop,
-                bridge.run(res.get(), timeout=WAIT) is child_thing,
-                not parent_thing.closed,
-            ]
-            bridge.stop()
-            checks += [child_thing.closed, not parent_thing.closed]
-            os.write(write_end, repr(checks).encode())
-            code = 0 if all(checks) else 1
-        finally:
-            os._exit(code)
-    os.close(write_end)
-    assert wait_child(pid, WAIT * 3) == 0
-    with os.fdopen(read_end, "rb") as pipe:
-        report = pipe.read().decode()
+
+    def in_child() -> str:
+        child_thing = res.get_sync(timeout=WAIT)
+        checks = [
+            child_thing is not parent_thing,
+            child_thing.pid == os.getpid(),
+            child_thing.loop is not parent_thing.loop,
+            bridge.run(res.get(), timeout=WAIT) is child_thing,
+            not parent_thing.closed,
+        ]
+        bridge.stop()
+        checks += [child_thing.closed, not parent_thing.closed]
+        return repr(checks)
+
+    report = run_in_fork(in_child, timeout=WAIT * 3)
     assert report == repr([True] * 7)
     # The parent's object is untouched and still the one the parent gets.
     assert res.get_sync(timeout=WAIT) is parent_thing
