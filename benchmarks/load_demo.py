@@ -277,7 +277,8 @@ class Runner:
         finally:
             for mode, server in servers.items():
                 progress(f"{mode}: stopping gunicorn")
-                exit_code = await asyncio.to_thread(server.stop)
+                await asyncio.to_thread(server.terminate, 15.0)
+                exit_code = server.returncode
                 problems = server.log_problems()
                 entries[mode].update(
                     gunicorn_exit_code=exit_code, gunicorn_log_problems=problems,

@@ -1,4 +1,4 @@
-"""Launchers for the services the demo needs: a Redis server and the upstream.
+"""Launchers for the demo and the services it needs: Redis, the upstream, gunicorn.
 
 Used by ``python -m demo_flask``, by the test suite and by the benchmarks, so
 every one of them starts the same way: on ``127.0.0.1`` only, on a free port,
@@ -16,6 +16,7 @@ import abc
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -25,11 +26,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Any, Self
 
 __all__ = (
     "HOST",
     "ExternalRedis",
+    "GunicornServer",
     "RedisNotFoundError",
     "RedisServer",
     "ServiceError",
@@ -384,3 +386,114 @@ class UpstreamServer(_Service):
                 return bool(response.status == 200)
         except (OSError, urllib.error.URLError):
             return False
+
+
+class GunicornServer(_Service):
+    """The demo served by gunicorn (gthread) with ``demo_flask/gunicorn.conf.py``.
+
+    Args:
+        mode: the demo's mode (``CAAS_MODE``).
+        redis_url: the Redis the app uses.
+        upstream_url: the upstream dog service the app calls.
+        workers: worker processes.
+        threads: threads per worker.
+        graceful_timeout: seconds gunicorn gives in-flight requests at SIGTERM.
+        preload: load the app in the master before forking the workers.
+        dev_mode: run under ``python -X dev`` (warnings and asyncio checks on).
+        app_config: passed to ``create_app`` (else the app reads the environment).
+        port: a port on 127.0.0.1 (default: a free one).
+        startup_timeout: seconds to wait for ``/health``.
+
+    ``stop()`` is graceful: SIGTERM to the master, a wait of
+    ``graceful_timeout`` plus a margin, then SIGKILL to the whole process group.
+    """
+
+    name = "gunicorn"
+
+    def __init__(
+        self,
+        mode: str = "bridge",
+        *,
+        redis_url: str,
+        upstream_url: str,
+        workers: int = 1,
+        threads: int = 16,
+        graceful_timeout: int = 5,
+        preload: bool = False,
+        dev_mode: bool = False,
+        app_config: dict[str, Any] | None = None,
+        port: int | None = None,
+        startup_timeout: float = 60.0,
+    ) -> None:
+        super().__init__(port=port, startup_timeout=startup_timeout)
+        self.mode = mode
+        self.redis_url = redis_url
+        self.upstream_url = upstream_url
+        self.workers = workers
+        self.threads = threads
+        self.graceful_timeout = graceful_timeout
+        self.preload = preload
+        self.dev_mode = dev_mode
+        self.app_config = app_config
+
+    @property
+    def url(self) -> str:
+        """The app's base URL."""
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def returncode(self) -> int | None:
+        """The master's exit code once it has exited."""
+        return None if self._proc is None else self._proc.poll()
+
+    def _command(self) -> list[str]:
+        app = f"demo_flask:create_app({self.app_config!r})" if self.app_config else None
+        return [
+            sys.executable, *(["-X", "dev"] if self.dev_mode else []), "-m", "gunicorn",
+            "--config", str(_REPO_ROOT / "demo_flask" / "gunicorn.conf.py"),
+            "--bind", f"{HOST}:{self.port}",
+            "--workers", str(self.workers),
+            "--threads", str(self.threads),
+            "--graceful-timeout", str(self.graceful_timeout),
+            *(["--preload"] if self.preload else []),
+            *([app] if app else []),
+        ]  # fmt: skip
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ, CAAS_MODE=self.mode, REDIS_URL=self.redis_url,
+                   UPSTREAM_URL=self.upstream_url)  # fmt: skip
+        path = env.get("PYTHONPATH")
+        env["PYTHONPATH"] = str(_REPO_ROOT) + (os.pathsep + path if path else "")
+        return env
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/health", timeout=1.0) as response:
+                return bool(response.status == 200)
+        except (OSError, urllib.error.URLError):
+            return False
+
+    def terminate(self, timeout: float | None = None) -> bool:
+        """SIGTERM the master and wait for it to exit; False if it overstayed.
+
+        ``timeout`` defaults to ``graceful_timeout`` plus 10 s. The process is
+        left running when it overstays; ``stop()`` then kills it.
+        """
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            return True
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(self.graceful_timeout + 10 if timeout is None else timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Graceful stop, then SIGKILL to the whole group if needed. Idempotent."""
+        proc = self._proc
+        if proc is not None and not self.terminate(timeout):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        self._close_log()

@@ -27,25 +27,19 @@ import http.client
 import json
 import os
 import signal
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 import redis
 
 from demo_flask.catalog import BILLING_KEY
-from demo_flask.services import HOST, RedisServer, UpstreamServer, free_port
+from demo_flask.services import HOST, GunicornServer, RedisServer, UpstreamServer
 from demo_flask.upstream import seed_redis
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CONF = REPO_ROOT / "demo_flask" / "gunicorn.conf.py"
 READY_TIMEOUT = 60.0
 CLIENT_TIMEOUT = 15.0
 FORBIDDEN_IN_LOG = ("Unclosed", "Task was destroyed", "never awaited", "Traceback")
@@ -54,57 +48,16 @@ pytestmark = pytest.mark.slow
 
 
 # -- gunicorn --------------------------------------------------------------------------
-class Gunicorn:
-    """The demo under ``python -X dev -m gunicorn`` with the demo's config file."""
+class Gunicorn(GunicornServer):
+    """The demo in bridge mode under ``python -X dev -m gunicorn``, for fault injection."""
 
-    def __init__(
-        self,
-        *,
-        redis_url: str,
-        upstream_url: str,
-        config: dict[str, Any] | None = None,
-        workers: int = 1,
-        threads: int = 8,
-        graceful_timeout: int = 5,
-        preload: bool = False,
-    ) -> None:
-        self.port = free_port()
-        self.graceful_timeout = graceful_timeout
-        app = f"demo_flask:create_app({config!r})" if config else "demo_flask:create_app()"
-        self.command = [
-            sys.executable, "-X", "dev", "-m", "gunicorn",
-            "--config", str(CONF),
-            "--bind", f"{HOST}:{self.port}",
-            "--workers", str(workers),
-            "--threads", str(threads),
-            "--graceful-timeout", str(graceful_timeout),
-            *(["--preload"] if preload else []),
-            app,
-        ]  # fmt: skip
-        self.env = dict(os.environ, CAAS_MODE="bridge", REDIS_URL=redis_url,
-                        UPSTREAM_URL=upstream_url, PYTHONPATH=str(REPO_ROOT))  # fmt: skip
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-
-    def start(self) -> Gunicorn:
-        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the child
-        self.proc = subprocess.Popen(
-            self.command, env=self.env, cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
-            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        deadline = time.monotonic() + READY_TIMEOUT
-        while request(self.port, "/health", timeout=1.0).status != 200:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"gunicorn did not start:\n{self.log()}")
-            time.sleep(0.05)
-        return self
+    def __init__(self, *, config: dict[str, Any] | None = None, threads: int = 8,
+                 **kwargs: Any) -> None:  # fmt: skip
+        super().__init__("bridge", threads=threads, dev_mode=True, app_config=config,
+                         startup_timeout=READY_TIMEOUT, **kwargs)  # fmt: skip
 
     def log(self) -> str:
-        if self._log is None:
-            return ""
-        self._log.flush()
-        self._log.seek(0)
-        return self._log.read().decode(errors="replace")
+        return self.output()
 
     def stats(self) -> dict[str, Any]:
         reply = request(self.port, "/stats")
@@ -112,24 +65,12 @@ class Gunicorn:
         result: dict[str, Any] = json.loads(reply.body)
         return result
 
-    def terminate(self) -> float:
+    def timed_terminate(self) -> float:
         """SIGTERM the master; return how long it took to exit (fails past the bound)."""
-        assert self.proc is not None
         started = time.monotonic()
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(self.graceful_timeout + 10)
-        except subprocess.TimeoutExpired:
+        if not self.terminate():
             pytest.fail(f"gunicorn did not exit after SIGTERM:\n{self.log()}")
         return time.monotonic() - started
-
-    def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
 
 
 @dataclass(frozen=True)
@@ -257,7 +198,7 @@ def gunicorn() -> Iterator[Callable[..., Gunicorn]]:
 
     yield start
     for server in servers:
-        server.close()
+        server.stop()
 
 
 def billed(url: str) -> int:
@@ -408,7 +349,7 @@ def test_sigterm_under_load_loses_no_write_and_exits_cleanly(
     load = Load(app.port, "/dog?latency=100", threads=8, stop_on_refused=True)
     with load:
         assert load.wait_for(lambda rs: sum(r.status == 200 for r in rs) >= 40, 30)
-        exit_seconds = app.terminate()
+        exit_seconds = app.timed_terminate()
         signalled_at = time.monotonic() - exit_seconds
         # Every client stops at its first refused connection (the listener is closed).
         assert load.wait_for(
@@ -424,7 +365,7 @@ def test_sigterm_under_load_loses_no_write_and_exits_cleanly(
         "billed": billed(own_redis.url),
         "ok": ok,
         "exit_seconds": round(exit_seconds, 3),
-        "exit_code": app.proc.returncode if app.proc else None,
+        "exit_code": app.returncode,
     }
     report("SIGTERM under load", figures)
     # Nothing lost, nothing counted twice.
