@@ -172,6 +172,8 @@ class LoopThread:
             loop.set_debug(self._debug)
             loop.slow_callback_duration = self._slow_callback_duration
         except BaseException as exc:
+            if selector is not None:
+                selector.close()
             self._startup_error = exc
             ready.set()
             return

@@ -179,3 +179,19 @@ def test_shutdown_is_clean_under_dev_mode_and_warnings_as_errors(stop: str) -> N
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "7"
     assert result.stderr == "", result.stderr
+
+
+def test_failing_loop_factory_is_reported_and_the_bridge_is_closed() -> None:
+    from aiobridge import BridgeError
+
+    def broken_factory() -> asyncio.AbstractEventLoop:
+        raise OSError("no more file descriptors")
+
+    bridge = AioThread(loop_factory=broken_factory)
+    with pytest.raises(BridgeError, match="could not create its event loop") as info:
+        bridge.start()
+    assert isinstance(info.value.__cause__, OSError)
+    coro = asyncio.sleep(0)
+    with pytest.raises(BridgeClosedError):
+        bridge.run(coro)
+    bridge.stop()
