@@ -16,13 +16,12 @@ import aiohttp
 import redis.asyncio as aredis
 
 from .catalog import BILLING_KEY, DOG_NAMES_KEY, TRACK_CHANNEL_PREFIX
-from .models import TERMINAL_STATUSES, DelayResult, DogResult, TrackEvent, decode_position
+from .models import DelayResult, DogResult, TrackClock, TrackEvent
 
 __all__ = ("billing", "fan_out", "fetch_dog", "publish", "track")
 
 _SUBSCRIBE_TIMEOUT = 5.0
 #: Longest a stream waits before it checks for shutdown and its deadline again.
-STOP_POLL = 0.5
 
 
 async def fetch_dog(
@@ -99,32 +98,21 @@ async def track(
         await pubsub.subscribe(TRACK_CHANNEL_PREFIX + order_id)
         await _confirmed(pubsub)
         yield TrackEvent("subscribed", {"order_id": order_id})
-        deadline = time.monotonic() + max_seconds
-        quiet_since = time.monotonic()
+        clock = TrackClock(order_id, max_seconds=max_seconds, heartbeat=heartbeat,
+                           stopping=stopping)  # fmt: skip
         while True:
-            now = time.monotonic()
-            if now >= deadline:
-                yield TrackEvent("end", {"order_id": order_id, "reason": "max-duration"})
-                return
-            if stopping():
-                yield TrackEvent("end", {"order_id": order_id, "reason": "shutdown"})
-                return
-            if now - quiet_since >= heartbeat:
-                quiet_since = now
-                yield TrackEvent("heartbeat")
-            # Short waits, so a shutdown or the deadline is noticed within STOP_POLL.
-            wait = min(STOP_POLL, deadline - now, quiet_since + heartbeat - now)
-            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=max(wait, 0))
-            if message is None:
-                continue
-            position = decode_position(message["data"])
-            if position is None:
-                continue
-            quiet_since = time.monotonic()
-            yield TrackEvent("position", position)
-            if position.get("status") in TERMINAL_STATUSES:
-                yield TrackEvent("end", {"order_id": order_id, "reason": position["status"]})
-                return
+            event = clock.due()
+            if event is None:
+                message = await pubsub.get_message(
+                    ignore_subscribe_messages=True, timeout=clock.wait()
+                )
+                events = [] if message is None else clock.on_message(message["data"])
+            else:
+                events = [event]
+            for event in events:
+                yield event
+                if event.kind == "end":
+                    return
     finally:
         await pubsub.aclose()  # type: ignore[no-untyped-call]
 

@@ -8,20 +8,26 @@ responses whichever mode produced them.
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 __all__ = (
+    "STOP_POLL",
     "TERMINAL_STATUSES",
     "DelayResult",
     "DogResult",
     "Settings",
+    "TrackClock",
     "TrackEvent",
     "decode_position",
 )
 
 #: A published position with one of these statuses ends the order's stream.
 TERMINAL_STATUSES = frozenset({"delivered", "cancelled"})
+#: Longest single wait of a ``/track`` stream: a shutdown is noticed within it.
+STOP_POLL = 0.5
 
 
 @dataclass(frozen=True)
@@ -83,3 +89,56 @@ def decode_position(payload: str | bytes) -> dict[str, Any] | None:
     except (ValueError, UnicodeDecodeError):
         return None
     return value if isinstance(value, dict) else None
+
+
+class TrackClock:
+    """When a ``/track`` stream ends, sends a heartbeat, and how long it may wait.
+
+    The sync and async streams share this policy and differ only in their I/O:
+    ask :meth:`due` for an event owed now, wait at most :meth:`wait` seconds
+    for a message, and turn each message into events with :meth:`on_message`.
+    An ``end`` event is always the last one.
+    """
+
+    def __init__(
+        self, order_id: str, *, max_seconds: float, heartbeat: float,
+        stopping: Callable[[], bool],
+    ) -> None:  # fmt: skip
+        self.order_id = order_id
+        self.heartbeat = heartbeat
+        self.stopping = stopping
+        now = time.monotonic()
+        self.deadline = now + max_seconds
+        self.quiet_since = now
+
+    def _end(self, reason: str) -> TrackEvent:
+        return TrackEvent("end", {"order_id": self.order_id, "reason": reason})
+
+    def due(self) -> TrackEvent | None:
+        """The end (deadline, shutdown) or heartbeat owed now, if any."""
+        now = time.monotonic()
+        if now >= self.deadline:
+            return self._end("max-duration")
+        if self.stopping():
+            return self._end("shutdown")
+        if now - self.quiet_since >= self.heartbeat:
+            self.quiet_since = now
+            return TrackEvent("heartbeat")
+        return None
+
+    def wait(self) -> float:
+        """Seconds to wait for a message: short, so a shutdown or the deadline is noticed."""
+        now = time.monotonic()
+        next_heartbeat = self.quiet_since + self.heartbeat
+        return max(0.0, min(STOP_POLL, self.deadline - now, next_heartbeat - now))
+
+    def on_message(self, payload: str | bytes) -> list[TrackEvent]:
+        """The events of one published message (none if it is not a position)."""
+        position = decode_position(payload)
+        if position is None:
+            return []
+        self.quiet_since = time.monotonic()
+        events = [TrackEvent("position", position)]
+        if position.get("status") in TERMINAL_STATUSES:
+            events.append(self._end(str(position["status"])))
+        return events
