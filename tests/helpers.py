@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import traceback
 import warnings
@@ -67,3 +68,13 @@ def run_in_fork(body: Callable[[], str], *, timeout: float = 60.0) -> str:
         output = pipe.read().decode()
     assert status == 0, f"forked child exited with {status}"
     return output
+
+
+def start_and_join(threads: list[threading.Thread], timeout: float) -> None:
+    """Start every thread, join each with a bound, fail if any is still running."""
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    hung = [thread.name for thread in threads if thread.is_alive()]
+    assert not hung, f"threads still running after {timeout} s: {hung}"

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from aiobridge import AioThread
 from aiobridge.clients import http_session, redis_client
-from tests.helpers import run_in_fork, run_python
+from tests.helpers import run_in_fork, run_python, start_and_join
 
 WAIT = 10.0
 
@@ -104,10 +104,7 @@ def test_http_session_pool_is_shared_by_threads(bridge: AioThread, server: PeerS
             failures.append(exc)
 
     threads = [threading.Thread(target=worker) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(WAIT * 3)
+    start_and_join(threads, WAIT * 3)
     assert not failures
     assert len(server.peers) == 100
     assert len(server.ports()) <= 4  # never more connections than concurrent callers
@@ -157,10 +154,7 @@ def test_redis_get_set_from_many_threads(bridge: AioThread, clean_redis: str) ->
             failures.append(exc)
 
     threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(WAIT * 3)
+    start_and_join(threads, WAIT * 3)
     assert not failures
     check = redis.Redis.from_url(clean_redis, decode_responses=True)
     try:

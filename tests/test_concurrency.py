@@ -9,6 +9,8 @@ import pytest
 
 from aiobridge import AioThread
 
+from .helpers import start_and_join
+
 WAIT = 30.0
 
 
@@ -38,11 +40,7 @@ def test_32_threads_x_300_calls_exact(loop_kind: str) -> None:
                 errors.append(exc)
 
         pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
-        for thread in pool:
-            thread.start()
-        for thread in pool:
-            thread.join(WAIT * 2)
-        assert not any(t.is_alive() for t in pool), "a caller thread hung"
+        start_and_join(pool, WAIT * 2)
         assert errors == []
         for index in range(threads):
             base = index * calls
@@ -73,10 +71,7 @@ def test_calls_from_many_threads_really_run_concurrently(bridge: AioThread) -> N
         threading.Thread(target=lambda: outcomes.append(bridge.run(rendezvous(), timeout=WAIT)))
         for _ in range(threads)
     ]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join(WAIT)
+    start_and_join(pool, WAIT)
     assert outcomes == [threads] * threads
 
 
@@ -137,11 +132,7 @@ def test_thread_storm_mixed_outcomes() -> None:
                     counts[key] += value
 
         pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
-        for thread in pool:
-            thread.start()
-        for thread in pool:
-            thread.join(120)
-        assert not any(t.is_alive() for t in pool), "a caller thread hung"
+        start_and_join(pool, 120)
         # Cancellations requested by the callers reach the loop before this call,
         # and the cancelled tasks finish before it does.
         bridge.run(asyncio.sleep(0))

@@ -24,6 +24,8 @@ from flask import Flask
 from aiobridge import AioThread
 from aiobridge.flask import AioBridge, shutdown
 
+from .helpers import start_and_join
+
 WAIT = 60.0
 OUTCOMES = ("ok", "error", "timeout", "cancel", "group")
 
@@ -98,11 +100,7 @@ def test_storm_under_backpressure_exact_outcomes_and_bounded_concurrency() -> No
                     counts[key] += value
 
         pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
-        for thread in pool:
-            thread.start()
-        for thread in pool:
-            thread.join(WAIT * 2)
-        assert not any(t.is_alive() for t in pool), "a caller thread hung"
+        start_and_join(pool, WAIT * 2)
         bridge.run(asyncio.sleep(0.05))  # cancellations requested by callers have landed
         stats = bridge.stats()
         leftover = bridge.run(_other_tasks())
