@@ -78,7 +78,15 @@ def _port_is_free(port: int) -> bool:
     return True
 
 
+def _resolve_defaults(args: argparse.Namespace) -> None:
+    """The server and worker count a mode runs with when the command line does not say."""
+    args.server = args.server or default_server(args.mode)
+    if args.workers is None:
+        args.workers = 1 if args.server == "uvicorn" else 2
+
+
 def _server_command(args: argparse.Namespace) -> list[str]:
+    _resolve_defaults(args)
     return server_command(
         args.server, mode=args.mode, port=args.port, workers=args.workers, threads=args.threads,
         graceful_timeout=args.graceful_timeout, worker_class=args.worker_class,
@@ -145,9 +153,6 @@ def main(argv: list[str] | None = None) -> int:
     """Start Redis and the upstream if needed, then gunicorn; stop all on Ctrl-C."""
     parser = _parser()
     args = parser.parse_args(argv)
-    args.server = args.server or default_server(args.mode)
-    if args.workers is None:
-        args.workers = 1 if args.server == "uvicorn" else 2
     try:
         _server_command(args)
     except ValueError as exc:
