@@ -1,0 +1,272 @@
+"""gevent support: the loop in a real OS thread inside a monkeypatched process.
+
+After ``gevent.monkey.patch_all()`` (gunicorn ``-k gevent`` does it in each
+worker) ``threading.Thread`` makes a greenlet, ``selectors.DefaultSelector``
+yields to gevent's hub and ``socket.getaddrinfo`` runs on gevent's resolver.
+A loop thread built from those would be one more greenlet on the hub: its
+``select()`` would block every request, and every greenlet would see its
+running loop as their own. :class:`GeventThreads` builds the loop thread from
+the originals gevent keeps (``gevent.monkey.get_original``) instead:
+
+* the thread is a real OS thread (the original ``_thread.start_new_thread``);
+* the loop waits in the original selector (epoll), so it never touches the hub;
+* ``run_in_executor``, ``asyncio.to_thread`` and DNS resolution run in real
+  threads (:class:`NativeExecutor`), and the loop resolves names with the
+  original ``socket.getaddrinfo``.
+
+Callers need nothing special: under patching ``threading.Lock`` is gevent's
+lock, which a greenlet waits on without blocking the hub and which the loop
+thread may release (gevent wakes the waiter's hub with a thread-safe
+callback). This module imports gevent only through ``sys.modules``: it is
+used only when gevent has already patched the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from ._threads import NativeLock, PlainThreads
+
+__all__ = ("GeventThreads", "NativeExecutor", "NativeThread", "active")
+
+T = TypeVar("T")
+
+_EXECUTOR_JOIN_TIMEOUT = 5.0
+
+
+def active() -> bool:
+    """True if gevent has monkeypatched ``threading`` in this process.
+
+    Never imports gevent: a process that has not imported it is not patched.
+
+    Example:
+        >>> from aiobridge import _gevent
+        >>> _gevent.active()  # in a process without gevent
+        False
+    """
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and bool(monkey.is_module_patched("threading"))
+
+
+def _original(module: str, name: str) -> Any:
+    """The unpatched ``module.name`` that gevent saved when it patched."""
+    return sys.modules["gevent.monkey"].get_original(module, name)
+
+
+class NativeThread(threading.Thread):
+    """A ``threading.Thread`` that runs in a real OS thread although threading is patched.
+
+    ``start()`` uses the original ``_thread.start_new_thread``. ``join()`` waits
+    on ``threading.Event``, which under patching is gevent's: a greenlet
+    joining it lets the other greenlets run. The thread is not registered in
+    ``threading.enumerate()``.
+
+    Args:
+        target: what the thread runs.
+        name: the thread's name.
+        start_new_thread: the original ``_thread.start_new_thread``.
+    """
+
+    def __init__(
+        self, target: Callable[[], None], name: str, start_new_thread: Callable[..., int]
+    ) -> None:
+        super().__init__(target=target, name=name, daemon=True)
+        self._start_native = start_new_thread
+        self._native_ident: int | None = None
+        self._launched = False
+        self._finished = threading.Event()
+
+    def start(self) -> None:
+        if self._launched:
+            raise RuntimeError("threads can only be started once")
+        self._launched = True
+        self._start_native(self._run_native, ())
+
+    def _run_native(self) -> None:
+        self._native_ident = threading.get_ident()
+        try:
+            self.run()
+        finally:
+            self._finished.set()
+
+    @property
+    def ident(self) -> int | None:
+        return self._native_ident
+
+    def is_alive(self) -> bool:
+        return self._launched and not self._finished.is_set()
+
+    def join(self, timeout: float | None = None) -> None:
+        if not self._launched:
+            raise RuntimeError("cannot join thread before it is started")
+        self._finished.wait(timeout)
+
+    def __repr__(self) -> str:
+        status = "started" if self.is_alive() else "stopped" if self._launched else "initial"
+        return f"<{type(self).__name__}({self.name}, {status} daemon {self._native_ident})>"
+
+
+class NativeExecutor(concurrent.futures.ThreadPoolExecutor):
+    """A pool of real OS threads behind ``run_in_executor`` and ``asyncio.to_thread``.
+
+    ``ThreadPoolExecutor`` itself would start greenlets on the loop thread's
+    hub, which never runs: nothing submitted would ever finish. This pool
+    keeps the same contract (it is one, for ``loop.set_default_executor``) on
+    the original thread, lock and queue primitives.
+
+    Args:
+        threads: the gevent threads provider (original primitives).
+        name: prefix of the worker threads' names.
+        max_workers: at most this many worker threads (default as asyncio's).
+    """
+
+    def __init__(  # none of ThreadPoolExecutor's own state is used
+        self, threads: GeventThreads, name: str, max_workers: int | None = None
+    ) -> None:
+        self._provider = threads
+        self._name = name
+        self._max = max_workers or min(32, (os.cpu_count() or 1) + 4)
+        self._queue: Any = _original("queue", "SimpleQueue")()
+        self._lock = threads.native_lock()
+        self._idle = 0
+        self._workers: list[NativeLock] = []
+        self._closed = False
+
+    def submit(
+        self, fn: Callable[..., T], /, *args: Any, **kwargs: Any
+    ) -> concurrent.futures.Future[T]:
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            self._queue.put((future, fn, args, kwargs))
+            if self._idle:
+                self._idle -= 1
+            elif len(self._workers) < self._max:
+                finished = self._provider.native_lock()
+                finished.acquire()
+                self._workers.append(finished)
+                name = f"{self._name}_{len(self._workers)}"
+                self._provider.start_thread(lambda: self._work(finished), name)
+        return future
+
+    def _work(self, finished: NativeLock) -> None:
+        try:
+            while (item := self._queue.get()) is not None:
+                future, fn, args, kwargs = item
+                del item
+                if future.set_running_or_notify_cancel():
+                    try:
+                        result = fn(*args, **kwargs)
+                    except BaseException as exc:
+                        future.set_exception(exc)
+                    else:
+                        future.set_result(result)
+                del future, fn, args, kwargs
+                with self._lock:
+                    self._idle += 1
+        finally:
+            finished.release()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            self._closed = True
+            if cancel_futures:
+                while True:
+                    try:
+                        item = self._queue.get_nowait()
+                    except Exception:  # queue.Empty
+                        break
+                    if item is not None:
+                        item[0].cancel()
+            for _ in self._workers:
+                self._queue.put(None)
+        if wait:
+            for finished in self._workers:
+                finished.acquire()
+                finished.release()
+
+    async def shutdown_async(self, wait_seconds: float) -> None:
+        """``shutdown()`` that waits for the workers (bounded) without blocking the loop."""
+        self.shutdown(wait=False)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_seconds
+        # Worker exit is only observable through their locks: a short poll, and
+        # only at shutdown, where the workers normally end at once.
+        while any(finished.locked() for finished in self._workers):
+            if loop.time() >= deadline:
+                return
+            await asyncio.sleep(0.005)
+
+
+class _OriginalResolverLoop(asyncio.SelectorEventLoop):
+    """A selector loop that resolves names with the unpatched ``getaddrinfo``.
+
+    The patched one would start a gevent hub and its thread pool in every
+    executor thread that resolves a name.
+    """
+
+    async def getaddrinfo(
+        self,
+        host: bytes | str | None,
+        port: bytes | str | int | None,
+        *,
+        family: int = 0,
+        type: int = 0,
+        proto: int = 0,
+        flags: int = 0,
+    ) -> Any:  # the typeshed type of getaddrinfo()'s result
+        resolve = _original("socket", "getaddrinfo")
+        return await self.run_in_executor(None, resolve, host, port, family, type, proto, flags)
+
+    async def getnameinfo(
+        self, sockaddr: tuple[str, int] | tuple[str, int, int, int], flags: int = 0
+    ) -> tuple[str, str]:
+        resolve = _original("socket", "getnameinfo")
+        return await self.run_in_executor(None, resolve, sockaddr, flags)
+
+
+class GeventThreads(PlainThreads):
+    """Real OS threads, epoll and a real-thread executor in a gevent-patched process.
+
+    One instance per loop thread (it owns that loop's executor).
+    """
+
+    gevent = True
+
+    def __init__(self) -> None:
+        self._start_new_thread: Callable[..., int] = _original("_thread", "start_new_thread")
+        self._allocate_lock: Callable[[], NativeLock] = _original("_thread", "allocate_lock")
+        self._get_ident: Callable[[], int] = _original("_thread", "get_ident")
+        self._executor: NativeExecutor | None = None
+
+    def start_thread(self, target: Callable[[], None], name: str) -> threading.Thread:
+        thread = NativeThread(target, name, self._start_new_thread)
+        thread.start()
+        return thread
+
+    def native_lock(self) -> NativeLock:
+        return self._allocate_lock()
+
+    def os_thread_ident(self) -> int:
+        return self._get_ident()
+
+    def selector_class(self) -> type[Any]:
+        return _original("selectors", "DefaultSelector")  # type: ignore[no-any-return]
+
+    def new_loop(self, selector: Any) -> asyncio.AbstractEventLoop:
+        return _OriginalResolverLoop(selector)
+
+    def prepare(self, loop: asyncio.AbstractEventLoop, name: str) -> None:
+        self._executor = NativeExecutor(self, f"{name}-executor")
+        loop.set_default_executor(self._executor)
+
+    async def shutdown_executor(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._executor is not None:
+            await self._executor.shutdown_async(_EXECUTOR_JOIN_TIMEOUT)
