@@ -14,26 +14,31 @@ the originals gevent keeps (``gevent.monkey.get_original``) instead:
   threads (:class:`NativeExecutor`), and the loop resolves names with the
   original ``socket.getaddrinfo``.
 
-Callers need nothing special: under patching ``threading.Lock`` is gevent's
-lock, which a greenlet waits on without blocking the hub and which the loop
-thread may release (gevent wakes the waiter's hub with a thread-safe
-callback). This module imports gevent only through ``sys.modules``: it is
-used only when gevent has already patched the process.
+A caller of ``run()`` is a greenlet: it waits on a :class:`GreenletLock`,
+which parks the greenlet on its hub (the other greenlets keep running) until
+the loop thread wakes it through a gevent ``async`` watcher, the one wake-up
+gevent's hub accepts from another OS thread.
+
+gevent is never imported here unless it has already patched the process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
+import functools
+import importlib
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from ._calls import FutureCall
 from ._threads import NativeLock, PlainThreads
 
-__all__ = ("GeventThreads", "NativeExecutor", "NativeThread", "active")
+__all__ = ("GeventThreads", "GreenletLock", "NativeExecutor", "NativeThread", "active")
 
 T = TypeVar("T")
 
@@ -54,9 +59,116 @@ def active() -> bool:
     return monkey is not None and bool(monkey.is_module_patched("threading"))
 
 
+def _hub() -> Any:
+    """The ``gevent.hub`` module (already imported by the patching)."""
+    return importlib.import_module("gevent.hub")
+
+
 def _original(module: str, name: str) -> Any:
     """The unpatched ``module.name`` that gevent saved when it patched."""
     return sys.modules["gevent.monkey"].get_original(module, name)
+
+
+class GreenletLock:
+    """A lock that a greenlet waits on without blocking its hub; released from any thread.
+
+    Same contract as ``threading.Lock`` for ``acquire(blocking, timeout)`` and
+    ``release()``. A blocked ``acquire`` starts an ``async`` watcher on the
+    waiter's hub (it keeps the hub running even if no other greenlet is
+    alive) and parks the greenlet; ``release()`` from another OS thread
+    ``send()``s that watcher, which gevent allows from any thread.
+
+    Args:
+        get_hub: ``gevent.get_hub``.
+        waiter: ``gevent.hub.Waiter``.
+        guard: a native lock (orders ``release`` against the watcher's lifetime).
+    """
+
+    __slots__ = ("_get_hub", "_guard", "_locked", "_waiter", "_watcher")
+
+    def __init__(self, get_hub: Callable[[], Any], waiter: type[Any], guard: NativeLock) -> None:
+        self._get_hub = get_hub
+        self._waiter = waiter
+        self._guard = guard
+        self._locked = False
+        self._watcher: Any = None
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        with self._guard:
+            if not self._locked:
+                self._locked = True
+                return True
+            if not blocking:
+                return False
+            loop = self._get_hub().loop
+            waiter = self._waiter()
+            # Started under the guard: a send() before start() would be lost.
+            watcher = self._watcher = loop.async_()
+            watcher.start(waiter.switch, None)
+        timer = None
+        try:
+            if timeout >= 0:
+                timer = loop.timer(timeout)
+                timer.start(waiter.switch, None)
+            waiter.get()
+        finally:
+            if timer is not None:
+                timer.close()
+            with self._guard:
+                self._watcher = None
+                watcher.close()
+                acquired = not self._locked
+                self._locked = True
+        return acquired
+
+    def release(self) -> None:
+        with self._guard:
+            if not self._locked:
+                raise RuntimeError("release unlocked lock")
+            self._locked = False
+            if self._watcher is not None:
+                self._watcher.send()
+
+    def locked(self) -> bool:
+        return self._locked
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+
+class HubFutureCall(FutureCall[T]):
+    """A ``submit()`` call that keeps its caller's gevent hub running until it is settled.
+
+    A greenlet waiting on ``future.result()`` is woken by a thread-safe
+    callback, which does not keep the hub alive: with no other greenlet or
+    server running, the hub would conclude the wait can never end
+    (``LoopExit``). A started ``async`` watcher holds the hub until the loop
+    thread ``send()``s it. Spawned tasks (long-lived) hold nothing.
+    """
+
+    __slots__ = ("keepalive",)
+
+    def __init__(
+        self,
+        awaitable: Awaitable[T],
+        context: contextvars.Context,
+        timeout: float | None = None,
+        spawned: bool = False,
+    ) -> None:
+        super().__init__(awaitable, context, timeout, spawned)
+        self.keepalive: Any = None
+        if not spawned:
+            watcher = self.keepalive = _hub().get_hub().loop.async_()
+            watcher.start(watcher.close)
+
+    def _notify(self) -> None:
+        super()._notify()
+        keepalive, self.keepalive = self.keepalive, None
+        if keepalive is not None:
+            keepalive.send()
 
 
 class NativeThread(threading.Thread):
@@ -245,6 +357,10 @@ class GeventThreads(PlainThreads):
         self._allocate_lock: Callable[[], NativeLock] = _original("_thread", "allocate_lock")
         self._get_ident: Callable[[], int] = _original("_thread", "get_ident")
         self._executor: NativeExecutor | None = None
+        self.future_call = HubFutureCall
+        hub = _hub()
+        greenlet_lock = functools.partial(GreenletLock, hub.get_hub, hub.Waiter)
+        self.caller_lock = lambda: greenlet_lock(self._allocate_lock())
 
     def start_thread(self, target: Callable[[], None], name: str) -> threading.Thread:
         thread = NativeThread(target, name, self._start_new_thread)

@@ -15,7 +15,9 @@ import selectors
 import threading
 from collections.abc import Callable
 from types import TracebackType
-from typing import Protocol
+from typing import Any, Protocol
+
+from ._calls import FutureCall
 
 __all__ = ("NativeLock", "PlainThreads", "for_this_process")
 
@@ -41,6 +43,12 @@ class PlainThreads:
 
     #: True when the process is monkeypatched by gevent.
     gevent = False
+
+    def __init__(self) -> None:
+        #: Makes the lock a blocking caller sleeps on until the loop releases it.
+        self.caller_lock: Callable[[], NativeLock] = threading.Lock
+        #: The class of the calls behind ``submit()``.
+        self.future_call: type[FutureCall[Any]] = FutureCall
 
     def start_thread(self, target: Callable[[], None], name: str) -> threading.Thread:
         """Start ``target`` in a daemon OS thread called ``name``."""

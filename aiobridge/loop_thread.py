@@ -151,6 +151,8 @@ class LoopThread:
         self._startup_error: BaseException | None = None
         self._wake: Waker = wake_now
         self._threads: PlainThreads = PlainThreads()
+        self.new_lock = self._threads.caller_lock
+        self.future_call = self._threads.future_call
 
     # -- lifecycle -------------------------------------------------------------
     def start(self) -> None:
@@ -168,6 +170,8 @@ class LoopThread:
             self.observer = self.monitor.observer = observer_for(self)
             # Chosen now, not at import: gevent may have patched the process since.
             threads = self._threads = for_this_process()
+            self.new_lock = threads.caller_lock
+            self.future_call = threads.future_call
             # A lock of the OS thread, even under gevent: this short wait must not
             # let another greenlet run while ``_transition`` is held.
             ready = threads.native_lock()
