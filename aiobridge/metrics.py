@@ -108,9 +108,7 @@ class BridgeMetrics:
     def __init__(
         self, registry: CollectorRegistry | None = REGISTRY, *, lag_window: float | None = None
     ) -> None:
-        if lag_window is None and multiprocess_dir() is not None:
-            lag_window = DEFAULT_LAG_WINDOW
-        self.lag_window = lag_window
+        self.lag_window = _window(lag_window)
         self.registry = registry
         self._observers: weakref.WeakSet[_BridgeObserver] = weakref.WeakSet()
         self._lock = threading.Lock()
@@ -155,6 +153,12 @@ class BridgeMetrics:
             observers = list(self._observers)
         for observer in observers:
             observer.reset_lag_max()
+
+
+def _window(lag_window: float | None) -> float | None:
+    if lag_window is None and multiprocess_dir() is not None:
+        return DEFAULT_LAG_WINDOW
+    return lag_window
 
 
 class _BridgeObserver(Observer):
@@ -234,6 +238,8 @@ class _BridgeObserver(Observer):
 
 _installed: BridgeMetrics | None = None
 _install_lock = threading.Lock()
+# A registry refuses a second family of the same name: one BridgeMetrics per registry.
+_made: weakref.WeakKeyDictionary[CollectorRegistry, BridgeMetrics] = weakref.WeakKeyDictionary()
 
 
 def install(
@@ -260,8 +266,15 @@ def install(
     global _installed
     with _install_lock:
         if _installed is None:
-            _installed = BridgeMetrics(registry, lag_window=lag_window)
-            monitor.set_observer_factory(_installed.observer)
+            made = None if registry is None else _made.get(registry)
+            if made is None:
+                made = BridgeMetrics(registry, lag_window=lag_window)
+                if registry is not None:
+                    _made[registry] = made
+            else:
+                made.lag_window = _window(lag_window)
+            _installed = made
+        monitor.set_observer_factory(_installed.observer)
         return _installed
 
 

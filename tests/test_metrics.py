@@ -197,3 +197,14 @@ def _sample(body: bytes, name: str, **labels: str) -> float:
 
 async def _event() -> asyncio.Event:
     return asyncio.Event()
+
+
+def test_install_again_on_the_same_registry_reuses_its_metrics() -> None:
+    metrics.uninstall()
+    registry = CollectorRegistry()
+    try:
+        first = metrics.install(registry)
+        metrics.uninstall()
+        assert metrics.install(registry) is first  # no "Duplicated timeseries"
+    finally:
+        metrics.uninstall()
