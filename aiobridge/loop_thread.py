@@ -35,6 +35,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ._calls import Call, Waker, wake_now
+from ._cancelling import DroppedCancellations
 from ._sweep import cancel_remaining
 from .errors import BridgeClosedError, BridgeError
 from .monitor import Counters, LoopMonitor, Observer, Outcome, observer_for
@@ -125,6 +126,7 @@ class LoopThread:
         self.pid = os.getpid()
         self.inbox: deque[Call[Any]] = deque()
         self.counters = Counters()
+        self.dropped_cancellations = DroppedCancellations()
         self.monitor = LoopMonitor(self._slow_callback_duration)
         self.observer: Observer | None = None
         self.restarted_after_fork = False
@@ -355,16 +357,23 @@ class LoopThread:
                 outcome = "timed_out"
             call.cancelled(self._wake)
         except BaseException as exc:
-            # Even KeyboardInterrupt/SystemExit go to the caller: they must not
-            # kill the loop that every other thread depends on.
-            counters.failed += 1
-            outcome = "failed"
-            if call.spawned:
-                logger.error("aiobridge: spawned task %r failed", call.awaitable, exc_info=exc)
-            call.fail(exc, self._wake)
+            if call.cancel_sent and isinstance(exc, Exception):
+                outcome = self._cancel_ignored(call, exc)
+            else:
+                # Even KeyboardInterrupt/SystemExit go to the caller: they must not
+                # kill the loop that every other thread depends on.
+                counters.failed += 1
+                outcome = "failed"
+                if call.spawned:
+                    logger.error("aiobridge: spawned task %r failed", call.awaitable,
+                                 exc_info=exc)
+                call.fail(exc, self._wake)
         else:
-            counters.completed += 1
-            call.succeed(value, self._wake)
+            if call.cancel_sent:
+                outcome = self._cancel_ignored(call, None)
+            else:
+                counters.completed += 1
+                call.succeed(value, self._wake)
         finally:
             counters.in_flight -= 1
             if observer is not None:
@@ -377,6 +386,18 @@ class LoopThread:
                 # Never eager here: a chain of waiting calls that finish at once
                 # would otherwise recurse once per call.
                 self._launch(self._next_waiting())
+
+    def _cancel_ignored(self, call: Call[Any], error: Exception | None) -> Outcome:
+        """The call's task went on after its cancellation: count, log, settle as cancelled."""
+        counters = self.counters
+        counters.cancel_ignored += 1
+        counters.cancelled += 1
+        self.dropped_cancellations.ignored(call.awaitable, error)
+        call.cancelled(self._wake)
+        if call.timed_out:
+            counters.timed_out += 1
+            return "timed_out"
+        return "cancelled"
 
     def _cancel(self, call: Call[Any], timed_out: bool) -> None:
         if call.settled:
@@ -398,7 +419,8 @@ class LoopThread:
         # coroutine ("never awaited"); such a call is refused at its first step.
         if call.started:
             assert call.task is not None
-            call.task.cancel()
+            if call.task.cancel():
+                call.cancel_sent = True
         else:
             call.cancel_requested = True
 
