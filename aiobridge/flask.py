@@ -334,6 +334,7 @@ class AioBridge:
             app: the app (default: the current app).
 
         Example:
+            >>> from aiobridge.clients import redis_client
             >>> redis = ext.resource(redis_client("redis://127.0.0.1:6379/0"), app=app)
             >>> async def count():
             ...     return await (await redis.get()).incr("hits")

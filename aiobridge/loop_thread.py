@@ -28,6 +28,7 @@ import os
 import selectors
 import sys
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -35,7 +36,7 @@ from typing import Any
 
 from ._calls import Call, Waker, wake_now
 from .errors import BridgeClosedError, BridgeError
-from .monitor import Counters, LoopMonitor
+from .monitor import Counters, LoopMonitor, Observer, Outcome, observer_for
 
 __all__ = ("LoopThread", "State")
 
@@ -46,6 +47,7 @@ _START_TIMEOUT = 10.0
 _CANCEL_GRACE = 2.0
 _CLOSER_TIMEOUT = 5.0
 _EAGER = sys.version_info >= (3, 12)
+_clock = time.perf_counter
 
 Closer = Callable[[], Awaitable[None]]
 
@@ -123,6 +125,8 @@ class LoopThread:
         self.inbox: deque[Call[Any]] = deque()
         self.counters = Counters()
         self.monitor = LoopMonitor(self._slow_callback_duration)
+        self.observer: Observer | None = None
+        self.restarted_after_fork = False
         self._transition = threading.Lock()
         self._wake_pending = False
         self._active: set[Call[Any]] = set()
@@ -144,6 +148,7 @@ class LoopThread:
                     f"bridge {self.name!r} is {self.state.value}; a stopped bridge cannot be "
                     "restarted, create a new AioThread"
                 )
+            self.observer = self.monitor.observer = observer_for(self)
             ready = threading.Event()
             thread = threading.Thread(target=self._main, args=(ready,), name=self.name,
                                       daemon=True)
@@ -182,6 +187,8 @@ class LoopThread:
         self.pid = os.getpid()
         self.monitor.start(loop, self.name)
         self.state = State.RUNNING
+        if self.observer is not None:
+            self.observer.loop_started(self.restarted_after_fork)
         ready.set()
         try:
             loop.run_forever()
@@ -303,11 +310,15 @@ class LoopThread:
         limit = self._max_in_flight
         if limit is not None and not call.spawned and counters.in_flight >= limit:
             self._waiting.append(call)
+            if self.observer is not None:
+                self.observer.queued(1)
             return
         self._launch(call, eager=_EAGER)
 
     def _launch(self, call: Call[Any], *, eager: bool = False) -> None:
         self.counters.in_flight += 1
+        if self.observer is not None:
+            self.observer.in_flight(1)
         self._active.add(call)
         loop = self.loop
         assert loop is not None
@@ -322,23 +333,31 @@ class LoopThread:
 
     async def _execute(self, call: Call[Any]) -> None:
         counters = self.counters
+        observer = self.observer
+        began = 0.0 if observer is None else _clock()
         call.started = True
         if call.cancel_requested:  # cancelled before its first step
             counters.in_flight -= 1
+            if observer is not None:
+                observer.in_flight(-1)
             self._active.discard(call)
             self._settle_unstarted(call)
             return
+        outcome: Outcome = "completed"
         try:
             value = await call.awaitable
         except asyncio.CancelledError:
             counters.cancelled += 1
+            outcome = "cancelled"
             if call.timed_out:
                 counters.timed_out += 1
+                outcome = "timed_out"
             call.cancelled(self._wake)
         except BaseException as exc:
             # Even KeyboardInterrupt/SystemExit go to the caller: they must not
             # kill the loop that every other thread depends on.
             counters.failed += 1
+            outcome = "failed"
             if call.spawned:
                 logger.error("aiobridge: spawned task %r failed", call.awaitable, exc_info=exc)
             call.fail(exc, self._wake)
@@ -347,13 +366,16 @@ class LoopThread:
             call.succeed(value, self._wake)
         finally:
             counters.in_flight -= 1
+            if observer is not None:
+                observer.in_flight(-1)
+                observer.finished(outcome, _clock() - began)
             self._active.discard(call)
             if call.timer is not None:
                 call.timer.cancel()
             if self._waiting and self.state is not State.STOPPED:
                 # Never eager here: a chain of waiting calls that finish at once
                 # would otherwise recurse once per call.
-                self._launch(self._waiting.popleft())
+                self._launch(self._next_waiting())
 
     def _cancel(self, call: Call[Any], timed_out: bool) -> None:
         if call.settled:
@@ -363,6 +385,8 @@ class LoopThread:
             self._cancel_task(call)
         elif call in self._waiting:
             self._waiting.remove(call)
+            if self.observer is not None:
+                self.observer.queued(-1)
             self._settle_unstarted(call)
         else:
             call.cancel_requested = True  # still in the inbox: refused when drained
@@ -377,11 +401,18 @@ class LoopThread:
         else:
             call.cancel_requested = True
 
+    def _next_waiting(self) -> Call[Any]:
+        if self.observer is not None:
+            self.observer.queued(-1)
+        return self._waiting.popleft()
+
     def _settle_unstarted(self, call: Call[Any]) -> None:
         """Settle a call whose awaitable never ran, closing it so it never warns."""
         self.counters.cancelled += 1
         if call.timed_out:
             self.counters.timed_out += 1
+        if self.observer is not None:
+            self.observer.finished("timed_out" if call.timed_out else "cancelled", None)
         if call.timer is not None:
             call.timer.cancel()
         _close_awaitable(call.awaitable)
@@ -405,7 +436,7 @@ class LoopThread:
             await asyncio.wait(tasks, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
         # 2. Cancel what is left; its callers get CancelledError.
         while self._waiting:
-            self._settle_unstarted(self._waiting.popleft())
+            self._settle_unstarted(self._next_waiting())
         tasks = {c.task for c in self._active if c.task is not None}
         for call in list(self._active):
             self._cancel_task(call)
@@ -431,7 +462,7 @@ class LoopThread:
             _close_awaitable(call.awaitable)
             call.fail(_closed(self.name, "before running the call"), wake_now)
         while self._waiting:
-            call = self._waiting.popleft()
+            call = self._next_waiting()
             _close_awaitable(call.awaitable)
             call.fail(_closed(self.name, "before running the call"), wake_now)
         leftovers = [c for c in self._active if c.task is not None and not c.task.done()]
@@ -451,6 +482,7 @@ class LoopThread:
         was_live = self.state in (State.RUNNING, State.STOPPING)
         state = self.state
         self._init_state()
+        self.restarted_after_fork = was_live
         if not was_live:
             self.state = state
         for hook in self.fork_hooks:

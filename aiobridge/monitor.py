@@ -13,6 +13,11 @@ Two instruments watch the loop:
 
 Counters are written only on the loop thread, so they need no lock; readers on
 other threads see a consistent-enough snapshot.
+
+An :class:`Observer` (e.g. :mod:`aiobridge.metrics`) may be told of every
+change as it happens. It is attached when a loop thread starts, from the factory
+set with :func:`set_observer_factory`; with none set, each event costs the loop
+one ``is None`` test.
 """
 
 from __future__ import annotations
@@ -26,8 +31,14 @@ import time
 import traceback
 import types
 from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Literal
 
-__all__ = ("BridgeStats", "Counters", "LoopMonitor")
+if TYPE_CHECKING:
+    from .loop_thread import LoopThread
+
+__all__ = ("BridgeStats", "Counters", "LoopMonitor", "Observer", "Outcome", "observer_for",
+           "set_observer_factory")
 
 logger = logging.getLogger("aiobridge")
 
@@ -43,9 +54,11 @@ class BridgeStats:
     spawned tasks are counted in ``spawned`` and in the other counters too).
 
     Example:
-        >>> stats = bridge.stats()  # doctest: +SKIP
-        >>> stats.in_flight, stats.loop_lag_p99
-        (0, 0.0003)
+        >>> from aiobridge import AioThread
+        >>> with AioThread() as bridge:
+        ...     stats = bridge.stats()
+        >>> stats.in_flight, stats.loop_lag_p99 < 1.0
+        (0, True)
     """
 
     submitted: int
@@ -73,6 +86,64 @@ def _is_idle(frame: types.FrameType) -> bool:
         return True
     # A loop written in C (uvloop) shows the thread's entry frame while it waits.
     return code.co_name == "_main" and code.co_filename.endswith("loop_thread.py")
+
+
+#: How a call ended. A timed-out call is reported as ``"timed_out"`` only (in
+#: :class:`BridgeStats` it also counts as cancelled).
+Outcome = Literal["completed", "failed", "cancelled", "timed_out"]
+
+
+class Observer:
+    """Told of a bridge's events as they happen; every method does nothing here.
+
+    Subclass it to export figures elsewhere (:mod:`aiobridge.metrics` does).
+    Methods run on the loop thread, except :meth:`slow_callback` (the
+    watchdog's thread); they must be quick and must not raise.
+
+    Example:
+        >>> class Printer(Observer):
+        ...     def finished(self, outcome, seconds):
+        ...         print(outcome)
+        >>> set_observer_factory(lambda loop_thread: Printer())  # doctest: +SKIP
+    """
+
+    def loop_started(self, after_fork: bool) -> None:
+        """The loop thread started; ``after_fork``: it replaces the parent's in a forked child."""
+
+    def in_flight(self, delta: int) -> None:
+        """A call started running (+1) or stopped running (-1) on the loop."""
+
+    def queued(self, delta: int) -> None:
+        """A call began (+1) or stopped (-1) waiting for a slot (``max_in_flight``)."""
+
+    def finished(self, outcome: Outcome, seconds: float | None) -> None:
+        """A call ended; ``seconds`` it ran on the loop, or None if it never ran."""
+
+    def lag(self, seconds: float) -> None:
+        """One sample of the loop's lag (from the probe)."""
+
+    def slow_callback(self) -> None:
+        """A callback held the loop longer than ``slow_callback_duration``."""
+
+
+ObserverFactory = Callable[["LoopThread"], Observer | None]
+_observer_factory: ObserverFactory | None = None
+
+
+def set_observer_factory(factory: ObserverFactory | None) -> None:
+    """Make an :class:`Observer` for every loop thread that starts from now on (None: stop).
+
+    Example:
+        >>> set_observer_factory(None)
+    """
+    global _observer_factory
+    _observer_factory = factory
+
+
+def observer_for(loop_thread: LoopThread) -> Observer | None:
+    """The observer of a loop thread about to start, if a factory is set."""
+    factory = _observer_factory
+    return None if factory is None else factory(loop_thread)
 
 
 class Counters:
@@ -104,6 +175,7 @@ class LoopMonitor:
         self.interval = max(0.005, min(0.25, slow_callback_duration / 2))
         self.slow_callbacks = 0
         self.lag_max = 0.0
+        self.observer: Observer | None = None
         self._lags: deque[float] = deque(maxlen=_LAG_SAMPLES)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handle: asyncio.TimerHandle | None = None
@@ -138,6 +210,8 @@ class LoopMonitor:
         self._lags.append(lag)
         if lag > self.lag_max:
             self.lag_max = lag
+        if self.observer is not None:
+            self.observer.lag(lag)
         self._last_beat = time.monotonic()
         self._schedule()
 
@@ -166,6 +240,8 @@ class LoopMonitor:
                 continue
             self._reported_beat = beat
             self.slow_callbacks += 1
+            if self.observer is not None:
+                self.observer.slow_callback()
             logger.warning(
                 "aiobridge loop blocked for more than %.3f s; it is stuck at:\n%s"
                 "Blocking code in a coroutine stalls every caller of the bridge; "
