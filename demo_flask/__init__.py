@@ -36,8 +36,8 @@ from flask import Flask
 from .embedded_thread import EmbeddedThreadMode
 from .errors import register_error_handlers
 from .models import Settings
-from .params import MAX_BODY_BYTES
 from .modes import EmbeddedMode, FlaskAsyncMode, Mode, SyncMode
+from .params import MAX_BODY_BYTES
 from .views import EXTENSION_KEY, create_blueprint
 
 __all__ = ("MODES", "begin_shutdown", "create_app", "shutdown")

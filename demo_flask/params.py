@@ -8,9 +8,9 @@ from collections.abc import Mapping
 from typing import Any
 
 __all__ = (
+    "MAX_BODY_BYTES",
     "MAX_DELAY_SECONDS",
     "MAX_FANOUT",
-    "MAX_BODY_BYTES",
     "MAX_LATENCY_MS",
     "MAX_URL_LENGTH",
     "POSITION_STATUSES",
