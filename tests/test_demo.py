@@ -20,6 +20,7 @@ from demo_flask import MODES, create_app, shutdown
 from demo_flask.catalog import BILLING_KEY, DOG_NAMES_KEY, DOGS, IMAGES_DIR, TRACK_CHANNEL_PREFIX
 from demo_flask.errors import ERROR_FIELDS
 from demo_flask.services import UpstreamServer
+from demo_flask.upstream import seed_redis
 
 AppFactory = Callable[..., Flask]
 
@@ -278,15 +279,19 @@ def test_every_error_is_json_of_one_shape(make_app: AppFactory, mode: str) -> No
 
 
 def test_a_request_is_billed_only_if_its_lookup_succeeded(
-    make_app: AppFactory, mode: str, redis_sync: redis.Redis
+    make_app: AppFactory, mode: str, redis_sync: redis.Redis, clean_redis: str
 ) -> None:
     client = make_app(mode, PROPAGATE_EXCEPTIONS=False).test_client()
-    # Break the lookup (HGET on a string is WRONGTYPE) while INCR would still work.
-    redis_sync.delete(DOG_NAMES_KEY)
-    redis_sync.set(DOG_NAMES_KEY, "not a hash")
-    body = _json_error(client.get("/dog"), 500)
-    assert "WRONGTYPE" not in body["error"]  # no internals leak to the client
-    assert redis_sync.get(BILLING_KEY) is None
-    redis_sync.delete(DOG_NAMES_KEY)
-    assert client.get("/dog").status_code == 200  # an unknown name still bills
-    assert redis_sync.get(BILLING_KEY) == "1"
+    try:
+        # Break the lookup (HGET on a string is WRONGTYPE) while INCR would still work.
+        redis_sync.delete(DOG_NAMES_KEY)
+        redis_sync.set(DOG_NAMES_KEY, "not a hash")
+        body = _json_error(client.get("/dog"), 500)
+        assert "WRONGTYPE" not in body["error"]  # no internals leak to the client
+        assert redis_sync.get(BILLING_KEY) is None
+        redis_sync.delete(DOG_NAMES_KEY)
+        assert client.get("/dog").status_code == 200  # an unknown name still bills
+        assert redis_sync.get(BILLING_KEY) == "1"
+    finally:
+        redis_sync.delete(DOG_NAMES_KEY)
+        seed_redis(clean_redis)  # the session's Redis is shared: put the names back
