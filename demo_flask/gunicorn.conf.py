@@ -41,6 +41,9 @@ threads = 16
 graceful_timeout = 10
 timeout = 60
 keepalive = 5
+# The app answers a URL longer than params.MAX_URL_LENGTH with a JSON 414; only a
+# request line past this (gunicorn's maximum) gets gunicorn's own plain 400.
+limit_request_line = 8190
 accesslog = None
 errorlog = "-"
 loglevel = "info"
