@@ -171,6 +171,8 @@ class Engine:
             loop_lag_p99=p99,
             loop_lag_max=core.monitor.lag_max,
             slow_callbacks=core.monitor.slow_callbacks,
+            cancel_ignored=c.cancel_ignored,
+            cancel_redelivered=c.cancel_redelivered,
         )
 
     def wake(self, notify: Callable[[], None]) -> None:
