@@ -176,8 +176,7 @@ class NativeThread(threading.Thread):
 
     ``start()`` uses the original ``_thread.start_new_thread``. ``join()`` waits
     on ``threading.Event``, which under patching is gevent's: a greenlet
-    joining it lets the other greenlets run. The thread is not registered in
-    ``threading.enumerate()``.
+    joining it lets the other greenlets run.
 
     Args:
         target: what the thread runs.
@@ -201,10 +200,14 @@ class NativeThread(threading.Thread):
         self._start_native(self._run_native, ())
 
     def _run_native(self) -> None:
-        self._native_ident = threading.get_ident()
+        ident = self._native_ident = threading.get_ident()
+        # As Thread._bootstrap does: current_thread() (and logging's threadName)
+        # then name this thread instead of a "Dummy-N".
+        threading._active[ident] = self  # type: ignore[attr-defined]
         try:
             self.run()
         finally:
+            threading._active.pop(ident, None)  # type: ignore[attr-defined]
             self._finished.set()
 
     @property

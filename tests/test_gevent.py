@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from demo_flask.__main__ import _gunicorn_command, _parser
 from demo_flask.services import HOST, GunicornServer, UpstreamServer
 
 from .helpers import run_python
@@ -94,11 +95,7 @@ def gevent_server(
 def test_concurrent_calls_overlap_in_one_worker(gevent_server: GeventGunicorn) -> None:
     status, warm = _get(gevent_server, "/upstream?seconds=0")  # the session is built once
     assert status == 200, warm
-    path = f"/upstream?seconds={_UPSTREAM_SECONDS}"
-    with concurrent.futures.ThreadPoolExecutor(_CONCURRENT) as pool:
-        started = time.monotonic()
-        replies = list(pool.map(lambda _: _get(gevent_server, path), range(_CONCURRENT)))
-        elapsed = time.monotonic() - started
+    replies, elapsed = _concurrently(gevent_server, f"/upstream?seconds={_UPSTREAM_SECONDS}")
     assert [status for status, _ in replies] == [200] * _CONCURRENT, replies
     assert {body["pid"] for _, body in replies} == {warm["pid"]}  # one worker served them all
     assert all(body["reply"] == {"slept": _UPSTREAM_SECONDS} for _, body in replies)
@@ -144,6 +141,35 @@ def test_sigterm_exits_cleanly_with_a_clean_log(
         assert server.returncode == 0, server.output()
         log = server.output()
     assert "Worker exiting" in log
+    _assert_clean(log)
+
+
+def _concurrently(server: GunicornServer, path: str) -> tuple[list[tuple[int, Any]], float]:
+    """``_CONCURRENT`` GETs of ``path`` at once: the replies and the seconds they took."""
+    with concurrent.futures.ThreadPoolExecutor(_CONCURRENT) as pool:
+        started = time.monotonic()
+        replies = list(pool.map(lambda _: _get(server, path), range(_CONCURRENT)))
+        return replies, time.monotonic() - started
+
+
+def test_demo_launcher_takes_the_worker_class() -> None:
+    command = _gunicorn_command(_parser().parse_args(["--worker-class", "gevent"]))
+    assert command[command.index("--worker-class") + 1] == "gevent"
+
+
+def test_demo_bridge_mode_under_gevent_workers(redis_url: str, upstream: UpstreamServer) -> None:
+    server = GunicornServer("bridge", redis_url=redis_url, upstream_url=upstream.url,
+                            worker_class="gevent", dev_mode=True)  # fmt: skip
+    with server:
+        with urllib.request.urlopen(f"{server.url}/dog?latency=10", timeout=10) as reply:
+            assert reply.status == 200
+        assert _get(server, "/delay?seconds=0&n=1")[0] == 200
+        replies, elapsed = _concurrently(server, f"/delay?seconds={_UPSTREAM_SECONDS}&n=1")
+        assert [status for status, _ in replies] == [200] * _CONCURRENT, replies
+        assert elapsed < _CONCURRENT_BOUND, f"{_CONCURRENT} calls took {elapsed:.2f} s"
+        assert server.terminate(), server.output()
+        log = server.output()
+    assert server.returncode == 0, log
     _assert_clean(log)
 
 
