@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
+import contextvars
 import functools
 import threading
 import weakref
@@ -64,6 +65,7 @@ _DEFAULTS: dict[str, Any] = {
     "AIOBRIDGE_DEBUG": None,
     "AIOBRIDGE_STOP_TIMEOUT": 5.0,
     "AIOBRIDGE_THREAD_NAME": "aiobridge",
+    "AIOBRIDGE_METRICS_ENDPOINT": None,
 }
 
 
@@ -170,8 +172,12 @@ def _call(state: _AppState, awaitable: Awaitable[T], timeout: float | None = Non
     return scope.run(_run, state, awaitable, timeout)
 
 
-def _stream_body(bridge: AioThread, source: AsyncIterable[Any], buffer: int) -> Iterator[Any]:
-    items = bridge.iterate(source, buffer=buffer)
+def _stream_body(
+    bridge: AioThread, source: AsyncIterable[Any], buffer: int, context: contextvars.Context
+) -> Iterator[Any]:
+    # The server iterates the body after the view returned; the stream runs in the
+    # view's context (its tracing span, its log bindings).
+    items = context.run(bridge.iterate, source, buffer=buffer)
     try:
         yield from items
     except (BridgeClosedError, concurrent.futures.CancelledError):
@@ -187,7 +193,8 @@ def _stream_body(bridge: AioThread, source: AsyncIterable[Any], buffer: int) -> 
 def _make_stream(
     state: _AppState, source: AsyncIterable[Any], buffer: int = 1, **response_kw: Any
 ) -> Response:
-    return Response(_stream_body(state.bridge, source, buffer), **response_kw)
+    body = _stream_body(state.bridge, source, buffer, contextvars.copy_context())
+    return Response(body, **response_kw)
 
 
 def _is_async_iterable(value: object) -> bool:
@@ -222,6 +229,18 @@ def _check_async_to_sync_is_flasks(app: Flask) -> None:
             "them, or keep it with AioBridge(app, async_views=False): async views then run "
             "your way, and ext.run(), ext.stream() and resources still use the bridge"
         )
+
+
+def _add_metrics_endpoint(app: Flask, path: str) -> None:
+    from . import metrics  # the "metrics" extra: imported only when asked for
+
+    metrics.install()
+
+    def aiobridge_metrics() -> Response:
+        body, content_type = metrics.generate()
+        return Response(body, content_type=content_type)
+
+    app.add_url_rule(path, "aiobridge_metrics", aiobridge_metrics, methods=["GET"])
 
 
 def _timeout_response(error: BridgeTimeoutError) -> ResponseReturnValue:
@@ -274,6 +293,10 @@ class AioBridge:
         Seconds in-flight work gets to finish at shutdown before it is cancelled.
     ``AIOBRIDGE_THREAD_NAME`` (``"aiobridge"``)
         Name of the loop thread.
+    ``AIOBRIDGE_METRICS_ENDPOINT`` (``None``)
+        A path such as ``"/metrics"`` (or ``True`` for that one) serves the
+        Prometheus metrics of :mod:`aiobridge.metrics` (installed then; needs
+        the ``metrics`` extra). Off by default.
 
     Context variables set by async views, hooks and handlers (a request id,
     structlog's ``bind_contextvars``) are seen by the code that runs after
@@ -340,6 +363,9 @@ class AioBridge:
         _flask_request.install(app)
         app.register_error_handler(BridgeTimeoutError, _timeout_response)
         app.register_error_handler(BridgeClosedError, _closed_response)
+        endpoint = app.config["AIOBRIDGE_METRICS_ENDPOINT"]
+        if endpoint:
+            _add_metrics_endpoint(app, "/metrics" if endpoint is True else str(endpoint))
         _track_for_exit(state)
 
     def _app(self, app: Flask | None) -> Flask:
@@ -435,8 +461,10 @@ class AioBridge:
         bridge; the WSGI server sends each item as it comes. When the client
         goes away the server closes the response, which cancels ``source`` on
         the loop, so its ``finally`` blocks release what it holds. An async
-        view may also simply return an async generator. The request context
-        is not available inside ``source``: read what it needs in the view.
+        view may also simply return an async generator. ``source`` runs in a
+        copy of the view's context, so a tracing span or log bindings of the
+        view are seen in every item; the request itself has ended by then:
+        read what ``source`` needs from it in the view.
 
         Args:
             source: the async iterable producing the body.
