@@ -38,6 +38,7 @@ from typing import Any
 from ._calls import Call, Waker, wake_now
 from ._cancelling import DroppedCancellations
 from ._redeliver import Redeliverer
+from ._sweep import cancel_remaining
 from .errors import BridgeClosedError, BridgeError
 from .monitor import Counters, LoopMonitor, Observer, Outcome, observer_for
 
@@ -467,14 +468,14 @@ class LoopThread:
             if not tasks or remaining <= 0:
                 break
             await asyncio.wait(tasks, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
-        # 2. Cancel what is left; its callers get CancelledError.
+        # 2. Cancel the calls left (their callers get CancelledError)...
         while self._waiting:
             self._settle_unstarted(self._next_waiting())
         tasks = {c.task for c in self._active if c.task is not None}
         for call in list(self._active):
             self._cancel_task(call)
-        if tasks:
-            await asyncio.wait(tasks, timeout=_CANCEL_GRACE)
+        # ... and every other task on the loop, as asyncio.run does (bounded).
+        await cancel_remaining(tasks, _CANCEL_GRACE, self.name)
         # 3. Close what the bridge owns (queues, resources), newest first.
         while self._closers:
             closer = self._closers.pop()
