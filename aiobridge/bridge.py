@@ -300,7 +300,10 @@ class AioThread:
         A task on the loop reads ahead into a buffer of ``buffer`` items, so
         items fetched but not yet consumed never exceed ``buffer`` and the
         consumer rarely waits for a round trip. Items arrive in order; an
-        exception raised by the producer is raised here with its type.
+        exception raised by the producer is raised here with its type. The
+        whole stream runs in one task, in a copy of the context of this call
+        (not of the first ``next()``), so a tracing span or log binding active
+        here is seen in every item.
 
         Args:
             async_iterable: e.g. an async generator object.

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
+import contextvars
 import functools
 import threading
 import weakref
@@ -145,8 +146,12 @@ def _run(state: _AppState, awaitable: Awaitable[T], timeout: float | None) -> T:
         raise BridgeClosedError(f"bridge {state.bridge.name!r} stopped during the call") from exc
 
 
-def _stream_body(bridge: AioThread, source: AsyncIterable[Any], buffer: int) -> Iterator[Any]:
-    items = bridge.iterate(source, buffer=buffer)
+def _stream_body(
+    bridge: AioThread, source: AsyncIterable[Any], buffer: int, context: contextvars.Context
+) -> Iterator[Any]:
+    # The server iterates the body after the view returned; the stream runs in the
+    # view's context (its tracing span, its log bindings).
+    items = context.run(bridge.iterate, source, buffer=buffer)
     try:
         yield from items
     except (BridgeClosedError, concurrent.futures.CancelledError):
@@ -162,7 +167,8 @@ def _stream_body(bridge: AioThread, source: AsyncIterable[Any], buffer: int) -> 
 def _make_stream(
     state: _AppState, source: AsyncIterable[Any], buffer: int = 1, **response_kw: Any
 ) -> Response:
-    return Response(_stream_body(state.bridge, source, buffer), **response_kw)
+    body = _stream_body(state.bridge, source, buffer, contextvars.copy_context())
+    return Response(body, **response_kw)
 
 
 def _is_async_iterable(value: object) -> bool:
@@ -370,8 +376,10 @@ class AioBridge:
         bridge; the WSGI server sends each item as it comes. When the client
         goes away the server closes the response, which cancels ``source`` on
         the loop, so its ``finally`` blocks release what it holds. An async
-        view may also simply return an async generator. The request context
-        is not available inside ``source``: read what it needs in the view.
+        view may also simply return an async generator. ``source`` runs in a
+        copy of the view's context, so a tracing span or log bindings of the
+        view are seen in every item; the request itself has ended by then:
+        read what ``source`` needs from it in the view.
 
         Args:
             source: the async iterable producing the body.
