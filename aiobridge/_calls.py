@@ -37,12 +37,14 @@ class Call(abc.ABC, Generic[T]):
     """State shared by both flavours; mutated on the loop thread only.
 
     ``task`` is set once the call runs on the loop; ``timer`` holds a loop-side
-    timeout; ``cancel_requested`` and ``timed_out`` record why it was cancelled.
+    timeout; ``cancel_requested`` and ``timed_out`` record why it was cancelled;
+    ``cancel_sent`` that the loop cancelled its running task.
     """
 
     __slots__ = (
         "awaitable",
         "cancel_requested",
+        "cancel_sent",
         "context",
         "settled",
         "spawned",
@@ -67,6 +69,7 @@ class Call(abc.ABC, Generic[T]):
         self.settled = False
         self.started = False
         self.cancel_requested = False
+        self.cancel_sent = False
         self.timed_out = False
         self.task: asyncio.Task[None] | None = None
         self.timer: asyncio.TimerHandle | None = None

@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -93,6 +94,13 @@ def http_session(
     return make_http_session
 
 
+def _keepalive_options() -> dict[int, int]:
+    """Find a vanished Redis peer in about 45 s: 30 s idle, then 3 probes 5 s apart."""
+    wanted = {"TCP_KEEPIDLE": 30, "TCP_KEEPINTVL": 5, "TCP_KEEPCNT": 3}
+    return {getattr(socket, name): value for name, value in wanted.items()
+            if hasattr(socket, name)}
+
+
 def redis_client(
     url: str,
     *,
@@ -114,9 +122,27 @@ def redis_client(
             connection for as long as it lasts.
         pool_timeout: seconds a command waits for a connection of a bounded
             pool (``None``: wait as long as it takes).
-        **client_kw: connection options (``decode_responses``,
-            ``socket_timeout``...). Defaults: 5 s to connect, a health check
-            of idle connections every 30 s.
+        **client_kw: connection options (``decode_responses``...). Defaults:
+            5 s to connect, no ``socket_timeout``, TCP keepalive on, a health
+            check of idle connections every 30 s (see below).
+
+    Cancellation:
+        A command cancelled by the bridge (a timeout, ``Future.cancel()``,
+        Ctrl-C, ``stop()``) must really stop, so no later command of the same
+        coroutine runs. redis-py (8.x) gives connections a default
+        ``socket_timeout`` of 5 s, and with any ``socket_timeout`` it sends each
+        command through ``asyncio.wait_for``, which on Python 3.11 drops a
+        cancellation that lands as the write finishes (CPython gh-86296; fixed
+        in 3.12). So this helper sets ``socket_timeout=None``: writes and reads
+        are plain awaits, cancelled cleanly on every Python. The bound on a
+        stuck or dead connection comes from elsewhere: the bridge's timeouts
+        (``run(timeout=)``, ``default_timeout``) cancel a command that waits too
+        long, TCP keepalive (30 s idle, then 3 probes 5 s apart, where the
+        platform allows) closes a connection whose peer vanished, and
+        ``health_check_interval`` pings a connection idle for longer before
+        reusing it. Passing ``socket_timeout`` yourself brings the 3.11
+        problem back (aiobridge then counts and logs the calls that go on
+        after their cancellation, see ``stats().cancel_ignored``).
 
     Returns:
         An async function making the client on the running loop; it is closed
@@ -134,6 +160,11 @@ def redis_client(
         raise ValueError(f"max_connections must be an int >= 1 or None, got {max_connections!r}")
     client_kw.setdefault("socket_connect_timeout", 5.0)
     client_kw.setdefault("health_check_interval", 30)
+    # Not asyncio.wait_for on every write (see "Cancellation" above).
+    client_kw.setdefault("socket_timeout", None)
+    if url.startswith(("redis://", "rediss://")):  # unix sockets take no keepalive
+        client_kw.setdefault("socket_keepalive", True)
+        client_kw.setdefault("socket_keepalive_options", _keepalive_options())
 
     async def make_redis_client() -> redis.asyncio.Redis:
         try:

@@ -62,6 +62,7 @@ _DEFAULTS: dict[str, Any] = {
     "AIOBRIDGE_DEBUG": False,
     "AIOBRIDGE_STOP_TIMEOUT": 5.0,
     "AIOBRIDGE_THREAD_NAME": "aiobridge",
+    "AIOBRIDGE_METRICS_ENDPOINT": None,
 }
 
 
@@ -183,6 +184,18 @@ def _async_to_sync(
     return run_on_bridge
 
 
+def _add_metrics_endpoint(app: Flask, path: str) -> None:
+    from . import metrics  # the "metrics" extra: imported only when asked for
+
+    metrics.install()
+
+    def aiobridge_metrics() -> Response:
+        body, content_type = metrics.generate()
+        return Response(body, content_type=content_type)
+
+    app.add_url_rule(path, "aiobridge_metrics", aiobridge_metrics, methods=["GET"])
+
+
 def _timeout_response(error: BridgeTimeoutError) -> ResponseReturnValue:
     state = _state()
     body = {"error": "the request took too long and was cancelled", "timeout": state.timeout}
@@ -221,6 +234,10 @@ class AioBridge:
         Seconds in-flight work gets to finish at shutdown before it is cancelled.
     ``AIOBRIDGE_THREAD_NAME`` (``"aiobridge"``)
         Name of the loop thread.
+    ``AIOBRIDGE_METRICS_ENDPOINT`` (``None``)
+        A path such as ``"/metrics"`` (or ``True`` for that one) serves the
+        Prometheus metrics of :mod:`aiobridge.metrics` (installed then; needs
+        the ``metrics`` extra). Off by default.
 
     Lifecycle: nothing starts at ``init_app``; the loop thread starts on the
     first call in the process (in each gunicorn worker, never in the master,
@@ -270,6 +287,9 @@ class AioBridge:
         app.async_to_sync = functools.partial(_async_to_sync, state)  # type: ignore[method-assign]
         app.register_error_handler(BridgeTimeoutError, _timeout_response)
         app.register_error_handler(BridgeClosedError, _closed_response)
+        endpoint = app.config["AIOBRIDGE_METRICS_ENDPOINT"]
+        if endpoint:
+            _add_metrics_endpoint(app, "/metrics" if endpoint is True else str(endpoint))
         _track_for_exit(state)
 
     def get_bridge(self, app: Flask | None = None) -> AioThread:

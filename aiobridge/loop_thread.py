@@ -35,6 +35,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ._calls import Call, Waker, wake_now
+from ._cancelling import DroppedCancellations
+from ._sweep import cancel_remaining
 from .errors import BridgeClosedError, BridgeError
 from .monitor import Counters, LoopMonitor, Observer, Outcome, observer_for
 
@@ -124,6 +126,7 @@ class LoopThread:
         self.pid = os.getpid()
         self.inbox: deque[Call[Any]] = deque()
         self.counters = Counters()
+        self.dropped_cancellations = DroppedCancellations()
         self.monitor = LoopMonitor(self._slow_callback_duration)
         self.observer: Observer | None = None
         self.restarted_after_fork = False
@@ -354,16 +357,23 @@ class LoopThread:
                 outcome = "timed_out"
             call.cancelled(self._wake)
         except BaseException as exc:
-            # Even KeyboardInterrupt/SystemExit go to the caller: they must not
-            # kill the loop that every other thread depends on.
-            counters.failed += 1
-            outcome = "failed"
-            if call.spawned:
-                logger.error("aiobridge: spawned task %r failed", call.awaitable, exc_info=exc)
-            call.fail(exc, self._wake)
+            if call.cancel_sent and isinstance(exc, Exception):
+                outcome = self._cancel_ignored(call, exc)
+            else:
+                # Even KeyboardInterrupt/SystemExit go to the caller: they must not
+                # kill the loop that every other thread depends on.
+                counters.failed += 1
+                outcome = "failed"
+                if call.spawned:
+                    logger.error("aiobridge: spawned task %r failed", call.awaitable,
+                                 exc_info=exc)
+                call.fail(exc, self._wake)
         else:
-            counters.completed += 1
-            call.succeed(value, self._wake)
+            if call.cancel_sent:
+                outcome = self._cancel_ignored(call, None)
+            else:
+                counters.completed += 1
+                call.succeed(value, self._wake)
         finally:
             counters.in_flight -= 1
             if observer is not None:
@@ -376,6 +386,18 @@ class LoopThread:
                 # Never eager here: a chain of waiting calls that finish at once
                 # would otherwise recurse once per call.
                 self._launch(self._next_waiting())
+
+    def _cancel_ignored(self, call: Call[Any], error: Exception | None) -> Outcome:
+        """The call's task went on after its cancellation: count, log, settle as cancelled."""
+        counters = self.counters
+        counters.cancel_ignored += 1
+        counters.cancelled += 1
+        self.dropped_cancellations.ignored(call.awaitable, error)
+        call.cancelled(self._wake)
+        if call.timed_out:
+            counters.timed_out += 1
+            return "timed_out"
+        return "cancelled"
 
     def _cancel(self, call: Call[Any], timed_out: bool) -> None:
         if call.settled:
@@ -397,7 +419,8 @@ class LoopThread:
         # coroutine ("never awaited"); such a call is refused at its first step.
         if call.started:
             assert call.task is not None
-            call.task.cancel()
+            if call.task.cancel():
+                call.cancel_sent = True
         else:
             call.cancel_requested = True
 
@@ -434,14 +457,14 @@ class LoopThread:
             if not tasks or remaining <= 0:
                 break
             await asyncio.wait(tasks, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
-        # 2. Cancel what is left; its callers get CancelledError.
+        # 2. Cancel the calls left (their callers get CancelledError)...
         while self._waiting:
             self._settle_unstarted(self._next_waiting())
         tasks = {c.task for c in self._active if c.task is not None}
         for call in list(self._active):
             self._cancel_task(call)
-        if tasks:
-            await asyncio.wait(tasks, timeout=_CANCEL_GRACE)
+        # ... and every other task on the loop, as asyncio.run does (bounded).
+        await cancel_remaining(tasks, _CANCEL_GRACE, self.name)
         # 3. Close what the bridge owns (queues, resources), newest first.
         while self._closers:
             closer = self._closers.pop()

@@ -53,6 +53,14 @@ class BridgeStats:
     quiet moment (``timed_out`` calls are also counted as ``cancelled``; the
     spawned tasks are counted in ``spawned`` and in the other counters too).
 
+    ``cancel_ignored`` counts the calls that aiobridge cancelled (timeout,
+    ``Future.cancel()``, an interrupted caller, ``stop()``) but whose coroutine
+    went on and returned, or raised something else than ``CancelledError``: a
+    library on its way dropped the cancellation (see ``docs/cancellation.md``).
+    Their callers still got the timeout or the cancellation, and they are
+    counted in ``cancelled`` too. ``cancel_redelivered`` counts the calls that
+    dropped a cancellation and were cancelled again by aiobridge.
+
     Example:
         >>> from aiobridge import AioThread
         >>> with AioThread() as bridge:
@@ -73,6 +81,8 @@ class BridgeStats:
     loop_lag_p99: float
     loop_lag_max: float
     slow_callbacks: int
+    cancel_ignored: int = 0
+    cancel_redelivered: int = 0
 
     def as_dict(self) -> dict[str, float]:
         """The snapshot as a plain dict (for JSON endpoints)."""
@@ -149,8 +159,8 @@ def observer_for(loop_thread: LoopThread) -> Observer | None:
 class Counters:
     """Call counters, mutated only on the loop thread."""
 
-    __slots__ = ("cancelled", "completed", "failed", "in_flight", "spawned", "submitted",
-                 "timed_out")
+    __slots__ = ("cancel_ignored", "cancel_redelivered", "cancelled", "completed", "failed",
+                 "in_flight", "spawned", "submitted", "timed_out")
 
     def __init__(self) -> None:
         self.submitted = 0
@@ -160,6 +170,8 @@ class Counters:
         self.timed_out = 0
         self.in_flight = 0
         self.spawned = 0
+        self.cancel_ignored = 0
+        self.cancel_redelivered = 0
 
 
 class LoopMonitor:

@@ -14,7 +14,6 @@ import argparse
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from .services import (
     RedisServer,
     ServiceError,
     UpstreamServer,
+    port_is_free,
     redis_from_env,
 )
 from .upstream import seed_redis
@@ -57,15 +57,6 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds in-flight requests get at shutdown (default 10)",
     )  # fmt: skip
     return parser
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((HOST, port))
-        except OSError:
-            return False
-    return True
 
 
 def _gunicorn_command(args: argparse.Namespace) -> list[str]:
@@ -141,7 +132,7 @@ def _stop_gunicorn(proc: subprocess.Popen[bytes], graceful: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Start Redis and the upstream if needed, then gunicorn; stop all on Ctrl-C."""
     args = _parser().parse_args(argv)
-    if not _port_is_free(args.port):
+    if not port_is_free(args.port):
         print(f"port {args.port} on {HOST} is in use; pass --port", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, _raise_stop)

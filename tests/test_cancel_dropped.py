@@ -1,0 +1,134 @@
+"""A coroutine that drops aiobridge's cancellation: counted, logged once, outcome kept.
+
+The coroutines here catch ``CancelledError`` on purpose, as a library with a
+cancellation bug does by accident (``asyncio.wait_for`` on Python 3.11,
+CPython gh-86296). The caller must still see its timeout or cancellation, and
+``stats()`` and the log must say which coroutine did it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+
+import pytest
+
+from aiobridge import AioThread
+
+WAIT = 10.0
+
+
+class Swallower:
+    """Runs on the loop; catches the first cancellation and returns or raises instead."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.ended = threading.Event()
+
+    async def returns_after_cancel(self) -> str:
+        try:
+            self.started.set()
+            await asyncio.sleep(WAIT * 3)
+            return "finished"
+        except asyncio.CancelledError:
+            return "went on"  # the dropped cancellation
+        finally:
+            self.ended.set()
+
+    async def raises_after_cancel(self) -> str:
+        try:
+            self.started.set()
+            await asyncio.sleep(WAIT * 3)
+            return "finished"
+        except asyncio.CancelledError:
+            raise LookupError("turned the cancellation into an error") from None
+        finally:
+            self.ended.set()
+
+    def wait_started(self) -> None:
+        assert self.started.wait(WAIT), "the coroutine did not start"
+
+    def wait_ended(self) -> None:
+        assert self.ended.wait(WAIT), "the coroutine did not end after its cancellation"
+
+
+def _wait_quiet(bridge: AioThread) -> None:
+    """Wait (bounded) until the loop has settled every call."""
+    deadline = bridge.loop.time() + WAIT
+    while bridge.stats().in_flight:
+        assert bridge.loop.time() < deadline, "calls still in flight"
+        threading.Event().wait(0.005)
+
+
+def test_future_cancel_stays_cancelled_and_is_counted(
+    bridge: AioThread, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="aiobridge")
+    for _ in range(2):
+        swallower = Swallower()
+        future = bridge.submit(swallower.returns_after_cancel())
+        swallower.wait_started()
+        assert future.cancel()
+        swallower.wait_ended()
+        _wait_quiet(bridge)
+    stats = bridge.stats()
+    assert (stats.cancel_ignored, stats.cancelled, stats.completed) == (2, 2, 0), stats
+    logged = [r.getMessage() for r in caplog.records if "returns_after_cancel" in r.getMessage()]
+    assert len(logged) == 1, logged  # once per location, not once per call
+    assert "Swallower.returns_after_cancel" in logged[0]
+    assert "test_cancel_dropped.py" in logged[0]
+
+
+def test_a_timed_out_submit_raises_timeout_not_the_late_result(bridge: AioThread) -> None:
+    swallower = Swallower()
+    future = bridge.submit(swallower.returns_after_cancel(), timeout=0.05)
+    with pytest.raises(TimeoutError):
+        future.result(WAIT)
+    swallower.wait_ended()
+    _wait_quiet(bridge)
+    stats = bridge.stats()
+    assert (stats.cancel_ignored, stats.timed_out, stats.completed) == (1, 1, 0), stats
+
+
+def test_an_error_raised_instead_of_the_cancellation_is_counted_and_logged(
+    bridge: AioThread, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="aiobridge")
+    swallower = Swallower()
+    future = bridge.submit(swallower.raises_after_cancel(), timeout=0.05)
+    with pytest.raises(TimeoutError):
+        future.result(WAIT)
+    swallower.wait_ended()
+    _wait_quiet(bridge)
+    stats = bridge.stats()
+    assert (stats.cancel_ignored, stats.timed_out, stats.failed) == (1, 1, 0), stats
+    logged = [r for r in caplog.records if "raises_after_cancel" in r.getMessage()]
+    assert len(logged) == 1 and "raised LookupError" in logged[0].getMessage()
+
+
+def test_a_run_timeout_is_counted_as_timed_out(bridge: AioThread) -> None:
+    swallower = Swallower()
+    with pytest.raises(TimeoutError):
+        bridge.run(swallower.returns_after_cancel(), timeout=0.05)
+    swallower.wait_ended()
+    _wait_quiet(bridge)
+    stats = bridge.stats()
+    assert (stats.cancel_ignored, stats.timed_out, stats.completed) == (1, 1, 0), stats
+
+
+def test_a_coroutine_that_ends_cancelled_is_not_counted(bridge: AioThread) -> None:
+    started = threading.Event()
+
+    async def polite() -> None:
+        started.set()
+        await asyncio.sleep(WAIT * 3)
+
+    future = bridge.submit(polite())
+    assert started.wait(WAIT)
+    future.cancel()
+    _wait_quiet(bridge)
+    assert bridge.stats().cancel_ignored == 0
+    with pytest.raises(concurrent.futures.CancelledError):
+        future.result(0)
