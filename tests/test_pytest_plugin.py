@@ -69,7 +69,10 @@ def test_a_leaked_task_fails_the_test(pytester: pytest.Pytester) -> None:
     )
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(
-        ["*tasks still pending on the bridge's loop*", "*task 'Task-*': forever() at *test_inner.py:* -> Event.wait() at *locks.py:*"]
+        [
+            "*tasks still pending on the bridge's loop*",
+            "*task 'Task-*': forever() at *test_inner.py:* -> Event.wait() at *locks.py:*",
+        ]
     )
 
 
