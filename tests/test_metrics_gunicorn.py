@@ -9,6 +9,7 @@ marks it dead) while its finished calls stay in the counters.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import http.client
 import os
@@ -42,14 +43,19 @@ HOLD_SECONDS = 6.0
 class MetricsGunicorn(GunicornServer):
     """The demo in bridge mode, 2 workers, figures in our own multiprocess directory."""
 
-    def __init__(self, metrics_dir: Path, **kwargs: str) -> None:
+    def __init__(self, metrics_dir: Path, *, one_at_a_time: bool = False, **kwargs: str) -> None:
         super().__init__("bridge", workers=2, threads=8, dev_mode=True, startup_timeout=60.0,
                          **kwargs)  # type: ignore[arg-type]
         self.metrics_dir = metrics_dir
+        self.one_at_a_time = one_at_a_time
 
     def _env(self) -> dict[str, str]:
         env = super()._env()
         env["PROMETHEUS_MULTIPROC_DIR"] = str(self.metrics_dir)
+        if self.one_at_a_time:
+            # A worker with a connection open accepts no other: concurrent requests
+            # spread over both workers (one worker would otherwise take them all).
+            env["GUNICORN_CMD_ARGS"] = "--worker-connections 1"
         return env
 
     def workers_pids(self) -> list[int]:
@@ -110,20 +116,36 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) ->
         time.sleep(0.05)
 
 
-@pytest.fixture
-def server(tmp_path: Path, redis_url: str, upstream: UpstreamServer) -> Iterator[MetricsGunicorn]:
-    metrics_dir = tmp_path / "metrics"
+@contextlib.contextmanager
+def serving(metrics_dir: Path, redis_url: str, upstream: UpstreamServer,
+            one_at_a_time: bool = False) -> Iterator[MetricsGunicorn]:  # fmt: skip
     metrics_dir.mkdir()
-    with MetricsGunicorn(metrics_dir, redis_url=redis_url, upstream_url=upstream.url) as server:
+    with MetricsGunicorn(metrics_dir, one_at_a_time=one_at_a_time, redis_url=redis_url,
+                         upstream_url=upstream.url) as server:  # fmt: skip
         yield server
         log = server.output()
     for forbidden in FORBIDDEN_IN_LOG:
         assert forbidden not in log, log
 
 
+@pytest.fixture
+def server(tmp_path: Path, redis_url: str, upstream: UpstreamServer) -> Iterator[MetricsGunicorn]:
+    with serving(tmp_path / "metrics", redis_url, upstream) as server:
+        yield server
+
+
+@pytest.fixture
+def spreading_server(
+    tmp_path: Path, redis_url: str, upstream: UpstreamServer
+) -> Iterator[MetricsGunicorn]:
+    with serving(tmp_path / "metrics", redis_url, upstream, one_at_a_time=True) as server:
+        yield server
+
+
 def test_scraped_figures_match_the_traffic_of_both_workers(
-    server: MetricsGunicorn, tmp_path: Path
+    spreading_server: MetricsGunicorn, tmp_path: Path
 ) -> None:
+    server = spreading_server
     port = server.port
     workers = server.workers_pids()
     assert len(workers) == 2
