@@ -501,7 +501,8 @@ class LoopThread:
         for call in list(self._active):
             self._cancel_task(call)
         # ... and every other task on the loop, as asyncio.run does (bounded).
-        await cancel_remaining(tasks, _CANCEL_GRACE, self.name)
+        assert self.redeliverer is not None
+        await cancel_remaining(tasks, _CANCEL_GRACE, self.name, cancel=self.redeliverer.cancel)
         # 3. Close what the bridge owns (queues, resources), newest first.
         while self._closers:
             closer = self._closers.pop()
