@@ -26,7 +26,6 @@ import asyncio
 import dataclasses
 import logging
 import sys
-import threading
 import time
 import traceback
 import types
@@ -35,6 +34,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
+    from ._threads import NativeLock, PlainThreads
     from .loop_thread import LoopThread
 
 __all__ = ("BridgeStats", "Counters", "LoopMonitor", "Observer", "Outcome", "observer_for",
@@ -52,6 +52,14 @@ class BridgeStats:
     ``submitted == completed + failed + cancelled + in_flight`` holds at any
     quiet moment (``timed_out`` calls are also counted as ``cancelled``; the
     spawned tasks are counted in ``spawned`` and in the other counters too).
+
+    ``cancel_ignored`` counts the calls that aiobridge cancelled (timeout,
+    ``Future.cancel()``, an interrupted caller, ``stop()``) but whose coroutine
+    went on and returned, or raised something else than ``CancelledError``: a
+    library on its way dropped the cancellation (see ``docs/cancellation.md``).
+    Their callers still got the timeout or the cancellation, and they are
+    counted in ``cancelled`` too. ``cancel_redelivered`` counts the calls that
+    dropped a cancellation and were cancelled again by aiobridge.
 
     Example:
         >>> from aiobridge import AioThread
@@ -73,6 +81,8 @@ class BridgeStats:
     loop_lag_p99: float
     loop_lag_max: float
     slow_callbacks: int
+    cancel_ignored: int = 0
+    cancel_redelivered: int = 0
 
     def as_dict(self) -> dict[str, float]:
         """The snapshot as a plain dict (for JSON endpoints)."""
@@ -149,8 +159,8 @@ def observer_for(loop_thread: LoopThread) -> Observer | None:
 class Counters:
     """Call counters, mutated only on the loop thread."""
 
-    __slots__ = ("cancelled", "completed", "failed", "in_flight", "spawned", "submitted",
-                 "timed_out")
+    __slots__ = ("cancel_ignored", "cancel_redelivered", "cancelled", "completed", "failed",
+                 "in_flight", "spawned", "submitted", "timed_out")
 
     def __init__(self) -> None:
         self.submitted = 0
@@ -160,6 +170,8 @@ class Counters:
         self.timed_out = 0
         self.in_flight = 0
         self.spawned = 0
+        self.cancel_ignored = 0
+        self.cancel_redelivered = 0
 
 
 class LoopMonitor:
@@ -183,21 +195,23 @@ class LoopMonitor:
         self._last_beat = time.monotonic()
         self._reported_beat = -1.0
         self._loop_thread_id = 0
-        self._stop = threading.Event()
-        self._watchdog: threading.Thread | None = None
+        # Released by stop() and by the watchdog as it ends: plain OS-thread locks
+        # (also under gevent), as both sides are real threads.
+        self._stop: NativeLock | None = None
+        self._watchdog_done: NativeLock | None = None
 
     # -- probe (loop thread) -------------------------------------------------
-    def start(self, loop: asyncio.AbstractEventLoop, name: str) -> None:
+    def start(self, loop: asyncio.AbstractEventLoop, name: str, threads: PlainThreads) -> None:
         """Start probing ``loop``; call on the loop thread."""
         self._loop = loop
-        self._loop_thread_id = threading.get_ident()
+        self._loop_thread_id = threads.os_thread_ident()
         self._last_beat = time.monotonic()
         self._schedule()
-        self._stop.clear()
-        self._watchdog = threading.Thread(
-            target=self._watch, name=f"{name}-watchdog", daemon=True
-        )
-        self._watchdog.start()
+        self._stop = threads.native_lock()
+        self._stop.acquire()
+        self._watchdog_done = threads.native_lock()
+        self._watchdog_done.acquire()
+        threads.start_thread(self._watch, f"{name}-watchdog")
 
     def _schedule(self) -> None:
         assert self._loop is not None
@@ -220,15 +234,25 @@ class LoopMonitor:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
-        self._stop.set()
-        watchdog, self._watchdog = self._watchdog, None
-        if watchdog is not None and watchdog is not threading.current_thread():
-            watchdog.join(timeout=1.0)
+        stop, self._stop = self._stop, None
+        if stop is not None:
+            stop.release()
+            assert self._watchdog_done is not None
+            self._watchdog_done.acquire(True, 1.0)
 
     # -- watchdog (its own thread) ---------------------------------------------
     def _watch(self) -> None:
+        stop, done = self._stop, self._watchdog_done
+        assert stop is not None
+        assert done is not None
+        try:
+            self._watch_until(stop)
+        finally:
+            done.release()
+
+    def _watch_until(self, stop: NativeLock) -> None:
         period = max(0.005, self.slow_callback_duration / 2)
-        while not self._stop.wait(period):
+        while not stop.acquire(True, period):
             beat = self._last_beat
             stalled = time.monotonic() - beat - self.interval
             if stalled <= self.slow_callback_duration or self._reported_beat == beat:

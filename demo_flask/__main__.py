@@ -16,7 +16,6 @@ import argparse
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -37,6 +36,7 @@ from .services import (
     ServiceError,
     UpstreamServer,
     default_server,
+    port_is_free,
     redis_from_env,
     server_command,
 )
@@ -55,11 +55,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--mode", choices=ALL_MODES, default="bridge", help="default: bridge")
     parser.add_argument("--server", choices=SERVERS,
                         help="default: uvicorn for quart, else gunicorn")  # fmt: skip
-    parser.add_argument("--worker-class", help="gunicorn's (default: gevent for gevent, "
-                        "else gthread)")  # fmt: skip
     parser.add_argument("--workers", type=int,
                         help="worker processes (default 2; uvicorn runs one)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=16, help="threads per worker (default 16)")
+    parser.add_argument(
+        "--worker-class", choices=("gthread", "gevent"),
+        help="gunicorn worker class (default gevent in the gevent mode, else gthread; "
+             "gevent needs the gevent package)",
+    )  # fmt: skip
     parser.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000)")
     parser.add_argument("--preload", action="store_true", help="load the app in the master")
     parser.add_argument(
@@ -67,15 +70,6 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds in-flight requests get at shutdown (default 10)",
     )  # fmt: skip
     return parser
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((HOST, port))
-        except OSError:
-            return False
-    return True
 
 
 def _resolve_defaults(args: argparse.Namespace) -> None:
@@ -157,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         _server_command(args)
     except ValueError as exc:
         parser.error(str(exc))
-    if not _port_is_free(args.port):
+    if not port_is_free(args.port):
         print(f"port {args.port} on {HOST} is in use; pass --port", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, _raise_stop)

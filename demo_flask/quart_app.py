@@ -25,7 +25,7 @@ from quart import Quart, Response, current_app, request
 from quart.typing import ResponseReturnValue
 
 from . import default_config, params, settings_of
-from .errors import register_error_handlers
+from .errors import register_json_errors
 from .models import Settings
 from .modes import SSE_HEADERS
 from .shared_clients import SharedClients
@@ -129,7 +129,7 @@ def create_quart_app(config: Mapping[str, Any] | None = None) -> Quart:
     app.config["RESPONSE_TIMEOUT"] = settings.sse_max_seconds + 30
     mode = QuartMode(settings)
     app.extensions[EXTENSION_KEY] = mode
-    register_error_handlers(app)
+    register_json_errors(app)
     app.before_serving(mode.open)
     app.after_serving(mode.close)
     app.add_url_rule("/health", "health", health)

@@ -41,6 +41,7 @@ __all__ = (
     "default_worker_class",
     "find_redis_server",
     "free_port",
+    "port_is_free",
     "redis_from_env",
     "server_command",
     "wait_for_port",
@@ -68,6 +69,28 @@ def free_port() -> int:
         sock.bind((HOST, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def port_is_free(port: int, host: str = HOST) -> bool:
+    """Whether a server could listen on ``host:port`` now, binding as gunicorn does.
+
+    gunicorn (like most servers) sets ``SO_REUSEADDR`` before it binds, so a
+    port whose old connections linger in ``TIME_WAIT`` (a restart right after
+    Ctrl-C with keep-alive clients) is free for it; only a socket that is
+    listening, or bound without that option, makes the bind fail.
+
+    Example::
+
+        if not port_is_free(8000):
+            raise SystemExit("port 8000 is in use; pass --port")
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def wait_for_port(port: int, *, timeout: float, host: str = HOST) -> None:
