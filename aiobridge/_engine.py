@@ -19,6 +19,7 @@ import functools
 import inspect
 import math
 import os
+import sys
 import threading
 import types
 from collections.abc import Awaitable, Callable
@@ -26,11 +27,12 @@ from typing import ParamSpec, TypeVar
 
 from ._awaitables import check_awaitable, close_awaitables, describe
 from ._calls import BlockingCall, FutureCall
+from ._context import copy_back
 from .errors import BridgeClosedError, BridgeDeadlockError, BridgeTimeoutError
 from .loop_thread import LoopThread, State
 from .monitor import BridgeStats
 
-__all__ = ("Engine", "check_timeout")
+__all__ = ("Engine", "check_timeout", "interpreter_debug_mode")
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -61,7 +63,7 @@ class Engine:
         cls,
         name: str,
         loop_factory: Callable[[], asyncio.AbstractEventLoop] | None,
-        debug: bool,
+        debug: bool | None,
         slow_callback_duration: float,
         default_timeout: float | None,
         max_in_flight: int | None,
@@ -80,7 +82,9 @@ class Engine:
             not isinstance(max_in_flight, int) or max_in_flight < 1
         ):
             raise ValueError(f"max_in_flight must be an int >= 1 or None, got {max_in_flight!r}")
-        core = LoopThread(name, loop_factory, debug, slow_callback_duration, max_in_flight)
+        if debug is None:
+            debug = interpreter_debug_mode()
+        core = LoopThread(name, loop_factory, bool(debug), slow_callback_duration, max_in_flight)
         return cls(core, default_timeout)
 
     @property
@@ -208,6 +212,9 @@ class Engine:
                 f"AioThread.run() timed out after {timeout if timeout is not None else wait} s; "
                 "the task was cancelled on the loop"
             )
+        context = call.context
+        if context != _copy_context():  # the call set context variables: keep them, as await
+            copy_back(context)
         error = call.error
         if error is not None:
             call.error = None
@@ -285,6 +292,13 @@ class Engine:
             return self.run(fn(*args, **kwargs), timeout)
 
         return blocking
+
+
+def interpreter_debug_mode() -> bool:
+    """Whether ``asyncio.run`` would turn debug mode on: ``-X dev`` or ``PYTHONASYNCIODEBUG``."""
+    return sys.flags.dev_mode or (
+        not sys.flags.ignore_environment and bool(os.environ.get("PYTHONASYNCIODEBUG"))
+    )
 
 
 def check_timeout(timeout: float | None, what: str) -> float | None:

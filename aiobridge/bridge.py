@@ -37,7 +37,9 @@ class AioThread:
     Args:
         name: name of the loop thread.
         loop_factory: makes the event loop, e.g. ``uvloop.new_event_loop``.
-        debug: run the loop in asyncio debug mode.
+        debug: run the loop in asyncio debug mode; ``None`` (the default)
+            follows the interpreter, as ``asyncio.run`` does: on under
+            ``python -X dev`` or with ``PYTHONASYNCIODEBUG`` set.
         slow_callback_duration: seconds a callback may hold the loop before it
             is counted and logged (with its location) as slow.
         default_timeout: timeout in seconds applied when a call passes none.
@@ -66,7 +68,7 @@ class AioThread:
         *,
         name: str = "aiobridge",
         loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
-        debug: bool = False,
+        debug: bool | None = None,
         slow_callback_duration: float = 0.1,
         default_timeout: float | None = None,
         max_in_flight: int | None = None,
@@ -300,7 +302,10 @@ class AioThread:
         A task on the loop reads ahead into a buffer of ``buffer`` items, so
         items fetched but not yet consumed never exceed ``buffer`` and the
         consumer rarely waits for a round trip. Items arrive in order; an
-        exception raised by the producer is raised here with its type.
+        exception raised by the producer is raised here with its type. The
+        whole stream runs in one task, in a copy of the context of this call
+        (not of the first ``next()``), so a tracing span or log binding active
+        here is seen in every item.
 
         Args:
             async_iterable: e.g. an async generator object.

@@ -2,8 +2,11 @@
 
 Each helper returns an async factory; :meth:`aiobridge.AioThread.resource`
 calls it once on the bridge's loop and closes the client when the bridge
-stops. aiohttp and redis are optional: they are imported when the factory
-runs, so ``import aiobridge.clients`` works without them.
+stops. aiohttp and redis are optional: each helper imports its library in the
+calling thread when it makes the factory, not on the loop when the factory
+runs (importing aiohttp loads the CA bundle: ~0.2 s that would stall every
+caller of the bridge and be logged as a blocked loop), so
+``import aiobridge.clients`` works without them.
 
 Example:
     >>> from aiobridge import AioThread
@@ -69,6 +72,9 @@ def http_session(
         An async function making the session on the running loop; the
         session's ``close()`` closes the pool.
 
+    Raises:
+        ImportError: aiohttp is not installed (it is imported here, not on the loop).
+
     Example:
         >>> http = bridge.resource(http_session(limit_per_host=20))  # doctest: +SKIP
     """
@@ -78,11 +84,12 @@ def http_session(
             "keepalive_timeout instead, or write a factory of your own"
         )
 
+    try:
+        import aiohttp  # here, in the caller's thread: see the module docstring
+    except ImportError as exc:
+        raise _missing("aiohttp", "http") from exc
+
     async def make_http_session() -> aiohttp.ClientSession:
-        try:
-            import aiohttp
-        except ImportError as exc:
-            raise _missing("aiohttp", "http") from exc
         connector = aiohttp.TCPConnector(
             limit=limit, limit_per_host=limit_per_host, keepalive_timeout=keepalive_timeout
         )
@@ -148,6 +155,9 @@ def redis_client(
         An async function making the client on the running loop; it is closed
         with ``aclose()``, which also closes its pool.
 
+    Raises:
+        ImportError: redis is not installed (it is imported here, not on the loop).
+
     Example:
         >>> cache = bridge.resource(redis_client("redis://127.0.0.1:6379/0",
         ...                                      decode_responses=True))  # doctest: +SKIP
@@ -166,11 +176,12 @@ def redis_client(
         client_kw.setdefault("socket_keepalive", True)
         client_kw.setdefault("socket_keepalive_options", _keepalive_options())
 
+    try:
+        import redis.asyncio  # here, in the caller's thread: see the module docstring
+    except ImportError as exc:
+        raise _missing("redis", "redis") from exc
+
     async def make_redis_client() -> redis.asyncio.Redis:
-        try:
-            import redis.asyncio
-        except ImportError as exc:
-            raise _missing("redis", "redis") from exc
         if max_connections is None:
             client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(url, **client_kw)
             return client

@@ -23,6 +23,7 @@ import asyncio
 import atexit
 import contextlib
 import enum
+import functools
 import logging
 import os
 import selectors
@@ -36,6 +37,7 @@ from typing import Any
 
 from ._calls import Call, Waker, wake_now
 from ._cancelling import DroppedCancellations
+from ._redeliver import Redeliverer
 from ._sweep import cancel_remaining
 from .errors import BridgeClosedError, BridgeError
 from .monitor import Counters, LoopMonitor, Observer, Outcome, observer_for
@@ -121,6 +123,7 @@ class LoopThread:
     def _init_state(self) -> None:
         self.state = State.NEW
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.redeliverer: Redeliverer | None = None
         self.thread: threading.Thread | None = None
         self.thread_ident = 0
         self.pid = os.getpid()
@@ -186,6 +189,7 @@ class LoopThread:
             ready.set()
             return
         self.loop = loop
+        self.redeliverer = Redeliverer(loop)
         self.thread_ident = threading.get_ident()
         self.pid = os.getpid()
         self.monitor.start(loop, self.name)
@@ -413,16 +417,23 @@ class LoopThread:
         else:
             call.cancel_requested = True  # still in the inbox: refused when drained
 
-    @staticmethod
-    def _cancel_task(call: Call[Any]) -> None:
+    def _cancel_task(self, call: Call[Any]) -> None:
         # A task cancelled before its first step would never await the caller's
         # coroutine ("never awaited"); such a call is refused at its first step.
         if call.started:
             assert call.task is not None
-            if call.task.cancel():
+            assert self.redeliverer is not None
+            if self.redeliverer.cancel(
+                call.task,
+                on_redelivered=functools.partial(self._cancel_redelivered, call),
+                on_give_up=functools.partial(call.cancelled, self._wake),
+            ):
                 call.cancel_sent = True
         else:
             call.cancel_requested = True
+
+    def _cancel_redelivered(self, call: Call[Any]) -> None:
+        self.counters.cancel_redelivered += 1
 
     def _next_waiting(self) -> Call[Any]:
         if self.observer is not None:

@@ -65,7 +65,7 @@ if TYPE_CHECKING:
     from ._engine import Engine
     from .loop_thread import LoopThread
 
-__all__ = ("make_queue",)
+__all__ = ("make_queue", "tracker_of")
 
 #: How long making a queue may wait for the loop.
 CREATE_TIMEOUT = 5.0
@@ -102,6 +102,12 @@ def _track(engine: Engine, queue: janus.Queue[Any]) -> None:
             tracker = _TRACKERS[core] = _Queues(loop)
             core.add_closer(tracker.close_all)
         tracker.queues.add(queue)
+
+
+def tracker_of(core: LoopThread) -> _Queues | None:
+    """The queues made on ``core``'s current loop, if any (read on the loop thread)."""
+    tracker = _TRACKERS.get(core)
+    return tracker if tracker is not None and tracker.loop is core.loop else None
 
 
 async def _new_queue(engine: Engine, maxsize: int) -> janus.Queue[Any]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import logging
 import threading
 import time
@@ -214,13 +215,16 @@ def iterate(
     if isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 1:
         raise ValueError(f"buffer must be an int >= 1, got {buffer!r}")
     engine.check_may_block("iterate")
-    return _consume(engine, _Channel(engine, source, buffer), engine.timeout(timeout))
+    # The producer starts at the first next(), maybe after the caller's context has
+    # moved on (a span ended, a request finished): it runs in the context of this call.
+    context = contextvars.copy_context()
+    return _consume(engine, _Channel(engine, source, buffer), engine.timeout(timeout), context)
 
 
 def _consume(
-    engine: Engine, channel: _Channel[T], timeout: float | None
+    engine: Engine, channel: _Channel[T], timeout: float | None, context: contextvars.Context
 ) -> Generator[T, None, None]:
-    future = engine.spawn(channel.produce())
+    future = context.run(engine.spawn, channel.produce())
     future.add_done_callback(channel.settled)
     try:
         while True:

@@ -57,6 +57,8 @@ def _defaults() -> dict[str, Any]:
         "CAAS_REDIS_POOL": int(os.environ.get("CAAS_REDIS_POOL", "8")),
         # Above the longest /delay (30 s) so the upstream's own timeout answers first.
         "AIOBRIDGE_TIMEOUT": 40.0,
+        # Prometheus metrics of the worker's bridge (bridge mode), summed over workers.
+        "AIOBRIDGE_METRICS_ENDPOINT": "/metrics",
         "MAX_CONTENT_LENGTH": MAX_BODY_BYTES,
         # Never debug under gunicorn, even with FLASK_DEBUG=1 in the environment
         # (Flask reads it at construction); `flask run --debug` still sets it later.

@@ -15,7 +15,7 @@ import threading
 
 import pytest
 
-from aiobridge import AioThread
+from aiobridge import AioThread, _redeliver
 
 WAIT = 10.0
 
@@ -132,3 +132,113 @@ def test_a_coroutine_that_ends_cancelled_is_not_counted(bridge: AioThread) -> No
     assert bridge.stats().cancel_ignored == 0
     with pytest.raises(concurrent.futures.CancelledError):
         future.result(0)
+
+
+# -- re-delivery -------------------------------------------------------------------------
+def test_a_dropped_cancellation_is_delivered_again(
+    bridge: AioThread, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="aiobridge")
+    started, ended = threading.Event(), threading.Event()
+    steps: list[str] = []
+
+    async def drops_then_goes_on() -> str:
+        try:
+            started.set()
+            try:
+                await asyncio.sleep(WAIT * 3)
+            except asyncio.CancelledError:
+                steps.append("dropped")
+            await asyncio.sleep(WAIT * 3)  # the next step: cancelled again here
+            steps.append("next step ran")
+            return "finished"
+        except asyncio.CancelledError:
+            steps.append("cancelled again")
+            raise
+        finally:
+            ended.set()
+
+    future = bridge.submit(drops_then_goes_on(), timeout=0.05)
+    with pytest.raises(TimeoutError):
+        future.result(WAIT)
+    assert ended.wait(WAIT), "the task still runs: the cancellation was not delivered again"
+    assert steps == ["dropped", "cancelled again"]
+    _wait_quiet(bridge)
+    stats = bridge.stats()
+    assert (stats.cancel_redelivered, stats.cancel_ignored, stats.timed_out) == (1, 0, 1), stats
+    logged = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(logged) == 1 and "drops_then_goes_on" in logged[0], logged
+
+
+def test_cleanup_after_a_cancellation_is_not_interrupted(bridge: AioThread) -> None:
+    """Awaits in ``except``/``finally``/``async with`` exits while the cancellation
+    travels up are cleanup, not a dropped cancellation: they run to their end."""
+    started, ended = threading.Event(), threading.Event()
+    steps: list[str] = []
+
+    class Connection:
+        async def __aenter__(self) -> Connection:
+            return self
+
+        async def __aexit__(self, *exc_info: object) -> None:
+            for _ in range(5):  # several passes of the loop
+                await asyncio.sleep(0)
+            steps.append("released")
+
+    async def cleans_up() -> None:
+        try:
+            async with Connection():
+                try:
+                    started.set()
+                    await asyncio.sleep(WAIT * 3)
+                except asyncio.CancelledError:
+                    await asyncio.sleep(0.01)
+                    steps.append("except")
+                    raise
+                finally:
+                    await asyncio.sleep(0.01)
+                    steps.append("finally")
+        finally:
+            ended.set()
+
+    future = bridge.submit(cleans_up())
+    assert started.wait(WAIT)
+    future.cancel()
+    assert ended.wait(WAIT)
+    assert steps == ["except", "finally", "released"]
+    _wait_quiet(bridge)
+    stats = bridge.stats()
+    assert (stats.cancel_redelivered, stats.cancel_ignored, stats.cancelled) == (0, 0, 1), stats
+
+
+def test_a_task_that_drops_every_cancellation_releases_its_caller(
+    bridge: AioThread, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="aiobridge")
+    started, stop_dropping, ended = threading.Event(), threading.Event(), threading.Event()
+    dropped: list[int] = []
+
+    async def drops_everything() -> str:
+        try:
+            started.set()
+            while not stop_dropping.is_set():
+                try:
+                    await asyncio.sleep(0.001)
+                except asyncio.CancelledError:
+                    dropped.append(1)
+            return "finished"
+        finally:
+            ended.set()
+
+    future = bridge.submit(drops_everything(), timeout=0.05)
+    assert started.wait(WAIT)
+    with pytest.raises(TimeoutError):
+        future.result(WAIT)  # released after the last re-delivery, although still running
+    assert not ended.is_set()
+    stop_dropping.set()
+    assert ended.wait(WAIT)
+    _wait_quiet(bridge)
+    assert len(dropped) == 1 + _redeliver.MAX_DELIVERIES
+    stats = bridge.stats()
+    assert (stats.cancel_redelivered, stats.cancel_ignored, stats.timed_out) == (1, 1, 1), stats
+    assert any("its caller is released" in r.getMessage() for r in caplog.records)
