@@ -68,11 +68,13 @@ class Watchdog:
         if self._done.wait(self.grace):
             return
         self._say(f"watchdog: still running {self.grace:g} s later; killing its children")
-        for child in psutil.Process().children(recursive=True):
+        children = psutil.Process().children(recursive=True)
+        for child in children:
             try:
                 child.kill()
             except psutil.Error:
                 continue
+        psutil.wait_procs(children, timeout=10)  # gone (and reaped) before we exit
         os._exit(EXIT_OVERRAN)
 
     def __enter__(self) -> Watchdog:
