@@ -24,9 +24,18 @@ from sybil import Sybil
 from sybil.parsers.markdown import PythonCodeBlockParser, SkipParser
 from sybil.parsers.rest import DocTestParser
 
-pytest_plugins = ["tests.servers"]
+import aiobridge.pytest_plugin
+
+pytest_plugins = ["tests.servers", "pytester"]
 
 DOCTEST_FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # An installed aiobridge registers its plugin through the pytest11 entry
+    # point; a checkout on PYTHONPATH, or an install older than the plugin, does not.
+    if not config.pluginmanager.has_plugin("aiobridge"):
+        config.pluginmanager.register(aiobridge.pytest_plugin, "aiobridge")
 
 
 @pytest.fixture

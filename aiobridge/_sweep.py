@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ("cancel_remaining",)
 
@@ -24,7 +26,11 @@ _RECANCEL_SHARE = 0.25
 
 
 async def cancel_remaining(
-    cancelled: set[asyncio.Task[None]], grace: float, name: str
+    cancelled: set[asyncio.Task[None]],
+    grace: float,
+    name: str,
+    *,
+    cancel: Callable[[asyncio.Task[Any]], object] = asyncio.Task.cancel,
 ) -> None:
     """Cancel every other task of the running loop; wait at most ``grace`` seconds.
 
@@ -35,13 +41,15 @@ async def cancel_remaining(
             if they outlive the first wait.
         grace: seconds the tasks get, in total, to finish their cleanup.
         name: the bridge's name, for the log line.
+        cancel: how to cancel a task the first time (the loop thread's
+            re-delivering cancel, which notices a dropped cancellation at once).
     """
     loop = asyncio.get_running_loop()
     me = asyncio.current_task()
     deadline = loop.time() + grace
     pending = _others(me)
     for task in pending - cancelled:
-        task.cancel()
+        cancel(task)
     if pending:
         await asyncio.wait(pending, timeout=grace * (1 - _RECANCEL_SHARE))
     for _ in range(RECANCEL_ROUNDS):

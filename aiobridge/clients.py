@@ -148,8 +148,9 @@ def redis_client(
         platform allows) closes a connection whose peer vanished, and
         ``health_check_interval`` pings a connection idle for longer before
         reusing it. Passing ``socket_timeout`` yourself brings the 3.11
-        problem back (aiobridge then counts and logs the calls that go on
-        after their cancellation, see ``stats().cancel_ignored``).
+        problem back; aiobridge then cancels again the calls that went on
+        (``stats().cancel_redelivered``) and counts those it could not stop
+        (``stats().cancel_ignored``); see ``docs/cancellation.md``.
 
     Returns:
         An async function making the client on the running loop; it is closed

@@ -446,6 +446,7 @@ class AioBridge:
                 extension was initialised with).
 
         Example:
+            >>> from aiobridge.clients import redis_client
             >>> redis = ext.resource(redis_client("redis://127.0.0.1:6379/0"))
             >>> async def count():
             ...     return await (await redis.get()).incr("hits")

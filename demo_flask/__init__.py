@@ -37,6 +37,7 @@ from .embedded_thread import EmbeddedThreadMode
 from .errors import register_error_handlers
 from .models import Settings
 from .modes import EmbeddedMode, FlaskAsyncMode, Mode, SyncMode
+from .page import create_page_blueprint
 from .params import MAX_BODY_BYTES
 from .views import EXTENSION_KEY, create_blueprint
 
@@ -113,6 +114,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions[EXTENSION_KEY] = mode
     register_error_handlers(app)
     app.register_blueprint(create_blueprint(mode.is_async))
+    app.register_blueprint(create_page_blueprint())
     return app
 
 

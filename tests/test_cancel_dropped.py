@@ -242,3 +242,40 @@ def test_a_task_that_drops_every_cancellation_releases_its_caller(
     stats = bridge.stats()
     assert (stats.cancel_redelivered, stats.cancel_ignored, stats.timed_out) == (1, 1, 1), stats
     assert any("its caller is released" in r.getMessage() for r in caplog.records)
+
+
+def test_stop_cancels_again_a_loop_task_that_dropped_its_cancellation() -> None:
+    """A task that is not a call (started with ``create_task`` inside one) and
+    drops the cancellation of ``stop()`` is cancelled again at its next step,
+    not only when the stop's grace period is nearly over."""
+    started, ended = threading.Event(), threading.Event()
+    steps: list[str] = []
+
+    async def background() -> None:
+        try:
+            started.set()
+            try:
+                await asyncio.sleep(WAIT * 3)
+            except asyncio.CancelledError:
+                steps.append("dropped")
+            await asyncio.sleep(0.5)  # shorter than stop's grace before it re-cancels
+            steps.append("ran on")
+        except asyncio.CancelledError:
+            steps.append("cancelled again")
+            raise
+        finally:
+            ended.set()
+
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def start_background() -> None:
+        tasks.add(asyncio.get_running_loop().create_task(background()))
+
+    bridge = AioThread(name="stop-redeliver").start()
+    try:
+        bridge.run(start_background(), timeout=WAIT)
+        assert started.wait(WAIT)
+    finally:
+        bridge.stop(timeout=0.1)
+    assert ended.is_set()
+    assert steps == ["dropped", "cancelled again"]
