@@ -203,7 +203,7 @@ def test_readme_update_copies_the_chart_but_links_no_image(tmp_path: Path) -> No
     target.write_text(f"# T\n\n{report.HEADLINE_START}\nold\n{report.HEADLINE_END}\n", "utf-8")
     assert readme.main([str(results), "--readme", str(target)]) == 0
     text = target.read_text(encoding="utf-8")
-    assert "| **bridge** | 800.0 | 1.00x |" in text
+    assert "| **bridge** | 800.0 | 1.00x" in text
     assert "![" not in text
     assert (tmp_path / "docs" / "benchmark-headline.png").read_bytes() == b"\x89PNG chart"
 
