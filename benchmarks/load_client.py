@@ -30,6 +30,9 @@ __all__ = ("LoadResult", "run_load")
 
 #: Histogram range: 1 µs to 120 s, 3 significant digits.
 HIST_MAX_US = 120_000_000
+#: Seconds the probe gets to end once the load is over.
+STOP_TIMEOUT = 5.0
+_RECANCEL_INTERVAL = 0.05
 
 
 @dataclass
@@ -71,6 +74,24 @@ class LoadResult:
             "mean_ms": ms(hist.get_mean_value()) if ok else None,
             "stdev_ms": ms(hist.get_stddev()) if ok else None,
         }
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` until it ends, for at most :data:`STOP_TIMEOUT` seconds.
+
+    A library inside the probe may drop a cancellation (redis-py's
+    ``asyncio.wait_for`` on Python 3.11): one ``cancel()`` is not enough.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + STOP_TIMEOUT
+    while not task.done():
+        if loop.time() > deadline:
+            raise RuntimeError(f"the probe ignored its cancellation for {STOP_TIMEOUT} s")
+        task.cancel()
+        await asyncio.wait([task], timeout=_RECANCEL_INTERVAL)
+    if not task.cancelled():
+        with contextlib.suppress(Exception):
+            task.result()
 
 
 def _check_loopback(url: str) -> None:
@@ -149,8 +170,6 @@ async def run_load(
             await asyncio.gather(*(client() for _ in range(concurrency)))
         finally:
             if probe_task is not None:
-                probe_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await probe_task
+                await _stop(probe_task)
         seconds = loop.time() - started
     return LoadResult(concurrency, max_requests - budget, seconds, histogram, errors, probes)

@@ -324,7 +324,9 @@ def merge_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 async def _run(plan: Plan, redis_url: str, redis_port: int, upstream_url: str,
                service_pids: dict[str, int], progress: Progress) -> dict[str, Any]:  # fmt: skip
-    stats = aredis.Redis.from_url(redis_url)
+    # No socket_timeout: with one, redis-py writes through asyncio.wait_for, which on
+    # Python 3.11 can drop the cancellation that stops the probe (docs/cancellation.md).
+    stats = aredis.Redis.from_url(redis_url, socket_timeout=None)
     try:
         server_info = await stats.info("server")
         probe = Probe(stats, redis_port, int(upstream_url.rsplit(":", 1)[1]))
