@@ -14,11 +14,13 @@ import abc
 import asyncio
 import concurrent.futures
 import contextvars
-import threading
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .errors import BridgeTimeoutError
+
+if TYPE_CHECKING:
+    from ._threads import NativeLock
 
 __all__ = ("BlockingCall", "Call", "FutureCall", "Waker", "wake_now")
 
@@ -91,15 +93,24 @@ class Call(abc.ABC, Generic[T]):
 
 
 class BlockingCall(Call[T]):
-    """A call whose caller sleeps on a lock until the loop settles it."""
+    """A call whose caller sleeps on a lock until the loop settles it.
+
+    ``new_lock`` makes that lock: ``threading.Lock``, or under gevent a lock a
+    greenlet waits on without blocking the hub.
+    """
 
     __slots__ = ("error", "lock", "value")
 
-    def __init__(self, awaitable: Awaitable[T], context: contextvars.Context) -> None:
+    def __init__(
+        self,
+        awaitable: Awaitable[T],
+        context: contextvars.Context,
+        new_lock: Callable[[], NativeLock],
+    ) -> None:
         super().__init__(awaitable, context)
         self.value: Any = None
         self.error: BaseException | None = None
-        self.lock = threading.Lock()
+        self.lock = new_lock()
         self.lock.acquire()
 
     def succeed(self, value: T, wake: Waker) -> None:

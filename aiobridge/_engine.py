@@ -195,7 +195,7 @@ class Engine:
             wait = self.timeout(timeout)
             if core.state is not State.RUNNING or core.pid != _getpid():
                 core.start()
-            call = BlockingCall(awaitable, _copy_context())
+            call = BlockingCall(awaitable, _copy_context(), core.new_lock)
             core.hand_off(call)
             acquired = call.lock.acquire(True, -1 if wait is None else wait)
         except BaseException as exc:
@@ -236,7 +236,7 @@ class Engine:
             limit = None if spawned else self.timeout(timeout)
             if core.state is not State.RUNNING or core.pid != _getpid():
                 core.start()
-            call = FutureCall(awaitable, _copy_context(), limit, spawned)
+            call = core.future_call(awaitable, _copy_context(), limit, spawned)
             future = call.future
             accepted = call  # not Optional, for the closure
 

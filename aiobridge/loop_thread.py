@@ -39,6 +39,7 @@ from ._calls import Call, Waker, wake_now
 from ._cancelling import DroppedCancellations
 from ._redeliver import Redeliverer
 from ._sweep import cancel_remaining
+from ._threads import NativeLock, PlainThreads, for_this_process
 from .errors import BridgeClosedError, BridgeError
 from .monitor import Counters, LoopMonitor, Observer, Outcome, observer_for
 
@@ -52,17 +53,21 @@ _CANCEL_GRACE = 2.0
 _CLOSER_TIMEOUT = 5.0
 _EAGER = sys.version_info >= (3, 12)
 _clock = time.perf_counter
+# Captured at import, as in bridge.py, so that the deadlock guard compares idents
+# made by the same function even if gevent patches ``threading`` in between.
+_get_ident = threading.get_ident
 
 Closer = Callable[[], Awaitable[None]]
 
 
-class _WakingSelector(selectors.DefaultSelector):
-    """The default selector, plus wake-ups that run just before the loop blocks.
+class _WakingSelector(selectors.BaseSelector):
+    """A selector, plus wake-ups that run just before the loop blocks.
 
     A caller woken while the loop thread still holds the GIL would wake only to
     wait for the GIL again. Waking callers right before ``select()`` (where the
     loop releases the GIL) costs each caller one thread switch instead of two,
-    and wakes a burst of callers together.
+    and wakes a burst of callers together. Mixed into the selector class the
+    threads provider chooses (see :func:`_waking_selector`).
     """
 
     def __init__(self) -> None:
@@ -80,6 +85,17 @@ class _WakingSelector(selectors.DefaultSelector):
         self.pending.clear()
         for notify in batch:
             notify()
+
+
+_WAKING_CLASSES: dict[type[selectors.BaseSelector], type[_WakingSelector]] = {}
+
+
+def _waking_selector(base: type[selectors.BaseSelector]) -> _WakingSelector:
+    """A new selector of class ``base`` with the wake-ups of :class:`_WakingSelector`."""
+    cls = _WAKING_CLASSES.get(base)
+    if cls is None:
+        cls = _WAKING_CLASSES[base] = type(f"Waking{base.__name__}", (_WakingSelector, base), {})
+    return cls()
 
 
 class State(enum.Enum):
@@ -140,6 +156,9 @@ class LoopThread:
         self._closers: list[Closer] = []
         self._startup_error: BaseException | None = None
         self._wake: Waker = wake_now
+        self._threads: PlainThreads = PlainThreads()
+        self.new_lock = self._threads.caller_lock
+        self.future_call = self._threads.future_call
 
     # -- lifecycle -------------------------------------------------------------
     def start(self) -> None:
@@ -155,11 +174,16 @@ class LoopThread:
                     "restarted, create a new AioThread"
                 )
             self.observer = self.monitor.observer = observer_for(self)
-            ready = threading.Event()
-            thread = threading.Thread(target=self._main, args=(ready,), name=self.name,
-                                      daemon=True)
-            thread.start()
-            if not ready.wait(_START_TIMEOUT):
+            # Chosen now, not at import: gevent may have patched the process since.
+            threads = self._threads = for_this_process()
+            self.new_lock = threads.caller_lock
+            self.future_call = threads.future_call
+            # A lock of the OS thread, even under gevent: this short wait must not
+            # let another greenlet run while ``_transition`` is held.
+            ready = threads.native_lock()
+            ready.acquire()
+            thread = threads.start_thread(lambda: self._main(ready, threads), self.name)
+            if not ready.acquire(True, _START_TIMEOUT):
                 raise BridgeError(f"loop thread {self.name!r} did not start within "
                                   f"{_START_TIMEOUT} s")
             if self._startup_error is not None:
@@ -170,15 +194,16 @@ class LoopThread:
                 ) from self._startup_error
             self.thread = thread
 
-    def _main(self, ready: threading.Event) -> None:
+    def _main(self, ready: NativeLock, threads: PlainThreads) -> None:
         selector: _WakingSelector | None = None
         try:
             if self._loop_factory is None:
-                selector = _WakingSelector()
-                loop: asyncio.AbstractEventLoop = asyncio.SelectorEventLoop(selector)
+                selector = _waking_selector(threads.selector_class())
+                loop: asyncio.AbstractEventLoop = threads.new_loop(selector)
                 self._wake = selector.pending.append
             else:
                 loop = self._loop_factory()
+            threads.prepare(loop, self.name)
             asyncio.set_event_loop(loop)
             loop.set_debug(self._debug)
             loop.slow_callback_duration = self._slow_callback_duration
@@ -186,17 +211,17 @@ class LoopThread:
             if selector is not None:
                 selector.close()
             self._startup_error = exc
-            ready.set()
+            ready.release()
             return
         self.loop = loop
         self.redeliverer = Redeliverer(loop)
-        self.thread_ident = threading.get_ident()
+        self.thread_ident = _get_ident()
         self.pid = os.getpid()
-        self.monitor.start(loop, self.name)
+        self.monitor.start(loop, self.name, threads)
         self.state = State.RUNNING
         if self.observer is not None:
             self.observer.loop_started(self.restarted_after_fork)
-        ready.set()
+        ready.release()
         try:
             loop.run_forever()
         except BaseException as exc:
@@ -210,6 +235,7 @@ class LoopThread:
             self._abandon_everything(loop)
             asyncio.set_event_loop(None)
             loop.close()
+            threads.thread_exit()
 
     def stop(self, timeout: float) -> None:
         """Drain for up to ``timeout`` seconds, cancel the rest, close, join."""
@@ -487,7 +513,7 @@ class LoopThread:
         # 4. What asyncio itself holds.
         await loop.shutdown_asyncgens()
         with contextlib.suppress(Exception):
-            await loop.shutdown_default_executor()
+            await self._threads.shutdown_executor(loop)
         loop.stop()
 
     def _abandon_everything(self, loop: asyncio.AbstractEventLoop) -> None:

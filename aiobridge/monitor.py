@@ -26,7 +26,6 @@ import asyncio
 import dataclasses
 import logging
 import sys
-import threading
 import time
 import traceback
 import types
@@ -35,6 +34,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
+    from ._threads import NativeLock, PlainThreads
     from .loop_thread import LoopThread
 
 __all__ = ("BridgeStats", "Counters", "LoopMonitor", "Observer", "Outcome", "observer_for",
@@ -195,21 +195,23 @@ class LoopMonitor:
         self._last_beat = time.monotonic()
         self._reported_beat = -1.0
         self._loop_thread_id = 0
-        self._stop = threading.Event()
-        self._watchdog: threading.Thread | None = None
+        # Released by stop() and by the watchdog as it ends: plain OS-thread locks
+        # (also under gevent), as both sides are real threads.
+        self._stop: NativeLock | None = None
+        self._watchdog_done: NativeLock | None = None
 
     # -- probe (loop thread) -------------------------------------------------
-    def start(self, loop: asyncio.AbstractEventLoop, name: str) -> None:
+    def start(self, loop: asyncio.AbstractEventLoop, name: str, threads: PlainThreads) -> None:
         """Start probing ``loop``; call on the loop thread."""
         self._loop = loop
-        self._loop_thread_id = threading.get_ident()
+        self._loop_thread_id = threads.os_thread_ident()
         self._last_beat = time.monotonic()
         self._schedule()
-        self._stop.clear()
-        self._watchdog = threading.Thread(
-            target=self._watch, name=f"{name}-watchdog", daemon=True
-        )
-        self._watchdog.start()
+        self._stop = threads.native_lock()
+        self._stop.acquire()
+        self._watchdog_done = threads.native_lock()
+        self._watchdog_done.acquire()
+        threads.start_thread(self._watch, f"{name}-watchdog")
 
     def _schedule(self) -> None:
         assert self._loop is not None
@@ -232,15 +234,25 @@ class LoopMonitor:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
-        self._stop.set()
-        watchdog, self._watchdog = self._watchdog, None
-        if watchdog is not None and watchdog is not threading.current_thread():
-            watchdog.join(timeout=1.0)
+        stop, self._stop = self._stop, None
+        if stop is not None:
+            stop.release()
+            assert self._watchdog_done is not None
+            self._watchdog_done.acquire(True, 1.0)
 
     # -- watchdog (its own thread) ---------------------------------------------
     def _watch(self) -> None:
+        stop, done = self._stop, self._watchdog_done
+        assert stop is not None
+        assert done is not None
+        try:
+            self._watch_until(stop)
+        finally:
+            done.release()
+
+    def _watch_until(self, stop: NativeLock) -> None:
         period = max(0.005, self.slow_callback_duration / 2)
-        while not self._stop.wait(period):
+        while not stop.acquire(True, period):
             beat = self._last_beat
             stalled = time.monotonic() - beat - self.interval
             if stalled <= self.slow_callback_duration or self._reported_beat == beat:

@@ -50,6 +50,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--mode", choices=MODES, default="bridge", help="default: bridge")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
     parser.add_argument("--threads", type=int, default=16, help="threads per worker (default 16)")
+    parser.add_argument(
+        "--worker-class", choices=("gthread", "gevent"), default="gthread",
+        help="gunicorn worker class (default gthread; gevent needs the gevent package)",
+    )  # fmt: skip
     parser.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000)")
     parser.add_argument("--preload", action="store_true", help="load the app in the master")
     parser.add_argument(
@@ -67,6 +71,7 @@ def _gunicorn_command(args: argparse.Namespace) -> list[str]:
         "--bind", f"{HOST}:{args.port}",
         "--workers", str(args.workers),
         "--threads", str(args.threads),
+        "--worker-class", args.worker_class,
         "--graceful-timeout", str(args.graceful_timeout),
     ]  # fmt: skip
     if args.preload:

@@ -420,6 +420,7 @@ class GunicornServer(_Service):
         upstream_url: the upstream dog service the app calls.
         workers: worker processes.
         threads: threads per worker.
+        worker_class: gunicorn's worker class (``gthread``, ``gevent``).
         graceful_timeout: seconds gunicorn gives in-flight requests at SIGTERM.
         preload: load the app in the master before forking the workers.
         dev_mode: run under ``python -X dev`` (warnings and asyncio checks on).
@@ -441,6 +442,7 @@ class GunicornServer(_Service):
         upstream_url: str,
         workers: int = 1,
         threads: int = 16,
+        worker_class: str = "gthread",
         graceful_timeout: int = 5,
         preload: bool = False,
         dev_mode: bool = False,
@@ -454,6 +456,7 @@ class GunicornServer(_Service):
         self.upstream_url = upstream_url
         self.workers = workers
         self.threads = threads
+        self.worker_class = worker_class
         self.graceful_timeout = graceful_timeout
         self.preload = preload
         self.dev_mode = dev_mode
@@ -477,6 +480,7 @@ class GunicornServer(_Service):
             "--bind", f"{HOST}:{self.port}",
             "--workers", str(self.workers),
             "--threads", str(self.threads),
+            "--worker-class", self.worker_class,
             "--graceful-timeout", str(self.graceful_timeout),
             *(["--preload"] if self.preload else []),
             *([app] if app else []),
