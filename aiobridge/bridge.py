@@ -97,9 +97,11 @@ class AioThread:
         New work is refused at once with :class:`BridgeClosedError`. Calls
         already accepted and spawned tasks get up to ``timeout`` seconds to
         finish; the rest are cancelled (their callers get
-        ``concurrent.futures.CancelledError``). Then the queues and resources the
-        bridge made are closed (newest first), async generators and the default
-        executor are shut down, the loop is closed and the thread joined.
+        ``concurrent.futures.CancelledError``), as is every other task on the
+        loop, as ``asyncio.run`` does; all get 2 s for their cleanup (a task
+        that swallows cancellation is re-cancelled, then abandoned with a
+        warning). Then queues and resources are closed (newest first), async
+        generators and the default executor shut down, the thread joined.
 
         Raises:
             BridgeDeadlockError: called from the loop thread itself.
@@ -165,6 +167,10 @@ class AioThread:
             A timeout, or a ``KeyboardInterrupt`` while waiting, cancels the task
             on the loop; the interrupt is then re-raised.
 
+        Context:
+            What the awaitable sets in context variables is visible to the
+            caller once ``run`` returns or raises, as after ``await``.
+
         Example:
             >>> bridge.run(session.get_json(url), timeout=2.0)  # doctest: +SKIP
         """
@@ -186,6 +192,10 @@ class AioThread:
         Cancellation:
             ``future.cancel()`` cancels the task on the loop.
 
+        Context:
+            Like ``asyncio.create_task``: the task starts with a copy of the
+            caller's context variables, and what it sets stays in the task.
+
         Example:
             >>> fut = bridge.submit(fetch(url))  # doctest: +SKIP
             >>> fut.result(timeout=5)             # doctest: +SKIP
@@ -197,7 +207,8 @@ class AioThread:
 
         Unlike :meth:`submit`, a spawned task has no timeout, ignores
         ``max_in_flight`` and logs its failure (on the ``aiobridge`` logger);
-        ``stop()`` waits for it within its drain period.
+        ``stop()`` waits for it within its drain period. As with ``submit``,
+        context variables it sets stay in the task.
 
         Example:
             >>> bridge.spawn(refresh_cache_forever())  # doctest: +SKIP
