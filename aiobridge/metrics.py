@@ -2,22 +2,20 @@
 
 :func:`install` makes the metrics and an :class:`~aiobridge.monitor.Observer`
 for each bridge that starts afterwards (in a gunicorn worker: each worker's
-bridge, after the fork). Every series is labelled with the bridge's name:
+bridge, after the fork). Every series is labelled with the bridge's name; the
+outcomes are ``completed``, ``failed``, ``cancelled`` and ``timed_out``:
 
-=======================================  =========  ==========================================
-name                                     type       what
-=======================================  =========  ==========================================
-``aiobridge_calls_total``                counter    calls by ``outcome``: ``completed``,
-                                                    ``failed``, ``cancelled``, ``timed_out``
-``aiobridge_call_duration_seconds``      histogram  time a call ran on the loop
-``aiobridge_calls_in_flight``            gauge      calls running on the loop now
-``aiobridge_calls_queued``               gauge      calls waiting for a slot (``max_in_flight``)
-``aiobridge_loop_lag_seconds``           histogram  how late the loop's probe ran (each sample)
-``aiobridge_loop_lag_max_seconds``       gauge      the largest lag since the last scrape
-``aiobridge_slow_callbacks_total``       counter    callbacks that held the loop too long
-``aiobridge_loop_restarts_total``        counter    loops started again in a forked child
-``aiobridge_queue_items``                gauge      items held in the bridge's janus queues
-=======================================  =========  ==========================================
+| name | type | what |
+|---|---|---|
+| `aiobridge_calls_total` | counter | calls by `outcome` (`completed`, `failed`, ...) |
+| `aiobridge_call_duration_seconds` | histogram | time a call ran on the loop |
+| `aiobridge_calls_in_flight` | gauge | calls running on the loop now |
+| `aiobridge_calls_queued` | gauge | calls waiting for a slot (`max_in_flight`) |
+| `aiobridge_loop_lag_seconds` | histogram | how late the loop's probe ran (each sample) |
+| `aiobridge_loop_lag_max_seconds` | gauge | the largest lag since the last scrape |
+| `aiobridge_slow_callbacks_total` | counter | callbacks that held the loop too long |
+| `aiobridge_loop_restarts_total` | counter | loops started again in a forked child |
+| `aiobridge_queue_items` | gauge | items held in the bridge's janus queues |
 
 Multiprocess mode (gunicorn with several workers): set ``PROMETHEUS_MULTIPROC_DIR``
 to an empty directory before the server starts, call :func:`mark_process_dead`
