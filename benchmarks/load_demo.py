@@ -87,8 +87,8 @@ def server_of(label: str) -> dict[str, Any]:
     besides the URLs: ``mode``, ``server``, ``worker_class`` and ``env``
     (``+uvloop`` runs the bridge's loop on uvloop: ``AIOBRIDGE_UVLOOP=1``).
     """
-    mode, _, where = label.partition("@")
-    where, _, option = where.partition("+")
+    base, _, option = label.partition("+")
+    mode, _, where = base.partition("@")
     env = {"AIOBRIDGE_UVLOOP": "1"} if option == "uvloop" else {}
     if where == "gevent":
         return {"mode": mode, "server": "gunicorn", "worker_class": "gevent", "env": env}
