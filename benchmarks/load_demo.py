@@ -510,7 +510,7 @@ def best_bridge(result: dict[str, Any]) -> str | None:
     scores: dict[str, float] = {}
     for entry in result.get("modes", []):
         label = entry["mode"]
-        if label.partition("@")[0] != "bridge":
+        if server_of(label)["mode"] != "bridge":
             continue
         points = [find_point(result, label, c, TARGET_LATENCY_MS) for c in PEER_CONCURRENCY]
         if all(p is not None and not p["errors"] for p in points):
