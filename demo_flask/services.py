@@ -461,6 +461,7 @@ class GunicornServer(_Service):
         self.preload = preload
         self.dev_mode = dev_mode
         self.app_config = app_config
+        self._metrics_dir: str | None = None
 
     @property
     def url(self) -> str:
@@ -491,7 +492,17 @@ class GunicornServer(_Service):
                    UPSTREAM_URL=self.upstream_url)  # fmt: skip
         path = env.get("PYTHONPATH")
         env["PYTHONPATH"] = str(_REPO_ROOT) + (os.pathsep + path if path else "")
+        if "PROMETHEUS_MULTIPROC_DIR" not in env:
+            # The workers' metrics files; removed at stop, even after a SIGKILL.
+            self._metrics_dir = tempfile.mkdtemp(prefix="caas-metrics-")
+            env["PROMETHEUS_MULTIPROC_DIR"] = self._metrics_dir
         return env
+
+    def _close_log(self) -> None:
+        super()._close_log()
+        metrics_dir, self._metrics_dir = self._metrics_dir, None
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
     def _ready(self) -> bool:
         try:
