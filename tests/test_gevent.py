@@ -243,8 +243,35 @@ _PATCHED_PROCESS = """
     else:
         raise AssertionError("no timeout")
 
+    # A greenlet killed, or timed out by gevent, while it waits: the task is cancelled.
+    cancelled = threading.Semaphore(0)
+    async def long():
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.release()
+            raise
+    waiting = gevent.spawn(bridge.run, long())
+    gevent.sleep(0.1)
+    waiting.kill(timeout=5)
+    assert waiting.dead
+    with gevent.Timeout(0.1, False):
+        bridge.run(long())
+    assert cancelled.acquire(timeout=5) and cancelled.acquire(timeout=5)
+
+    # Sync code in an executor thread may call the bridge too.
+    nested = lambda: bridge.run(asyncio.sleep(0, result="nested"))
+    assert bridge.run(asyncio.to_thread(nested)) == "nested"
+
     bridge.stop()
     assert not bridge.thread.is_alive()
+
+    # uvloop: also in a real thread, with the real-thread executor.
+    import uvloop
+    with aiobridge.AioThread(loop_factory=uvloop.new_event_loop) as fast:
+        assert fast.run(native_id()) != threading.get_native_id()
+        assert fast.run(asyncio.to_thread(threading.get_native_id)) != threading.get_native_id()
+        assert fast.run(resolve(), timeout=10) & {"127.0.0.1", "::1"}
     print("ok")
 """
 
