@@ -235,7 +235,6 @@ class LoopThread:
             self._abandon_everything(loop)
             asyncio.set_event_loop(None)
             loop.close()
-            threads.thread_exit()
 
     def stop(self, timeout: float) -> None:
         """Drain for up to ``timeout`` seconds, cancel the rest, close, join."""
