@@ -14,11 +14,13 @@ import abc
 import asyncio
 import concurrent.futures
 import contextvars
-import threading
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .errors import BridgeTimeoutError
+
+if TYPE_CHECKING:
+    from ._threads import NativeLock
 
 __all__ = ("BlockingCall", "Call", "FutureCall", "Waker", "wake_now")
 
@@ -37,12 +39,14 @@ class Call(abc.ABC, Generic[T]):
     """State shared by both flavours; mutated on the loop thread only.
 
     ``task`` is set once the call runs on the loop; ``timer`` holds a loop-side
-    timeout; ``cancel_requested`` and ``timed_out`` record why it was cancelled.
+    timeout; ``cancel_requested`` and ``timed_out`` record why it was cancelled;
+    ``cancel_sent`` that the loop cancelled its running task.
     """
 
     __slots__ = (
         "awaitable",
         "cancel_requested",
+        "cancel_sent",
         "context",
         "settled",
         "spawned",
@@ -67,6 +71,7 @@ class Call(abc.ABC, Generic[T]):
         self.settled = False
         self.started = False
         self.cancel_requested = False
+        self.cancel_sent = False
         self.timed_out = False
         self.task: asyncio.Task[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
@@ -88,15 +93,24 @@ class Call(abc.ABC, Generic[T]):
 
 
 class BlockingCall(Call[T]):
-    """A call whose caller sleeps on a lock until the loop settles it."""
+    """A call whose caller sleeps on a lock until the loop settles it.
+
+    ``new_lock`` makes that lock: ``threading.Lock``, or under gevent a lock a
+    greenlet waits on without blocking the hub.
+    """
 
     __slots__ = ("error", "lock", "value")
 
-    def __init__(self, awaitable: Awaitable[T], context: contextvars.Context) -> None:
+    def __init__(
+        self,
+        awaitable: Awaitable[T],
+        context: contextvars.Context,
+        new_lock: Callable[[], NativeLock],
+    ) -> None:
         super().__init__(awaitable, context)
         self.value: Any = None
         self.error: BaseException | None = None
-        self.lock = threading.Lock()
+        self.lock = new_lock()
         self.lock.acquire()
 
     def succeed(self, value: T, wake: Waker) -> None:

@@ -12,13 +12,24 @@ import concurrent.futures
 import queue
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._awaitables import close_awaitables
+from ._awaitables import close_awaitables, describe
 from .errors import BridgeTimeoutError
 
-__all__ = ("first_of", "gather_all", "iterate_completed", "run_limited")
+if TYPE_CHECKING:
+    from ._engine import Engine
+
+__all__ = (
+    "as_completed",
+    "first",
+    "first_of",
+    "gather",
+    "gather_all",
+    "iterate_completed",
+    "run_limited",
+)
 
 # How long closing an as_completed iterator waits for the cancelled rest to stop.
 _CLOSE_WAIT = 5.0
@@ -175,3 +186,65 @@ def iterate_completed(
                 finished.wait(_CLOSE_WAIT)
 
     return results()
+
+
+# -- the thread side: the bodies of AioThread.gather, first and as_completed ------------
+def gather(
+    engine: Engine,
+    awaitables: tuple[Awaitable[Any], ...],
+    return_exceptions: bool,
+    timeout: float | None,
+) -> list[Any]:
+    """The implementation of :meth:`aiobridge.AioThread.gather`: one hand-off for all."""
+    items = engine.check_all(awaitables, "AioThread.gather()")
+    return _run_group(engine, gather_all(items, return_exceptions), items, timeout)
+
+
+def first(engine: Engine, awaitables: tuple[Awaitable[T], ...], timeout: float | None) -> T:
+    """The implementation of :meth:`aiobridge.AioThread.first`."""
+    items = engine.check_all(awaitables, "AioThread.first()")
+    if not items:
+        raise ValueError("AioThread.first() needs at least one awaitable")
+    return _run_group(engine, first_of(items), items, timeout)
+
+
+def _run_group(
+    engine: Engine, driver: Awaitable[T], items: list[Awaitable[Any]], timeout: float | None
+) -> T:
+    try:
+        return engine.run(driver, timeout)
+    except BaseException:
+        # If the driver never ran, its awaitables were never awaited: close them.
+        # Closing a finished coroutine is a no-op, so this is safe either way.
+        close_awaitables(items)
+        raise
+
+
+def as_completed(
+    engine: Engine,
+    awaitables: Iterable[Awaitable[T]],
+    limit: int | None,
+    timeout: float | None,
+) -> Iterator[T]:
+    """The implementation of :meth:`aiobridge.AioThread.as_completed`."""
+    if isinstance(awaitables, (str, bytes)) or not isinstance(awaitables, Iterable):
+        close_awaitables((awaitables,))
+        raise TypeError(
+            "AioThread.as_completed() takes one iterable of awaitables, got "
+            f"{describe(awaitables)}; pass a list: as_completed([a, b])"
+        )
+    items = engine.check_all(tuple(awaitables), "AioThread.as_completed()")
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        close_awaitables(items)
+        raise ValueError(f"limit must be an int >= 1 or None, got {limit!r}")
+    try:
+        engine.check_may_block("as_completed")
+        wait = engine.timeout(timeout)
+    except BaseException:
+        close_awaitables(items)
+        raise
+
+    def submit(coro: Coroutine[Any, Any, None]) -> concurrent.futures.Future[None]:
+        return engine.submit(coro, None, spawned=False, where="AioThread.as_completed()")
+
+    return iterate_completed(submit, items, limit or max(1, len(items)), wait)

@@ -2,8 +2,11 @@
 
 Each helper returns an async factory; :meth:`aiobridge.AioThread.resource`
 calls it once on the bridge's loop and closes the client when the bridge
-stops. aiohttp and redis are optional: they are imported when the factory
-runs, so ``import aiobridge.clients`` works without them.
+stops. aiohttp and redis are optional: each helper imports its library in the
+calling thread when it makes the factory, not on the loop when the factory
+runs (importing aiohttp loads the CA bundle: ~0.2 s that would stall every
+caller of the bridge and be logged as a blocked loop), so
+``import aiobridge.clients`` works without them.
 
 Example:
     >>> from aiobridge import AioThread
@@ -25,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -68,6 +72,9 @@ def http_session(
         An async function making the session on the running loop; the
         session's ``close()`` closes the pool.
 
+    Raises:
+        ImportError: aiohttp is not installed (it is imported here, not on the loop).
+
     Example:
         >>> http = bridge.resource(http_session(limit_per_host=20))  # doctest: +SKIP
     """
@@ -77,11 +84,12 @@ def http_session(
             "keepalive_timeout instead, or write a factory of your own"
         )
 
+    try:
+        import aiohttp  # here, in the caller's thread: see the module docstring
+    except ImportError as exc:
+        raise _missing("aiohttp", "http") from exc
+
     async def make_http_session() -> aiohttp.ClientSession:
-        try:
-            import aiohttp
-        except ImportError as exc:
-            raise _missing("aiohttp", "http") from exc
         connector = aiohttp.TCPConnector(
             limit=limit, limit_per_host=limit_per_host, keepalive_timeout=keepalive_timeout
         )
@@ -91,6 +99,13 @@ def http_session(
         return aiohttp.ClientSession(connector=connector, timeout=client_timeout, **session_kw)
 
     return make_http_session
+
+
+def _keepalive_options() -> dict[int, int]:
+    """Find a vanished Redis peer in about 45 s: 30 s idle, then 3 probes 5 s apart."""
+    wanted = {"TCP_KEEPIDLE": 30, "TCP_KEEPINTVL": 5, "TCP_KEEPCNT": 3}
+    return {getattr(socket, name): value for name, value in wanted.items()
+            if hasattr(socket, name)}
 
 
 def redis_client(
@@ -114,13 +129,35 @@ def redis_client(
             connection for as long as it lasts.
         pool_timeout: seconds a command waits for a connection of a bounded
             pool (``None``: wait as long as it takes).
-        **client_kw: connection options (``decode_responses``,
-            ``socket_timeout``...). Defaults: 5 s to connect, a health check
-            of idle connections every 30 s.
+        **client_kw: connection options (``decode_responses``...). Defaults:
+            5 s to connect, no ``socket_timeout``, TCP keepalive on, a health
+            check of idle connections every 30 s (see below).
+
+    Cancellation:
+        A command cancelled by the bridge (a timeout, ``Future.cancel()``,
+        Ctrl-C, ``stop()``) must really stop, so no later command of the same
+        coroutine runs. redis-py (8.x) gives connections a default
+        ``socket_timeout`` of 5 s, and with any ``socket_timeout`` it sends each
+        command through ``asyncio.wait_for``, which on Python 3.11 drops a
+        cancellation that lands as the write finishes (CPython gh-86296; fixed
+        in 3.12). So this helper sets ``socket_timeout=None``: writes and reads
+        are plain awaits, cancelled cleanly on every Python. The bound on a
+        stuck or dead connection comes from elsewhere: the bridge's timeouts
+        (``run(timeout=)``, ``default_timeout``) cancel a command that waits too
+        long, TCP keepalive (30 s idle, then 3 probes 5 s apart, where the
+        platform allows) closes a connection whose peer vanished, and
+        ``health_check_interval`` pings a connection idle for longer before
+        reusing it. Passing ``socket_timeout`` yourself brings the 3.11
+        problem back; aiobridge then cancels again the calls that went on
+        (``stats().cancel_redelivered``) and counts those it could not stop
+        (``stats().cancel_ignored``); see ``docs/cancellation.md``.
 
     Returns:
         An async function making the client on the running loop; it is closed
         with ``aclose()``, which also closes its pool.
+
+    Raises:
+        ImportError: redis is not installed (it is imported here, not on the loop).
 
     Example:
         >>> cache = bridge.resource(redis_client("redis://127.0.0.1:6379/0",
@@ -134,12 +171,18 @@ def redis_client(
         raise ValueError(f"max_connections must be an int >= 1 or None, got {max_connections!r}")
     client_kw.setdefault("socket_connect_timeout", 5.0)
     client_kw.setdefault("health_check_interval", 30)
+    # Not asyncio.wait_for on every write (see "Cancellation" above).
+    client_kw.setdefault("socket_timeout", None)
+    if url.startswith(("redis://", "rediss://")):  # unix sockets take no keepalive
+        client_kw.setdefault("socket_keepalive", True)
+        client_kw.setdefault("socket_keepalive_options", _keepalive_options())
+
+    try:
+        import redis.asyncio  # here, in the caller's thread: see the module docstring
+    except ImportError as exc:
+        raise _missing("redis", "redis") from exc
 
     async def make_redis_client() -> redis.asyncio.Redis:
-        try:
-            import redis.asyncio
-        except ImportError as exc:
-            raise _missing("redis", "redis") from exc
         if max_connections is None:
             client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(url, **client_kw)
             return client

@@ -24,11 +24,13 @@ import atexit
 import contextlib
 import enum
 import errno
+import functools
 import logging
 import os
 import selectors
 import sys
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -36,8 +38,12 @@ from typing import Any
 
 from . import _fork
 from ._calls import Call, Waker, wake_now
+from ._cancelling import DroppedCancellations
+from ._redeliver import Redeliverer
+from ._sweep import cancel_remaining
+from ._threads import NativeLock, PlainThreads, for_this_process
 from .errors import BridgeClosedError, BridgeError
-from .monitor import Counters, LoopMonitor
+from .monitor import Counters, LoopMonitor, Observer, Outcome, observer_for
 
 __all__ = ("LoopThread", "State")
 
@@ -48,17 +54,22 @@ _START_TIMEOUT = 10.0
 _CANCEL_GRACE = 2.0
 _CLOSER_TIMEOUT = 5.0
 _EAGER = sys.version_info >= (3, 12)
+_clock = time.perf_counter
+# Captured at import, as in bridge.py, so that the deadlock guard compares idents
+# made by the same function even if gevent patches ``threading`` in between.
+_get_ident = threading.get_ident
 
 Closer = Callable[[], Awaitable[None]]
 
 
-class _WakingSelector(selectors.DefaultSelector):
-    """The default selector, plus wake-ups that run just before the loop blocks.
+class _WakingSelector(selectors.BaseSelector):
+    """A selector, plus wake-ups that run just before the loop blocks.
 
     A caller woken while the loop thread still holds the GIL would wake only to
     wait for the GIL again. Waking callers right before ``select()`` (where the
     loop releases the GIL) costs each caller one thread switch instead of two,
-    and wakes a burst of callers together.
+    and wakes a burst of callers together. Mixed into the selector class the
+    threads provider chooses (see :func:`_waking_selector`).
     """
 
     def __init__(self) -> None:
@@ -76,6 +87,17 @@ class _WakingSelector(selectors.DefaultSelector):
         self.pending.clear()
         for notify in batch:
             notify()
+
+
+_WAKING_CLASSES: dict[type[selectors.BaseSelector], type[_WakingSelector]] = {}
+
+
+def _waking_selector(base: type[selectors.BaseSelector]) -> _WakingSelector:
+    """A new selector of class ``base`` with the wake-ups of :class:`_WakingSelector`."""
+    cls = _WAKING_CLASSES.get(base)
+    if cls is None:
+        cls = _WAKING_CLASSES[base] = type(f"Waking{base.__name__}", (_WakingSelector, base), {})
+    return cls()
 
 
 class State(enum.Enum):
@@ -116,14 +138,18 @@ class LoopThread:
         self._init_state()
         _ALL.add(self)
 
-    def _init_state(self, state: State = State.NEW) -> None:
+    def _init_state(self, state: State = State.NEW, *, restarted_after_fork: bool = False) -> None:
         self.state = state
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.redeliverer: Redeliverer | None = None
         self.thread: threading.Thread | None = None
         self.thread_ident = 0
         self.inbox: deque[Call[Any]] = deque()
         self.counters = Counters()
+        self.dropped_cancellations = DroppedCancellations()
         self.monitor = LoopMonitor(self._slow_callback_duration)
+        self.observer: Observer | None = None
+        self.restarted_after_fork = restarted_after_fork
         self._transition = threading.Lock()
         self._wake_pending = False
         self._active: set[Call[Any]] = set()
@@ -132,6 +158,9 @@ class LoopThread:
         self._startup_error: BaseException | None = None
         self._loop_stopped = False  # set by the shutdown sequence right before loop.stop()
         self._wake: Waker = wake_now
+        self._threads: PlainThreads = PlainThreads()
+        self.new_lock = self._threads.caller_lock
+        self.future_call = self._threads.future_call
         # Last: a thread that sees this process's pid sees the whole fresh state.
         self.pid = os.getpid()
 
@@ -148,11 +177,17 @@ class LoopThread:
                     f"bridge {self.name!r} is {self.state.value}; a stopped bridge cannot be "
                     "restarted, create a new AioThread"
                 )
-            ready = threading.Event()
-            thread = threading.Thread(target=self._main, args=(ready,), name=self.name,
-                                      daemon=True)
-            thread.start()
-            if not ready.wait(_START_TIMEOUT):
+            self.observer = self.monitor.observer = observer_for(self)
+            # Chosen now, not at import: gevent may have patched the process since.
+            threads = self._threads = for_this_process()
+            self.new_lock = threads.caller_lock
+            self.future_call = threads.future_call
+            # A lock of the OS thread, even under gevent: this short wait must not
+            # let another greenlet run while ``_transition`` is held.
+            ready = threads.native_lock()
+            ready.acquire()
+            thread = threads.start_thread(lambda: self._main(ready, threads), self.name)
+            if not ready.acquire(True, _START_TIMEOUT):
                 raise BridgeError(f"loop thread {self.name!r} did not start within "
                                   f"{_START_TIMEOUT} s")
             if self._startup_error is not None:
@@ -163,15 +198,16 @@ class LoopThread:
                 ) from self._startup_error
             self.thread = thread
 
-    def _main(self, ready: threading.Event) -> None:
+    def _main(self, ready: NativeLock, threads: PlainThreads) -> None:
         selector: _WakingSelector | None = None
         try:
             if self._loop_factory is None:
-                selector = _WakingSelector()
-                loop: asyncio.AbstractEventLoop = asyncio.SelectorEventLoop(selector)
+                selector = _waking_selector(threads.selector_class())
+                loop: asyncio.AbstractEventLoop = threads.new_loop(selector)
                 self._wake = selector.pending.append
             else:
                 loop = self._loop_factory()
+            threads.prepare(loop, self.name)
             asyncio.set_event_loop(loop)
             loop.set_debug(self._debug)
             loop.slow_callback_duration = self._slow_callback_duration
@@ -179,14 +215,17 @@ class LoopThread:
             if selector is not None:
                 selector.close()
             self._startup_error = exc
-            ready.set()
+            ready.release()
             return
         self.loop = loop
-        self.thread_ident = threading.get_ident()
+        self.redeliverer = Redeliverer(loop)
+        self.thread_ident = _get_ident()
         self.pid = os.getpid()
-        self.monitor.start(loop, self.name)
+        self.monitor.start(loop, self.name, threads)
         self.state = State.RUNNING
-        ready.set()
+        if self.observer is not None:
+            self.observer.loop_started(self.restarted_after_fork)
+        ready.release()
         try:
             self._run_until_stopped(loop)
         except OSError as exc:
@@ -213,6 +252,7 @@ class LoopThread:
             asyncio.set_event_loop(None)
             with contextlib.suppress(OSError):  # a descriptor already closed under the loop
                 loop.close()
+            threads.thread_exit()
 
     def _run_until_stopped(self, loop: asyncio.AbstractEventLoop) -> None:
         """``loop.run_forever()``, resumed after a user's SystemExit or KeyboardInterrupt.
@@ -340,11 +380,15 @@ class LoopThread:
         limit = self._max_in_flight
         if limit is not None and not call.spawned and counters.in_flight >= limit:
             self._waiting.append(call)
+            if self.observer is not None:
+                self.observer.queued(1)
             return
         self._launch(call, eager=_EAGER)
 
     def _launch(self, call: Call[Any], *, eager: bool = False) -> None:
         self.counters.in_flight += 1
+        if self.observer is not None:
+            self.observer.in_flight(1)
         self._active.add(call)
         loop = self.loop
         assert loop is not None
@@ -359,38 +403,68 @@ class LoopThread:
 
     async def _execute(self, call: Call[Any]) -> None:
         counters = self.counters
+        observer = self.observer
+        began = 0.0 if observer is None else _clock()
         call.started = True
         if call.cancel_requested:  # cancelled before its first step
             counters.in_flight -= 1
+            if observer is not None:
+                observer.in_flight(-1)
             self._active.discard(call)
             self._settle_unstarted(call)
             return
+        outcome: Outcome = "completed"
         try:
             value = await call.awaitable
         except asyncio.CancelledError:
             counters.cancelled += 1
+            outcome = "cancelled"
             if call.timed_out:
                 counters.timed_out += 1
+                outcome = "timed_out"
             call.cancelled(self._wake)
         except BaseException as exc:
-            # Even KeyboardInterrupt/SystemExit go to the caller: they must not
-            # kill the loop that every other thread depends on.
-            counters.failed += 1
-            if call.spawned:
-                logger.error("aiobridge: spawned task %r failed", call.awaitable, exc_info=exc)
-            call.fail(exc, self._wake)
+            if call.cancel_sent and isinstance(exc, Exception):
+                outcome = self._cancel_ignored(call, exc)
+            else:
+                # Even KeyboardInterrupt/SystemExit go to the caller: they must not
+                # kill the loop that every other thread depends on.
+                counters.failed += 1
+                outcome = "failed"
+                if call.spawned:
+                    logger.error("aiobridge: spawned task %r failed", call.awaitable,
+                                 exc_info=exc)
+                call.fail(exc, self._wake)
         else:
-            counters.completed += 1
-            call.succeed(value, self._wake)
+            if call.cancel_sent:
+                outcome = self._cancel_ignored(call, None)
+            else:
+                counters.completed += 1
+                call.succeed(value, self._wake)
         finally:
             counters.in_flight -= 1
+            if observer is not None:
+                observer.in_flight(-1)
+                observer.finished(outcome, _clock() - began)
             self._active.discard(call)
             if call.timer is not None:
                 call.timer.cancel()
             if self._waiting and self.state is not State.STOPPED:
                 # Never eager here: a chain of waiting calls that finish at once
                 # would otherwise recurse once per call.
-                self._launch(self._waiting.popleft())
+                self._launch(self._next_waiting())
+
+    def _cancel_ignored(self, call: Call[Any], error: Exception | None) -> Outcome:
+        """The call's task went on after its cancellation: count, log, settle as cancelled."""
+        counters = self.counters
+        counters.cancel_ignored += 1
+        counters.cancelled += 1
+        self.dropped_cancellations.ignored(call.awaitable, error)
+        call.cancelled(self._wake)
+        if call.timed_out:
+            counters.timed_out += 1
+            return "timed_out"
+        return "cancelled"
 
     def _cancel(self, call: Call[Any], timed_out: bool) -> None:
         if call.settled:
@@ -400,25 +474,42 @@ class LoopThread:
             self._cancel_task(call)
         elif call in self._waiting:
             self._waiting.remove(call)
+            if self.observer is not None:
+                self.observer.queued(-1)
             self._settle_unstarted(call)
         else:
             call.cancel_requested = True  # still in the inbox: refused when drained
 
-    @staticmethod
-    def _cancel_task(call: Call[Any]) -> None:
+    def _cancel_task(self, call: Call[Any]) -> None:
         # A task cancelled before its first step would never await the caller's
         # coroutine ("never awaited"); such a call is refused at its first step.
         if call.started:
             assert call.task is not None
-            call.task.cancel()
+            assert self.redeliverer is not None
+            if self.redeliverer.cancel(
+                call.task,
+                on_redelivered=functools.partial(self._cancel_redelivered, call),
+                on_give_up=functools.partial(call.cancelled, self._wake),
+            ):
+                call.cancel_sent = True
         else:
             call.cancel_requested = True
+
+    def _cancel_redelivered(self, call: Call[Any]) -> None:
+        self.counters.cancel_redelivered += 1
+
+    def _next_waiting(self) -> Call[Any]:
+        if self.observer is not None:
+            self.observer.queued(-1)
+        return self._waiting.popleft()
 
     def _settle_unstarted(self, call: Call[Any]) -> None:
         """Settle a call whose awaitable never ran, closing it so it never warns."""
         self.counters.cancelled += 1
         if call.timed_out:
             self.counters.timed_out += 1
+        if self.observer is not None:
+            self.observer.finished("timed_out" if call.timed_out else "cancelled", None)
         if call.timer is not None:
             call.timer.cancel()
         _close_awaitable(call.awaitable)
@@ -440,14 +531,15 @@ class LoopThread:
             if not tasks or remaining <= 0:
                 break
             await asyncio.wait(tasks, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
-        # 2. Cancel what is left; its callers get CancelledError.
+        # 2. Cancel the calls left (their callers get CancelledError)...
         while self._waiting:
-            self._settle_unstarted(self._waiting.popleft())
+            self._settle_unstarted(self._next_waiting())
         tasks = {c.task for c in self._active if c.task is not None}
         for call in list(self._active):
             self._cancel_task(call)
-        if tasks:
-            await asyncio.wait(tasks, timeout=_CANCEL_GRACE)
+        # ... and every other task on the loop, as asyncio.run does (bounded).
+        assert self.redeliverer is not None
+        await cancel_remaining(tasks, _CANCEL_GRACE, self.name, cancel=self.redeliverer.cancel)
         # 3. Close what the bridge owns (queues, resources), newest first.
         while self._closers:
             closer = self._closers.pop()
@@ -458,7 +550,7 @@ class LoopThread:
         # 4. What asyncio itself holds.
         await loop.shutdown_asyncgens()
         with contextlib.suppress(Exception):
-            await loop.shutdown_default_executor()
+            await self._threads.shutdown_executor(loop)
         self._loop_stopped = True
         loop.stop()
 
@@ -469,7 +561,7 @@ class LoopThread:
             _close_awaitable(call.awaitable)
             call.fail(_closed(self.name, "before running the call"), wake_now)
         while self._waiting:
-            call = self._waiting.popleft()
+            call = self._next_waiting()
             _close_awaitable(call.awaitable)
             call.fail(_closed(self.name, "before running the call"), wake_now)
         leftovers = [c for c in self._active if c.task is not None and not c.task.done()]
@@ -506,7 +598,7 @@ class LoopThread:
                 _fork.detach_loop(self.loop)
             _fork.keep(inherited)
             live = state in (State.RUNNING, State.STOPPING)
-            self._init_state(State.NEW if live else state)
+            self._init_state(State.NEW if live else state, restarted_after_fork=live)
             for hook in self.fork_hooks:
                 hook()
 

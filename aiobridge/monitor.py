@@ -13,6 +13,11 @@ Two instruments watch the loop:
 
 Counters are written only on the loop thread, so they need no lock; readers on
 other threads see a consistent-enough snapshot.
+
+An :class:`Observer` (e.g. :mod:`aiobridge.metrics`) may be told of every
+change as it happens. It is attached when a loop thread starts, from the factory
+set with :func:`set_observer_factory`; with none set, each event costs the loop
+one ``is None`` test.
 """
 
 from __future__ import annotations
@@ -21,13 +26,19 @@ import asyncio
 import dataclasses
 import logging
 import sys
-import threading
 import time
 import traceback
 import types
 from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Literal
 
-__all__ = ("BridgeStats", "Counters", "LoopMonitor")
+if TYPE_CHECKING:
+    from ._threads import NativeLock, PlainThreads
+    from .loop_thread import LoopThread
+
+__all__ = ("BridgeStats", "Counters", "LoopMonitor", "Observer", "Outcome", "observer_for",
+           "set_observer_factory")
 
 logger = logging.getLogger("aiobridge")
 
@@ -42,10 +53,20 @@ class BridgeStats:
     quiet moment (``timed_out`` calls are also counted as ``cancelled``; the
     spawned tasks are counted in ``spawned`` and in the other counters too).
 
+    ``cancel_ignored`` counts the calls that aiobridge cancelled (timeout,
+    ``Future.cancel()``, an interrupted caller, ``stop()``) but whose coroutine
+    went on and returned, or raised something else than ``CancelledError``: a
+    library on its way dropped the cancellation (see ``docs/cancellation.md``).
+    Their callers still got the timeout or the cancellation, and they are
+    counted in ``cancelled`` too. ``cancel_redelivered`` counts the calls that
+    dropped a cancellation and were cancelled again by aiobridge.
+
     Example:
-        >>> stats = bridge.stats()  # doctest: +SKIP
-        >>> stats.in_flight, stats.loop_lag_p99
-        (0, 0.0003)
+        >>> from aiobridge import AioThread
+        >>> with AioThread() as bridge:
+        ...     stats = bridge.stats()
+        >>> stats.in_flight, stats.loop_lag_p99 < 1.0
+        (0, True)
     """
 
     submitted: int
@@ -60,6 +81,8 @@ class BridgeStats:
     loop_lag_p99: float
     loop_lag_max: float
     slow_callbacks: int
+    cancel_ignored: int = 0
+    cancel_redelivered: int = 0
 
     def as_dict(self) -> dict[str, float]:
         """The snapshot as a plain dict (for JSON endpoints)."""
@@ -75,11 +98,69 @@ def _is_idle(frame: types.FrameType) -> bool:
     return code.co_name == "_main" and code.co_filename.endswith("loop_thread.py")
 
 
+#: How a call ended. A timed-out call is reported as ``"timed_out"`` only (in
+#: :class:`BridgeStats` it also counts as cancelled).
+Outcome = Literal["completed", "failed", "cancelled", "timed_out"]
+
+
+class Observer:
+    """Told of a bridge's events as they happen; every method does nothing here.
+
+    Subclass it to export figures elsewhere (:mod:`aiobridge.metrics` does).
+    Methods run on the loop thread, except :meth:`slow_callback` (the
+    watchdog's thread); they must be quick and must not raise.
+
+    Example:
+        >>> class Printer(Observer):
+        ...     def finished(self, outcome, seconds):
+        ...         print(outcome)
+        >>> set_observer_factory(lambda loop_thread: Printer())  # doctest: +SKIP
+    """
+
+    def loop_started(self, after_fork: bool) -> None:
+        """The loop thread started; ``after_fork``: it replaces the parent's in a forked child."""
+
+    def in_flight(self, delta: int) -> None:
+        """A call started running (+1) or stopped running (-1) on the loop."""
+
+    def queued(self, delta: int) -> None:
+        """A call began (+1) or stopped (-1) waiting for a slot (``max_in_flight``)."""
+
+    def finished(self, outcome: Outcome, seconds: float | None) -> None:
+        """A call ended; ``seconds`` it ran on the loop, or None if it never ran."""
+
+    def lag(self, seconds: float) -> None:
+        """One sample of the loop's lag (from the probe)."""
+
+    def slow_callback(self) -> None:
+        """A callback held the loop longer than ``slow_callback_duration``."""
+
+
+ObserverFactory = Callable[["LoopThread"], Observer | None]
+_observer_factory: ObserverFactory | None = None
+
+
+def set_observer_factory(factory: ObserverFactory | None) -> None:
+    """Make an :class:`Observer` for every loop thread that starts from now on (None: stop).
+
+    Example:
+        >>> set_observer_factory(None)
+    """
+    global _observer_factory
+    _observer_factory = factory
+
+
+def observer_for(loop_thread: LoopThread) -> Observer | None:
+    """The observer of a loop thread about to start, if a factory is set."""
+    factory = _observer_factory
+    return None if factory is None else factory(loop_thread)
+
+
 class Counters:
     """Call counters, mutated only on the loop thread."""
 
-    __slots__ = ("cancelled", "completed", "failed", "in_flight", "spawned", "submitted",
-                 "timed_out")
+    __slots__ = ("cancel_ignored", "cancel_redelivered", "cancelled", "completed", "failed",
+                 "in_flight", "spawned", "submitted", "timed_out")
 
     def __init__(self) -> None:
         self.submitted = 0
@@ -89,6 +170,8 @@ class Counters:
         self.timed_out = 0
         self.in_flight = 0
         self.spawned = 0
+        self.cancel_ignored = 0
+        self.cancel_redelivered = 0
 
 
 class LoopMonitor:
@@ -104,6 +187,7 @@ class LoopMonitor:
         self.interval = max(0.005, min(0.25, slow_callback_duration / 2))
         self.slow_callbacks = 0
         self.lag_max = 0.0
+        self.observer: Observer | None = None
         self._lags: deque[float] = deque(maxlen=_LAG_SAMPLES)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handle: asyncio.TimerHandle | None = None
@@ -111,21 +195,23 @@ class LoopMonitor:
         self._last_beat = time.monotonic()
         self._reported_beat = -1.0
         self._loop_thread_id = 0
-        self._stop = threading.Event()
-        self._watchdog: threading.Thread | None = None
+        # Released by stop() and by the watchdog as it ends: plain OS-thread locks
+        # (also under gevent), as both sides are real threads.
+        self._stop: NativeLock | None = None
+        self._watchdog_done: NativeLock | None = None
 
     # -- probe (loop thread) -------------------------------------------------
-    def start(self, loop: asyncio.AbstractEventLoop, name: str) -> None:
+    def start(self, loop: asyncio.AbstractEventLoop, name: str, threads: PlainThreads) -> None:
         """Start probing ``loop``; call on the loop thread."""
         self._loop = loop
-        self._loop_thread_id = threading.get_ident()
+        self._loop_thread_id = threads.os_thread_ident()
         self._last_beat = time.monotonic()
         self._schedule()
-        self._stop.clear()
-        self._watchdog = threading.Thread(
-            target=self._watch, name=f"{name}-watchdog", daemon=True
-        )
-        self._watchdog.start()
+        self._stop = threads.native_lock()
+        self._stop.acquire()
+        self._watchdog_done = threads.native_lock()
+        self._watchdog_done.acquire()
+        threads.start_thread(self._watch, f"{name}-watchdog")
 
     def _schedule(self) -> None:
         assert self._loop is not None
@@ -138,6 +224,8 @@ class LoopMonitor:
         self._lags.append(lag)
         if lag > self.lag_max:
             self.lag_max = lag
+        if self.observer is not None:
+            self.observer.lag(lag)
         self._last_beat = time.monotonic()
         self._schedule()
 
@@ -146,15 +234,25 @@ class LoopMonitor:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
-        self._stop.set()
-        watchdog, self._watchdog = self._watchdog, None
-        if watchdog is not None and watchdog is not threading.current_thread():
-            watchdog.join(timeout=1.0)
+        stop, self._stop = self._stop, None
+        if stop is not None:
+            stop.release()
+            assert self._watchdog_done is not None
+            self._watchdog_done.acquire(True, 1.0)
 
     # -- watchdog (its own thread) ---------------------------------------------
     def _watch(self) -> None:
+        stop, done = self._stop, self._watchdog_done
+        assert stop is not None
+        assert done is not None
+        try:
+            self._watch_until(stop)
+        finally:
+            done.release()
+
+    def _watch_until(self, stop: NativeLock) -> None:
         period = max(0.005, self.slow_callback_duration / 2)
-        while not self._stop.wait(period):
+        while not stop.acquire(True, period):
             beat = self._last_beat
             stalled = time.monotonic() - beat - self.interval
             if stalled <= self.slow_callback_duration or self._reported_beat == beat:
@@ -166,6 +264,8 @@ class LoopMonitor:
                 continue
             self._reported_beat = beat
             self.slow_callbacks += 1
+            if self.observer is not None:
+                self.observer.slow_callback()
             logger.warning(
                 "aiobridge loop blocked for more than %.3f s; it is stuck at:\n%s"
                 "Blocking code in a coroutine stalls every caller of the bridge; "

@@ -62,10 +62,10 @@ from ._awaitables import describe
 from .resources import keep_after_fork
 
 if TYPE_CHECKING:
-    from .bridge import AioThread
+    from ._engine import Engine
     from .loop_thread import LoopThread
 
-__all__ = ("make_queue",)
+__all__ = ("make_queue", "tracker_of")
 
 #: How long making a queue may wait for the loop.
 CREATE_TIMEOUT = 5.0
@@ -90,8 +90,8 @@ _TRACKERS: weakref.WeakKeyDictionary[LoopThread, _Queues] = weakref.WeakKeyDicti
 _TRACKERS_LOCK = threading.Lock()
 
 
-def _track(bridge: AioThread, queue: janus.Queue[Any]) -> None:
-    core = bridge._core
+def _track(engine: Engine, queue: janus.Queue[Any]) -> None:
+    core = engine.core
     loop = core.loop
     assert loop is not None
     with _TRACKERS_LOCK:
@@ -104,20 +104,26 @@ def _track(bridge: AioThread, queue: janus.Queue[Any]) -> None:
         tracker.queues.add(queue)
 
 
-async def _new_queue(bridge: AioThread, maxsize: int) -> janus.Queue[Any]:
+def tracker_of(core: LoopThread) -> _Queues | None:
+    """The queues made on ``core``'s current loop, if any (read on the loop thread)."""
+    tracker = _TRACKERS.get(core)
+    return tracker if tracker is not None and tracker.loop is core.loop else None
+
+
+async def _new_queue(engine: Engine, maxsize: int) -> janus.Queue[Any]:
     queue: janus.Queue[Any] = janus.Queue(maxsize)
     await queue.async_q.join()  # nothing to wait for: binds the queue to this loop
-    _track(bridge, queue)
+    _track(engine, queue)
     return queue
 
 
-def make_queue(bridge: AioThread, maxsize: int) -> janus.Queue[Any]:
+def make_queue(engine: Engine, maxsize: int) -> janus.Queue[Any]:
     """The implementation of :meth:`aiobridge.AioThread.queue`."""
     if isinstance(maxsize, bool) or not isinstance(maxsize, int):
         raise TypeError(f"maxsize must be an int, got {describe(maxsize)}")
-    if bridge._on_loop_thread():
+    if engine.on_loop_thread():
         # In a coroutine on the bridge: janus binds it to this loop on first async use.
         queue: janus.Queue[Any] = janus.Queue(maxsize)
-        _track(bridge, queue)
+        _track(engine, queue)
         return queue
-    return bridge.run(_new_queue(bridge, maxsize), timeout=CREATE_TIMEOUT)
+    return engine.run(_new_queue(engine, maxsize), CREATE_TIMEOUT)

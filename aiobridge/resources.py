@@ -24,7 +24,7 @@ from ._awaitables import close_awaitables, describe
 from .errors import BridgeDeadlockError, BridgeError
 
 if TYPE_CHECKING:
-    from .bridge import AioThread
+    from ._engine import Engine
 
 __all__ = ("Resource", "keep_after_fork")
 
@@ -85,7 +85,7 @@ class Resource(Generic[T]):
 
     def __init__(
         self,
-        bridge: AioThread,
+        engine: Engine,
         factory: Callable[[], Awaitable[T]] | Callable[[], T],
         close: Callable[[T], Any] | None = None,
     ) -> None:
@@ -102,7 +102,7 @@ class Resource(Generic[T]):
             )
         if close is not None and not callable(close):
             raise TypeError(f"close must be a callable or None, got {describe(close)}")
-        self._bridge = bridge
+        self._engine = engine
         self._factory = factory
         self._close = close
         self._built: _Built[T] | None = None
@@ -111,7 +111,7 @@ class Resource(Generic[T]):
 
     def __repr__(self) -> str:
         state = "built" if self._built is not None else "not built"
-        return f"<Resource {self.name!r} of bridge {self._bridge.name!r}, {state}>"
+        return f"<Resource {self.name!r} of bridge {self._engine.name!r}, {state}>"
 
     @property
     def built(self) -> bool:
@@ -143,7 +143,7 @@ class Resource(Generic[T]):
                 self._built = None
             task = self._building = loop.create_task(self._build(loop))
             # If the bridge stops mid-build, the build is cancelled before the loop closes.
-            self._bridge._core.add_closer(self._cancel_build)
+            self._engine.core.add_closer(self._cancel_build)
         # A cancelled caller must not cancel the build the others wait for.
         return await asyncio.shield(task)
 
@@ -166,26 +166,26 @@ class Resource(Generic[T]):
         if built is not None and built.pid == _getpid() and running is built.loop:
             return built.value  # on the loop thread itself: harmless once built
         if running is not None:
-            core = self._bridge._core
+            core = self._engine.core
             if running is core.loop and core.pid == _getpid():
                 raise BridgeDeadlockError(
                     f"{self!r}: get_sync() on the bridge's own loop thread would wait for "
                     "itself; use 'await resource.get()' in the coroutine"
                 )
             raise self._foreign_loop_error()
-        if built is not None and built.pid == _getpid() and self._bridge.running:
+        if built is not None and built.pid == _getpid() and self._engine.running:
             return built.value
-        return self._bridge.run(self.get(), timeout=timeout)
+        return self._engine.run(self.get(), timeout)
 
     # -- loop side ----------------------------------------------------------------
     def _check_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        core = self._bridge._core
+        core = self._engine.core
         if loop is not core.loop or core.pid != _getpid():
             raise self._foreign_loop_error()
 
     def _foreign_loop_error(self) -> BridgeError:
         return BridgeError(
-            f"resource {self.name!r} belongs to bridge {self._bridge.name!r} and can only be "
+            f"resource {self.name!r} belongs to bridge {self._engine.name!r} and can only be "
             "used on that bridge's event loop, but it was requested from another event "
             "loop; run the coroutine on the bridge (bridge.run(...) or bridge.submit(...)) "
             "instead of asyncio.run() or a loop of your own"
@@ -198,12 +198,12 @@ class Resource(Generic[T]):
                 value = await value
             built: _Built[T] = _Built(value, loop, _getpid())  # type: ignore[arg-type]
             self._built = built
-            self._bridge._core.add_closer(lambda: self._close_built(built))
+            self._engine.core.add_closer(lambda: self._close_built(built))
             return built.value
         finally:
             if self._building is asyncio.current_task():
                 self._building = None
-                self._bridge._core.remove_closer(self._cancel_build)
+                self._engine.core.remove_closer(self._cancel_build)
 
     async def _cancel_build(self) -> None:
         task = self._building

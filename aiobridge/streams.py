@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import logging
 import threading
 import time
@@ -28,8 +29,7 @@ from .errors import BridgeTimeoutError
 if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
 
-    from .bridge import AioThread
-    from .loop_thread import LoopThread
+    from ._engine import Engine
 
 __all__ = ("CLOSE_TIMEOUT", "enter", "iterate")
 
@@ -54,8 +54,8 @@ class _Channel(Generic[T]):
     fetching, taking an item costs no call to the loop.
     """
 
-    def __init__(self, core: LoopThread, source: AsyncIterable[T], size: int) -> None:
-        self.core = core
+    def __init__(self, engine: Engine, source: AsyncIterable[T], size: int) -> None:
+        self.engine = engine
         self.source = source
         self.size = size
         self.credits = size
@@ -120,7 +120,7 @@ class _Channel(Generic[T]):
             if not self.consumers_waiting or self.notify_pending:
                 return
             self.notify_pending = True
-        self.core._wake(self.notify_consumers)
+        self.engine.wake(self.notify_consumers)
 
     def notify_consumers(self) -> None:
         with self.mutex:
@@ -202,7 +202,7 @@ def _refused_coroutine(obj: object) -> str:
 
 
 def iterate(
-    bridge: AioThread, source: AsyncIterable[T], buffer: int, timeout: float | None
+    engine: Engine, source: AsyncIterable[T], buffer: int, timeout: float | None
 ) -> Generator[T, None, None]:
     """The implementation of :meth:`aiobridge.AioThread.iterate`."""
     if not hasattr(source, "__aiter__"):
@@ -214,14 +214,17 @@ def iterate(
         )
     if isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 1:
         raise ValueError(f"buffer must be an int >= 1, got {buffer!r}")
-    bridge._check_may_block("iterate")
-    return _consume(bridge, _Channel(bridge._core, source, buffer), bridge._timeout(timeout))
+    engine.check_may_block("iterate")
+    # The producer starts at the first next(), maybe after the caller's context has
+    # moved on (a span ended, a request finished): it runs in the context of this call.
+    context = contextvars.copy_context()
+    return _consume(engine, _Channel(engine, source, buffer), engine.timeout(timeout), context)
 
 
 def _consume(
-    bridge: AioThread, channel: _Channel[T], timeout: float | None
+    engine: Engine, channel: _Channel[T], timeout: float | None, context: contextvars.Context
 ) -> Generator[T, None, None]:
-    future = bridge.spawn(channel.produce())
+    future = context.run(engine.spawn, channel.produce())
     future.add_done_callback(channel.settled)
     try:
         while True:
@@ -233,17 +236,17 @@ def _consume(
             else:
                 raise value
     finally:
-        _close_channel(bridge, channel)
+        _close_channel(engine, channel)
 
 
-def _close_channel(bridge: AioThread, channel: _Channel[Any]) -> None:
+def _close_channel(engine: Engine, channel: _Channel[Any]) -> None:
     if channel.finished.is_set():
         return
-    loop = bridge._core.loop
+    loop = engine.core.loop
     if loop is not None:
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(channel.halt)
-    if bridge._on_loop_thread():
+    if engine.on_loop_thread():
         return  # dropped on the loop thread itself: it cannot wait for itself
     if not channel.finished.wait(CLOSE_TIMEOUT):
         logger.warning(
@@ -257,9 +260,9 @@ class _Entered(Generic[T]):
     """The sync face of an async context manager entered on the loop."""
 
     def __init__(
-        self, bridge: AioThread, manager: AbstractAsyncContextManager[T], timeout: float | None
+        self, engine: Engine, manager: AbstractAsyncContextManager[T], timeout: float | None
     ) -> None:
-        self._bridge = bridge
+        self._engine = engine
         self._manager = manager
         self._timeout = timeout
         self._entered: concurrent.futures.Future[T] = concurrent.futures.Future()
@@ -306,8 +309,8 @@ class _Entered(Generic[T]):
     def __enter__(self) -> T:
         if self._outcome is not None:
             raise RuntimeError("a context manager from AioThread.enter() can be entered once")
-        self._bridge._check_may_block("enter")
-        self._outcome = self._bridge.spawn(self._hold())
+        self._engine.check_may_block("enter")
+        self._outcome = self._engine.spawn(self._hold())
         try:
             return self._entered.result(self._timeout)
         except concurrent.futures.TimeoutError:
@@ -362,7 +365,7 @@ def _leave_with(leave: asyncio.Future[BaseException | None], exc: BaseException 
 
 
 def enter(
-    bridge: AioThread, manager: AbstractAsyncContextManager[T], timeout: float | None
+    engine: Engine, manager: AbstractAsyncContextManager[T], timeout: float | None
 ) -> _Entered[T]:
     """The implementation of :meth:`aiobridge.AioThread.enter`."""
     if not (hasattr(manager, "__aenter__") and hasattr(manager, "__aexit__")):
@@ -372,4 +375,4 @@ def enter(
         raise TypeError(
             f"AioThread.enter() takes an async context manager, got {describe(manager)}{hint}"
         )
-    return _Entered(bridge, manager, bridge._timeout(timeout))
+    return _Entered(engine, manager, engine.timeout(timeout))

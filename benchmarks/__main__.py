@@ -17,7 +17,9 @@ progress while they run, then writes to ``--out`` (default ``results/``):
 two cores); ``--only NAME`` (repeatable or comma-separated) picks benchmarks;
 ``--tiny`` shrinks the chosen benchmarks to a few seconds (a smoke test, not a
 measurement). Exit status: 0 when every benchmark ran, 1 when one failed, 130
-on Ctrl-C (the partial results are still written).
+on Ctrl-C (the partial results are still written), 3 when the whole-run
+watchdog stopped a run that overran ``--deadline`` (the report names the point
+that overran; see :mod:`benchmarks._watchdog`).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from . import _machine
+from ._watchdog import EXIT_OVERRAN, Watchdog
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 #: The order benchmarks run and appear in; ``bm_*.py`` modules not named here follow.
@@ -53,6 +56,9 @@ TINY_ARGS: dict[str, list[str]] = {
     "load_demo": ["--modes", "bridge", "--concurrency", "8", "--latencies", "0",
                   "--duration", "1", "--canines", "20"],
 }  # fmt: skip
+
+#: Default ``--deadline`` in seconds: far above a normal run, so only a hang reaches it.
+DEADLINES = {"tiny": 300.0, "quick": 600.0, "full": 3 * 3600.0}
 
 Bench = Callable[..., dict[str, Any]]
 
@@ -80,7 +86,7 @@ def _call(main: Bench, argv: list[str], progress: Callable[[str], None]) -> dict
 
 
 def run_all(names: list[str], results: dict[str, Any], *, quick: bool, tiny: bool,
-            console: Console) -> None:  # fmt: skip
+            console: Console, watchdog: Watchdog) -> None:  # fmt: skip
     """Run the benchmarks one after the other into ``results``; a failure is recorded."""
     columns = (SpinnerColumn(), TextColumn("[bold]{task.fields[bench]}"), BarColumn(),
                TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
@@ -89,13 +95,17 @@ def run_all(names: list[str], results: dict[str, Any], *, quick: bool, tiny: boo
         task = bar.add_task("", total=len(names), bench="")
         for name in names:
             bar.update(task, bench=name, description="starting")
+            watchdog.point(f"{name}: starting")
             argv = (["--quick"] if quick or tiny else []) + (TINY_ARGS.get(name, []) if tiny
                                                              else [])  # fmt: skip
             started = time.monotonic()
             try:
                 module = importlib.import_module(f"{__package__}.{module_name(name)}")
-                result = _call(module.main, argv, lambda message: bar.update(
-                    task, description=message[:70]))  # fmt: skip
+                def progress(message: str, name: str = name) -> None:
+                    watchdog.point(f"{name}: {message}")
+                    bar.update(task, description=message[:70])
+
+                result = _call(module.main, argv, progress)
             except KeyboardInterrupt:
                 results[name] = {"name": name, "error": "interrupted", "argv": argv}
                 raise
@@ -141,6 +151,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=Path("results"), help="default: results/")
     parser.add_argument("--tiny", action="store_true",
                         help="smallest sizes, seconds per benchmark (smoke tests)")  # fmt: skip
+    parser.add_argument("--deadline", type=float, metavar="SECONDS",
+                        help="stop the whole run past this, naming the point that overran "
+                             f"(default {DEADLINES['quick']:g} with --quick, "
+                             f"{DEADLINES['full']:g} without)")  # fmt: skip
     return parser
 
 
@@ -173,19 +187,26 @@ def main(argv: list[str] | None = None) -> int:
         "git": _machine.git_state(),
         "benchmarks": {},
     }
+    size = "tiny" if args.tiny else "quick" if args.quick else "full"
     started = time.monotonic()
     status = 0
-    try:
-        run_all(names, document["benchmarks"], quick=args.quick, tiny=args.tiny,
-                console=console)  # fmt: skip
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted: writing the partial results[/yellow]")
-        status = 130
-    finally:
-        document["seconds"] = round(time.monotonic() - started, 1)
-        document["load_average_after"] = _machine.load_average()
-        document["targets"] = collect_targets(document["benchmarks"])
-        paths = write_outputs(document, args.out)
+    with Watchdog(args.deadline or DEADLINES[size]) as watchdog:
+        try:
+            run_all(names, document["benchmarks"], quick=args.quick, tiny=args.tiny,
+                    console=console, watchdog=watchdog)  # fmt: skip
+        except KeyboardInterrupt:
+            if watchdog.overran:
+                document["watchdog"] = watchdog.overran
+                status = EXIT_OVERRAN
+            else:
+                console.print("[yellow]interrupted: writing the partial results[/yellow]")
+                status = 130
+        finally:
+            watchdog.point("writing the results")
+            document["seconds"] = round(time.monotonic() - started, 1)
+            document["load_average_after"] = _machine.load_average()
+            document["targets"] = collect_targets(document["benchmarks"])
+            paths = write_outputs(document, args.out)
     if status == 0 and any("error" in result for result in document["benchmarks"].values()):
         status = 1
     for path in paths:

@@ -37,6 +37,8 @@ from aiobridge import AioThread
 from aiobridge.clients import redis_client
 from demo_flask.services import redis_from_env
 
+from ._spread import ratio_rounds, spread, text
+
 NAME = "redis"
 KEY = "aiobridge:bm:key"
 VALUE = b"x" * 100
@@ -140,9 +142,9 @@ def run_benchmark(
                     wall, latencies = measure(get, threads, calls_of[name])
                     rates.setdefault(name, []).append(threads * calls_of[name] / wall)
                     lats.setdefault(name, []).extend(latencies)
-            base_rate = statistics.median(rates[BASELINE])
             for name in getters:
                 rate = statistics.median(rates[name])
+                ratio = spread(ratio_rounds(rates[name], rates[BASELINE]))
                 ordered = sorted(lats[name])
                 rows.append(
                     {
@@ -155,7 +157,8 @@ def run_benchmark(
                         "p50_us": round(ordered[len(ordered) // 2] * 1e6, 1),
                         "p99_us": round(ordered[min(len(ordered) - 1,
                                                     int(len(ordered) * 0.99))] * 1e6, 1),
-                        "ratio_to_sync": round(rate / base_rate, 2),
+                        "ratio_to_sync": ratio["median"] if ratio else None,
+                        "ratio_to_sync_spread": ratio,
                     }
                 )
     return rows
@@ -163,14 +166,15 @@ def run_benchmark(
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| variant | threads | GET/s | µs/GET | p50 µs | p99 µs | speed vs redis-py sync |",
+        "| variant | threads | GET/s | µs/GET | p50 µs | p99 µs "
+        "| speed vs redis-py sync, median (min-max over rounds) |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         lines.append(
             f"| {row['variant']} | {row['threads']} | {row['gets_per_s']:,} | "
             f"{row['us_per_get']:.1f} | {row['p50_us']:.1f} | {row['p99_us']:.1f} | "
-            f"{row['ratio_to_sync']:.2f} |"
+            f"{text(row.get('ratio_to_sync_spread'))} |"
         )
     return "\n".join(lines)
 

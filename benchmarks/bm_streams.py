@@ -31,6 +31,8 @@ import culsans
 
 from aiobridge import AioThread
 
+from ._spread import ratio_rounds, spread, text
+
 NAME = "streams"
 QUEUE_MAXSIZE = 64
 WAIT = 60.0
@@ -179,7 +181,7 @@ def run_benchmark(
     rows: list[dict[str, Any]] = []
     for (transfer, variant), samples in times.items():
         seconds = statistics.median(samples)
-        reference = statistics.median(times[(transfer, "culsans")])
+        ratio = spread(ratio_rounds(times[(transfer, "culsans")], samples))
         rows.append(
             {
                 "transfer": transfer,
@@ -188,7 +190,8 @@ def run_benchmark(
                 "rounds": rounds,
                 "items_per_s": round(n / seconds),
                 "us_per_item": round(seconds / n * 1e6, 2),
-                "ratio_to_culsans": round(reference / seconds, 2),
+                "ratio_to_culsans": ratio["median"] if ratio else None,
+                "ratio_to_culsans_spread": ratio,
             }
         )
     return rows
@@ -196,13 +199,14 @@ def run_benchmark(
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| transfer | variant | items/s | µs/item | speed vs culsans |",
+        "| transfer | variant | items/s | µs/item "
+        "| speed vs culsans, median (min-max over rounds) |",
         "|---|---|---:|---:|---:|",
     ]
     for row in rows:
         lines.append(
             f"| {row['transfer']} | {row['variant']} | {row['items_per_s']:,} | "
-            f"{row['us_per_item']:.2f} | {row['ratio_to_culsans']:.2f} |"
+            f"{row['us_per_item']:.2f} | {text(row.get('ratio_to_culsans_spread'))} |"
         )
     return "\n".join(lines)
 

@@ -4,8 +4,15 @@
 send the next, until ``max_requests`` have been sent or ``duration`` seconds
 have passed, whichever comes first; each request has its own ``timeout``.
 Only 127.0.0.1 URLs are accepted. While the load runs, an optional probe
-coroutine is called every ``probe_interval`` seconds (the load test samples
-Redis's ``connected_clients`` with it).
+function is called every ``probe_interval`` seconds in a thread of its own (the
+load test samples the worker's connections with it).
+
+Nothing here waits without a bound: the clients are awaited with a deadline
+(``duration`` plus one request's ``timeout`` plus a margin) and cancelled past
+it; the probe thread is stopped with an event and joined with a timeout. A
+probe is never a task that must be cancelled, so a library that loses a
+cancellation (say, inside a Redis call) cannot hang the run; a probe that is
+stuck is left behind (a daemon thread) and counted in ``errors["probe_stuck"]``.
 
 Latencies of successful (HTTP 200) answers go into an HdrHistogram in
 microseconds; failures are counted by kind: ``http_<status>``, ``timeout``,
@@ -15,10 +22,10 @@ microseconds; failures are counted by kind: ``http_<status>``, ``timeout``,
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,6 +37,10 @@ __all__ = ("LoadResult", "run_load")
 
 #: Histogram range: 1 µs to 120 s, 3 significant digits.
 HIST_MAX_US = 120_000_000
+#: Seconds granted past a load's last possible answer before its clients are cancelled.
+MARGIN = 5.0
+#: Seconds a cancelled client, or the probe thread, has to finish before it is abandoned.
+STOP_TIMEOUT = 5.0
 
 
 @dataclass
@@ -85,7 +96,7 @@ async def run_load(
     max_requests: int,
     duration: float,
     timeout: float = 10.0,
-    probe: Callable[[], Awaitable[Any]] | None = None,
+    probe: Callable[[], Any] | None = None,
     probe_interval: float = 0.1,
 ) -> LoadResult:
     """Load ``url`` with ``concurrency`` closed-loop clients; bounded in count and time.
@@ -96,8 +107,9 @@ async def run_load(
         max_requests: no more requests than this are sent in total.
         duration: no request is started after this many seconds.
         timeout: seconds one request may take (connect + answer).
-        probe: awaited every ``probe_interval`` seconds during the load; its
-            results are kept in :attr:`LoadResult.probes`.
+        probe: called every ``probe_interval`` seconds during the load, in a
+            thread (it may block, with its own timeouts); its results are kept
+            in :attr:`LoadResult.probes`, its failures counted as ``probe_error``.
     """
     _check_loopback(url)
     if concurrency < 1 or max_requests < 1 or duration <= 0:
@@ -137,20 +149,57 @@ async def run_load(
                 else:
                     errors[f"http_{status}"] += 1
 
-        async def prober() -> None:
-            assert probe is not None
-            while True:
-                with contextlib.suppress(Exception):
-                    probes.append(await probe())
-                await asyncio.sleep(probe_interval)
-
-        probe_task = asyncio.create_task(prober()) if probe is not None else None
-        try:
-            await asyncio.gather(*(client() for _ in range(concurrency)))
-        finally:
-            if probe_task is not None:
-                probe_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await probe_task
+        with _Prober(probe, probe_interval, probes, errors):
+            tasks = [asyncio.create_task(client()) for _ in range(concurrency)]
+            await _bounded_wait(tasks, duration + timeout + MARGIN, errors)
         seconds = loop.time() - started
     return LoadResult(concurrency, max_requests - budget, seconds, histogram, errors, probes)
+
+
+async def _bounded_wait(tasks: list[asyncio.Task[None]], seconds: float,
+                        errors: Counter[str]) -> None:  # fmt: skip
+    """Wait for ``tasks`` at most ``seconds``; cancel the rest, and wait for that bounded too."""
+    _, pending = await asyncio.wait(tasks, timeout=seconds)
+    if pending:
+        errors["client_overran"] += len(pending)
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=STOP_TIMEOUT)
+        errors["client_stuck"] += len(pending)  # lost its cancellation: left behind
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            errors[f"client_{type(task.exception()).__name__}"] += 1
+
+
+class _Prober:
+    """Calls ``probe`` every ``interval`` seconds in a daemon thread until the block ends."""
+
+    def __init__(self, probe: Callable[[], Any] | None, interval: float, into: list[Any],
+                 errors: Counter[str]) -> None:  # fmt: skip
+        self.probe = probe
+        self.interval = interval
+        self.into = into
+        self.errors = errors
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="load-probe", daemon=True)
+
+    def _run(self) -> None:
+        assert self.probe is not None
+        while not self.stop.is_set():
+            try:
+                self.into.append(self.probe())
+            except Exception:
+                self.errors["probe_error"] += 1
+            self.stop.wait(self.interval)
+
+    def __enter__(self) -> _Prober:
+        if self.probe is not None:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop.set()
+        if self.probe is not None:
+            self.thread.join(STOP_TIMEOUT)
+            if self.thread.is_alive():
+                self.errors["probe_stuck"] += 1

@@ -19,6 +19,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ._spread import ratio_rounds, spread, text
+
 __all__ = ("HEADLINE_END", "HEADLINE_START", "findings", "headline", "render")
 
 HEADLINE_START = "<!-- benchmarks:headline:start -->"
@@ -91,18 +93,35 @@ def _machine_line(document: dict[str, Any]) -> str:
             f"{m.get('ram_gb', '?')} GB RAM, {m.get('os', '?')}, {m.get('python', '?')}")
 
 
+def _rps_ratio(point: dict[str, Any] | None, other: dict[str, Any] | None) -> str:
+    """``point``'s req/s over ``other``'s as "median (min-max, N rounds)"."""
+    if not point or not other:
+        return "-"
+    return text(spread(ratio_rounds(point.get("rps_rounds") or [point["rps"]],
+                                    other.get("rps_rounds") or [other["rps"]])))  # fmt: skip
+
+
+def _command(document: dict[str, Any]) -> str:
+    return str(document.get("command") or "python -m benchmarks")
+
+
 def _run_line(document: dict[str, Any]) -> str:
     git = document.get("git") or {}
     commit = (git.get("commit") or "unknown")[:10] + (" (modified)" if git.get("modified") else "")
-    return (f"`{document.get('command', 'python -m benchmarks')}` on {document.get('started')}, "
+    return (f"`{_command(document)}` on {document.get('started')}, "
             f"commit {commit}, {document.get('seconds', '?')} s")  # fmt: skip
 
 
 # -- headline ---------------------------------------------------------------------------
 
 
-def headline(document: dict[str, Any], chart: str | None = "headline.png") -> str:
-    """The block the README shows: the target point per mode, the machine, the command."""
+def headline(document: dict[str, Any], chart: str | None = "headline.png", *,
+             machine: bool = True) -> str:  # fmt: skip
+    """The block the README shows: the target point per mode, the machine, the command.
+
+    ``machine=False`` leaves the machine and run lines out (the report states
+    them once, at its top).
+    """
     concurrency, latency = _target_point(document)
     params = _load(document).get("params") or {}
     bridge = _point(document, "bridge", concurrency, latency)
@@ -111,15 +130,15 @@ def headline(document: dict[str, Any], chart: str | None = "headline.png") -> st
         p = _point(document, mode, concurrency, latency)
         if p is None:
             continue
-        ratio = bridge["rps"] / p["rps"] if bridge and p["rps"] else None
         rss = next((m["rss_end_mb"] for m in _modes(document) if m["mode"] == mode), None)
         rows.append([f"**{mode}**" if mode == "bridge" else mode, p["rps"],
-                     None if ratio is None else f"{ratio:.2f}x", p["p50_ms"], p["p99_ms"],
+                     _rps_ratio(bridge, p), p["p50_ms"], p["p99_ms"],
                      p["errors"], p["upstream_connections"], p["redis_clients_peak"],
                      p["redis_new_connections"], rss])  # fmt: skip
     if not rows:
         return f"{HEADLINE_START}\n(no load test in this run)\n{HEADLINE_END}"
-    headers = ["mode", "req/s", "bridge ÷ mode", "p50 ms", "p99 ms", "errors",
+    headers = ["mode", "req/s", "bridge ÷ mode (min-max over rounds)", "p50 ms", "p99 ms",
+               "errors",
                "upstream conns opened", "Redis conns held", "Redis conns opened",
                "worker RSS MB"]  # fmt: skip
     lines = [
@@ -139,12 +158,36 @@ def headline(document: dict[str, Any], chart: str | None = "headline.png") -> st
         lines += [f"Fan-out of {spec.get('n', '?')} upstream calls of "
                   f"{spec.get('seconds', 0) * 1000:g} ms per request (p50, 1 client): "
                   f"{fanout_text}.", ""]  # fmt: skip
+    lines += _headline_targets(document)
     if chart:
         lines += [f"![requests/s per mode]({chart})", ""]
-    lines += [f"Machine: {_machine_line(document)}. Run: {_run_line(document)}.",
-              "Reproduce: `python -m benchmarks --out results && "
-              "python -m benchmarks.readme results`.", HEADLINE_END]  # fmt: skip
+    if machine:
+        lines += [f"Machine: {_machine_line(document)}. Run: {_run_line(document)}.", ""]
+    lines += [f"Reproduce: `{_command(document)}` (then `python -m benchmarks.readme "
+              f"RESULTS_DIR` to put this block in the README).", HEADLINE_END]  # fmt: skip
     return "\n".join(lines)
+
+
+def _headline_targets(document: dict[str, Any]) -> list[str]:
+    """Each load-test target met or missed, in one paragraph: the claims the README may make."""
+    targets = [t for t in document.get("targets", []) if t.get("benchmark") == "load_demo"]
+    if not targets:
+        return []
+    met = [t for t in targets if t.get("met")]
+    missed = [t for t in targets if not t.get("met")]
+    text_ = f"Targets of the load test: {len(met)} of {len(targets)} met."
+    if missed:
+        text_ += " Missed: " + "; ".join(
+            f"{t['label']}: measured {_target_value(t)}" for t in missed) + "."
+    return [text_, ""]
+
+
+def _target_value(target: dict[str, Any]) -> str:
+    """A target's measured value, with its spread over rounds when it has one."""
+    figures = target.get("spread")
+    if figures:
+        return text(figures, unit="")
+    return _fmt(target.get("value"), 3)
 
 
 # -- findings ---------------------------------------------------------------------------
@@ -181,7 +224,7 @@ def _load_findings(document: dict[str, Any]) -> list[str]:
         for mode in MODE_ORDER[:-1]:
             other = _point(document, mode, concurrency, latency)
             if other and other["rps"]:
-                parts.append(f"{bridge['rps'] / other['rps']:.2f}x {mode} "
+                parts.append(f"{_rps_ratio(bridge, other)} {mode} "
                              f"({other['rps']:,.0f} req/s)")  # fmt: skip
         out.append(f"At the target point ({concurrency} clients, {latency} ms upstream) the "
                    f"bridge served {bridge['rps']:,.0f} req/s: " + ", ".join(parts) + ".")
@@ -211,7 +254,7 @@ def _load_findings(document: dict[str, Any]) -> list[str]:
             text += (f" Waiting alone would allow {ceiling:,.0f} req/s ({concurrency} clients / "
                      f"{latency} ms); the bridge reached {bridge['rps'] / ceiling:.0%} of it.")
         out.append(text)
-    losses: dict[str, list[tuple[int, int, float, float]]] = {}
+    losses: dict[str, list[tuple[int, int, float, float, str]]] = {}
     ties: list[str] = []
     for entry in _modes(document):
         if entry["mode"] == "bridge":
@@ -223,17 +266,18 @@ def _load_findings(document: dict[str, Any]) -> list[str]:
             ratio = b["rps"] / point["rps"]
             if ratio < 1 - TIE:
                 losses.setdefault(entry["mode"], []).append(
-                    (point["latency_ms"], point["concurrency"], point["rps"], b["rps"]))
+                    (point["latency_ms"], point["concurrency"], point["rps"], b["rps"],
+                     _rps_ratio(b, point)))  # fmt: skip
             elif ratio < 1:
                 ties.append(f"{entry['mode']} at {point['latency_ms']} ms/"
-                            f"{point['concurrency']} clients ({ratio:.2f}x)")  # fmt: skip
+                            f"{point['concurrency']} clients ({_rps_ratio(b, point)})")  # fmt: skip
     if not losses:
         out.append(f"The bridge's req/s was never more than {TIE:.0%} below another mode at "
                    f"any measured load point.")  # fmt: skip
     for mode, points in losses.items():
         where = "; ".join(f"{lat} ms upstream, {conc} client{'s' if conc > 1 else ''}: "
                           f"{mode} {rps:,.0f} req/s vs bridge {brps:,.0f} "
-                          f"({brps / rps:.2f}x)" for lat, conc, rps, brps in points)  # fmt: skip
+                          f"({ratio})" for lat, conc, rps, brps, ratio in points)  # fmt: skip
         reason = _LOSS_REASONS.get(mode, "")
         if reason:
             lat, conc = points[0][0], points[0][1]
@@ -342,26 +386,32 @@ def _overhead_findings(document: dict[str, Any]) -> list[str]:
 def _redis_findings(document: dict[str, Any]) -> list[str]:
     rows = (document.get("benchmarks", {}).get("redis") or {}).get("rows") or []
     rate = {(r.get("variant"), r.get("threads")): r.get("gets_per_s") for r in rows}
+    ratios = {(r.get("variant"), r.get("threads")): r.get("ratio_to_sync_spread") for r in rows}
     out = []
     for threads in sorted({r.get("threads") for r in rows if r.get("threads")}):
         bridge, sync = rate.get(("aiobridge", threads)), rate.get(("redis-py sync", threads))
         if not bridge or not sync:
             continue
+        figures = ratios.get(("aiobridge", threads)) or spread([bridge / sync])
+        assert figures is not None
+        ratio = text(figures)
         callers = f"{threads} thread{'s' if threads > 1 else ''}"
-        if bridge < sync * (1 - TIE):
+        # A winner only when every round agrees; a range that crosses 1 is noise.
+        if figures["max"] < 1 - TIE:
             why = ("each bridge GET crosses to the loop thread and back, while redis-py "
                    "sends it from the calling thread" if threads == 1 else
                    "the hand-offs to the loop thread cost more than the pool sharing saves")
             out.append(f"**Sequential Redis GETs from {callers}: redis-py sync wins**, "
                        f"{sync:,.0f} GET/s vs the bridge's {bridge:,.0f} "
-                       f"({bridge / sync:.2f}x): {why}. A thread that only makes quick "
+                       f"({ratio}): {why}. A thread that only makes quick "
                        f"sequential Redis calls is better served by redis-py.")  # fmt: skip
-        elif bridge > sync * (1 + TIE):
+        elif figures["min"] > 1 + TIE:
             out.append(f"Redis GETs from {callers}: the bridge {bridge:,.0f} GET/s vs "
-                       f"redis-py sync {sync:,.0f} ({bridge / sync:.2f}x).")  # fmt: skip
+                       f"redis-py sync {sync:,.0f} ({ratio}, faster in every round).")  # fmt: skip
         else:
-            out.append(f"Redis GETs from {callers}: a tie, the bridge {bridge:,.0f} GET/s vs "
-                       f"redis-py sync {sync:,.0f}.")  # fmt: skip
+            out.append(f"Redis GETs from {callers}: no clear winner, the bridge "
+                       f"{bridge:,.0f} GET/s vs redis-py sync {sync:,.0f} ({ratio}: the "
+                       f"rounds disagree or differ by less than {TIE:.0%}).")  # fmt: skip
     return out
 
 
@@ -370,7 +420,7 @@ def _missed_findings(document: dict[str, Any]) -> list[str]:
     if not missed:
         return ["Every target of this run was met."] if document.get("targets") else []
     return ["Targets missed in this run: " + "; ".join(
-        f"{t['label']} ({t['benchmark']}): measured {_fmt(t['value'], 3)}, target "
+        f"{t['label']} ({t['benchmark']}): measured {_target_value(t)}, target "
         f"{t['target']}" for t in missed) + "."]  # fmt: skip
 
 
@@ -386,11 +436,15 @@ def findings(document: dict[str, Any]) -> list[str]:
 
 
 def _targets_table(document: dict[str, Any]) -> str:
-    rows = [[t["benchmark"], t["label"], _fmt(t["value"], 3), t["target"],
+    rows = [[t["benchmark"], t["label"], _target_value(t), t["target"],
              "met" if t["met"] else "**missed**"] for t in document.get("targets", [])]  # fmt: skip
     if not rows:
         return "No benchmark of this run declares targets."
-    return _table(["benchmark", "target", "measured", "bound", "result"], rows)
+    return ("A ratio is the median of its per-round ratios, with the lowest and highest "
+            "round: a target met by the median but not by every round is within this "
+            "machine's noise.\n\n"
+            + _table(["benchmark", "target", "measured (min-max over rounds)", "bound",
+                      "result"], rows))
 
 
 def _load_tables(document: dict[str, Any]) -> list[str]:
@@ -507,9 +561,11 @@ def render(document: dict[str, Any], charts: list[str]) -> str:
         f"{load_before}, after: {load_after}: other work on the machine during the run "
         f"makes the figures noisier, not the ratios taken within one run.",
         "",
+        *([f"**Stopped early**: {document['watchdog']}.", ""] if document.get("watchdog")
+          else []),
         "## Headline",
         "",
-        headline(document),
+        headline(document, machine=False),
         "",
         "## Targets",
         "",

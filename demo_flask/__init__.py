@@ -37,6 +37,8 @@ from .embedded_thread import EmbeddedThreadMode
 from .errors import register_error_handlers
 from .models import Settings
 from .modes import EmbeddedMode, FlaskAsyncMode, Mode, SyncMode
+from .page import create_page_blueprint
+from .params import MAX_BODY_BYTES
 from .views import EXTENSION_KEY, create_blueprint
 
 __all__ = ("MODES", "begin_shutdown", "create_app", "shutdown")
@@ -56,6 +58,9 @@ def _defaults() -> dict[str, Any]:
         "CAAS_REDIS_POOL": int(os.environ.get("CAAS_REDIS_POOL", "8")),
         # Above the longest /delay (30 s) so the upstream's own timeout answers first.
         "AIOBRIDGE_TIMEOUT": 40.0,
+        # Prometheus metrics of the worker's bridge (bridge mode), summed over workers.
+        "AIOBRIDGE_METRICS_ENDPOINT": "/metrics",
+        "MAX_CONTENT_LENGTH": MAX_BODY_BYTES,
         # Never debug under gunicorn, even with FLASK_DEBUG=1 in the environment
         # (Flask reads it at construction); `flask run --debug` still sets it later.
         "DEBUG": False,
@@ -109,6 +114,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions[EXTENSION_KEY] = mode
     register_error_handlers(app)
     app.register_blueprint(create_blueprint(mode.is_async))
+    app.register_blueprint(create_page_blueprint())
     return app
 
 

@@ -14,7 +14,6 @@ import argparse
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from .services import (
     RedisServer,
     ServiceError,
     UpstreamServer,
+    port_is_free,
     redis_from_env,
 )
 from .upstream import seed_redis
@@ -50,6 +50,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--mode", choices=MODES, default="bridge", help="default: bridge")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
     parser.add_argument("--threads", type=int, default=16, help="threads per worker (default 16)")
+    parser.add_argument(
+        "--worker-class", choices=("gthread", "gevent"), default="gthread",
+        help="gunicorn worker class (default gthread; gevent needs the gevent package)",
+    )  # fmt: skip
     parser.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000)")
     parser.add_argument("--preload", action="store_true", help="load the app in the master")
     parser.add_argument(
@@ -57,15 +61,6 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds in-flight requests get at shutdown (default 10)",
     )  # fmt: skip
     return parser
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((HOST, port))
-        except OSError:
-            return False
-    return True
 
 
 def _gunicorn_command(args: argparse.Namespace) -> list[str]:
@@ -76,6 +71,7 @@ def _gunicorn_command(args: argparse.Namespace) -> list[str]:
         "--bind", f"{HOST}:{args.port}",
         "--workers", str(args.workers),
         "--threads", str(args.threads),
+        "--worker-class", args.worker_class,
         "--graceful-timeout", str(args.graceful_timeout),
     ]  # fmt: skip
     if args.preload:
@@ -141,7 +137,7 @@ def _stop_gunicorn(proc: subprocess.Popen[bytes], graceful: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Start Redis and the upstream if needed, then gunicorn; stop all on Ctrl-C."""
     args = _parser().parse_args(argv)
-    if not _port_is_free(args.port):
+    if not port_is_free(args.port):
         print(f"port {args.port} on {HOST} is in use; pass --port", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, _raise_stop)

@@ -15,7 +15,8 @@ from typing import Any
 import aiohttp
 import redis.asyncio as aredis
 
-from .catalog import BILLING_KEY, DOG_NAMES_KEY, TRACK_CHANNEL_PREFIX
+from . import billing as billing_script
+from .catalog import BILLING_KEY, TRACK_CHANNEL_PREFIX
 from .models import DelayResult, DogResult, TrackClock, TrackEvent
 
 __all__ = ("billing", "fan_out", "fetch_dog", "publish", "track")
@@ -27,15 +28,14 @@ _SUBSCRIBE_TIMEOUT = 5.0
 async def fetch_dog(
     http: aiohttp.ClientSession, client: aredis.Redis, upstream: str, latency_ms: int
 ) -> DogResult:
-    """Fetch a picture, then look its name up and bill it (both Redis calls at once)."""
+    """Fetch a picture, then look its name up and bill it: one atomic Redis round trip."""
     async with http.get(f"{upstream}/dog", params={"latency": str(latency_ms)}) as response:
         response.raise_for_status()
         image = await response.read()
         filename = response.headers["X-Filename"]
-    name, billed = await asyncio.gather(
-        client.hget(DOG_NAMES_KEY, filename), client.incr(BILLING_KEY)
-    )
-    return DogResult(image, filename, _text(name) or "Unknown", int(billed))
+    reply = await client.eval(billing_script.SCRIPT, *billing_script.script_args(filename))
+    name, billed = billing_script.parse(reply)
+    return DogResult(image, filename, name or "Unknown", billed)
 
 
 async def fan_out(
@@ -125,6 +125,3 @@ async def _confirmed(pubsub: aredis.client.PubSub) -> None:
             return
     raise TimeoutError(f"Redis did not confirm the subscription within {_SUBSCRIBE_TIMEOUT}s")
 
-
-def _text(value: str | bytes | None) -> str | None:
-    return value.decode() if isinstance(value, bytes) else value

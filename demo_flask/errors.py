@@ -1,4 +1,13 @@
-"""JSON error responses for bad input and for failing dependencies."""
+"""Every error the demo answers is JSON of one shape: ``{"error": "<what and why>"}``.
+
+Some carry one more field that a client can act on: ``parameter`` (400, the
+input to fix), ``detail`` (502/503, what the dependency said) or ``timeout``
+(504 from the bridge, in seconds). Flask's own HTTP errors (404, 405, 413,
+414, 415, 500) get the same shape instead of Werkzeug's HTML pages.
+
+Example: ``GET /nope`` answers 404 with
+``{"error": "not found: the requested URL was not found on the server. ..."}``.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +16,18 @@ import logging
 import aiohttp
 import redis.exceptions
 import requests
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import HTTPException, InternalServerError, RequestURITooLarge
 
-from .params import BadParameter
+from .params import MAX_URL_LENGTH, BadParameter
 
-__all__ = ("register_error_handlers",)
+__all__ = ("ERROR_FIELDS", "register_error_handlers")
 
 log = logging.getLogger(__name__)
+
+#: The keys an error body may have: ``error`` always, at most one of the others.
+ERROR_FIELDS = frozenset({"error", "parameter", "detail", "timeout"})
 
 
 def _bad_parameter(error: BadParameter) -> ResponseReturnValue:
@@ -36,8 +49,28 @@ def _redis_failed(error: Exception) -> ResponseReturnValue:
     return jsonify({"error": "redis is unavailable", "detail": str(error)}), 503
 
 
+def _http_error(error: HTTPException) -> ResponseReturnValue:
+    # Werkzeug's headers minus its HTML Content-Type; 405 keeps its Allow header.
+    headers = [(k, v) for k, v in error.get_headers() if k.lower() != "content-type"]
+    name = error.name.lower()
+    description = (error.description or "").rstrip(".")
+    message = f"{name}: {description[0].lower()}{description[1:]}" if description else name
+    return jsonify({"error": message}), error.code or 500, headers
+
+
+def _internal_error(error: InternalServerError) -> ResponseReturnValue:
+    # Flask has already logged the original exception with its traceback.
+    return jsonify({"error": "internal server error: the failure is in the server's log"}), 500
+
+
+def _url_length_limit() -> None:
+    if len(request.full_path) > MAX_URL_LENGTH:
+        raise RequestURITooLarge(f"the URL is longer than {MAX_URL_LENGTH} characters")
+
+
 def register_error_handlers(app: Flask) -> None:
-    """400 for bad input, 502/504 for the upstream, 503 for Redis, all JSON."""
+    """400 for bad input, 502/504 for the upstream, 503 for Redis, HTTP errors: all JSON."""
+    app.before_request(_url_length_limit)
     app.register_error_handler(BadParameter, _bad_parameter)
     app.register_error_handler(aiohttp.ClientError, _upstream_failed)
     app.register_error_handler(requests.RequestException, _upstream_failed)
@@ -45,3 +78,5 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(TimeoutError, _upstream_timed_out)
     app.register_error_handler(redis.exceptions.ConnectionError, _redis_failed)
     app.register_error_handler(redis.exceptions.TimeoutError, _redis_failed)
+    app.register_error_handler(InternalServerError, _internal_error)
+    app.register_error_handler(HTTPException, _http_error)

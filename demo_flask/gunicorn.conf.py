@@ -8,12 +8,28 @@ in the master when ``--preload`` is on, but no loop thread ever starts there.
 Each worker starts its own bridge after the fork (``post_worker_init``) and
 stops it, closing its HTTP and Redis pools, before it exits
 (``worker_exit``).
+
+Metrics: ``/metrics`` (bridge mode) sums every worker's figures through
+prometheus_client's multiprocess mode. Its directory is
+``PROMETHEUS_MULTIPROC_DIR`` if set (emptied of old figures at start), else a
+fresh temporary one removed at exit; a worker that dies is marked dead
+(``child_exit``) so its gauges stop counting.
 """
 
 from __future__ import annotations
 
+import glob
+import os
+import shutil
 import signal
+import tempfile
 from typing import Any
+
+# Set before the app (and prometheus_client) is imported, in the master, so
+# that every worker writes its figures to the same directory.
+_OWN_METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+if _OWN_METRICS_DIR:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="caas-metrics-")
 
 wsgi_app = "demo_flask:create_app()"
 bind = ["127.0.0.1:8000"]  # loopback only
@@ -25,6 +41,9 @@ threads = 16
 graceful_timeout = 10
 timeout = 60
 keepalive = 5
+# The app answers a URL longer than params.MAX_URL_LENGTH with a JSON 414; only a
+# request line past this (gunicorn's maximum) gets gunicorn's own plain 400.
+limit_request_line = 8190
 accesslog = None
 errorlog = "-"
 loglevel = "info"
@@ -70,3 +89,22 @@ def worker_exit(server: Any, worker: Any) -> None:
         from demo_flask import shutdown
 
         shutdown(app)
+
+
+def on_starting(server: Any) -> None:
+    """In the master, once: start from empty metrics (figures of an earlier run are stale)."""
+    for stale in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
+        os.remove(stale)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """In the master, after a worker died (however it died): drop its live gauges."""
+    from aiobridge.metrics import mark_process_dead
+
+    mark_process_dead(worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    """In the master, at the very end: remove the metrics directory if it made it."""
+    if _OWN_METRICS_DIR:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

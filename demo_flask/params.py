@@ -8,9 +8,11 @@ from collections.abc import Mapping
 from typing import Any
 
 __all__ = (
+    "MAX_BODY_BYTES",
     "MAX_DELAY_SECONDS",
     "MAX_FANOUT",
     "MAX_LATENCY_MS",
+    "MAX_URL_LENGTH",
     "POSITION_STATUSES",
     "BadParameter",
     "bounded_float",
@@ -22,6 +24,10 @@ __all__ = (
 MAX_LATENCY_MS = 10_000
 MAX_DELAY_SECONDS = 30.0
 MAX_FANOUT = 50
+#: Largest request body (``POST /track``): a position is well under 200 bytes.
+MAX_BODY_BYTES = 4096
+#: Longest path plus query string; longer answers 414.
+MAX_URL_LENGTH = 2048
 POSITION_STATUSES = ("picked_up", "en_route", "delivered", "cancelled")
 _ORDER_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 

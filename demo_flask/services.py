@@ -38,6 +38,7 @@ __all__ = (
     "UpstreamServer",
     "find_redis_server",
     "free_port",
+    "port_is_free",
     "redis_from_env",
     "wait_for_port",
 )
@@ -64,6 +65,28 @@ def free_port() -> int:
         sock.bind((HOST, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def port_is_free(port: int, host: str = HOST) -> bool:
+    """Whether a server could listen on ``host:port`` now, binding as gunicorn does.
+
+    gunicorn (like most servers) sets ``SO_REUSEADDR`` before it binds, so a
+    port whose old connections linger in ``TIME_WAIT`` (a restart right after
+    Ctrl-C with keep-alive clients) is free for it; only a socket that is
+    listening, or bound without that option, makes the bind fail.
+
+    Example::
+
+        if not port_is_free(8000):
+            raise SystemExit("port 8000 is in use; pass --port")
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def wait_for_port(port: int, *, timeout: float, host: str = HOST) -> None:
@@ -397,6 +420,7 @@ class GunicornServer(_Service):
         upstream_url: the upstream dog service the app calls.
         workers: worker processes.
         threads: threads per worker.
+        worker_class: gunicorn's worker class (``gthread``, ``gevent``).
         graceful_timeout: seconds gunicorn gives in-flight requests at SIGTERM.
         preload: load the app in the master before forking the workers.
         dev_mode: run under ``python -X dev`` (warnings and asyncio checks on).
@@ -418,6 +442,7 @@ class GunicornServer(_Service):
         upstream_url: str,
         workers: int = 1,
         threads: int = 16,
+        worker_class: str = "gthread",
         graceful_timeout: int = 5,
         preload: bool = False,
         dev_mode: bool = False,
@@ -431,6 +456,7 @@ class GunicornServer(_Service):
         self.upstream_url = upstream_url
         self.workers = workers
         self.threads = threads
+        self.worker_class = worker_class
         self.graceful_timeout = graceful_timeout
         self.preload = preload
         self.dev_mode = dev_mode
@@ -454,6 +480,7 @@ class GunicornServer(_Service):
             "--bind", f"{HOST}:{self.port}",
             "--workers", str(self.workers),
             "--threads", str(self.threads),
+            "--worker-class", self.worker_class,
             "--graceful-timeout", str(self.graceful_timeout),
             *(["--preload"] if self.preload else []),
             *([app] if app else []),

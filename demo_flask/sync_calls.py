@@ -15,7 +15,8 @@ from typing import Any
 import redis
 import requests
 
-from .catalog import BILLING_KEY, DOG_NAMES_KEY, TRACK_CHANNEL_PREFIX
+from . import billing as billing_script
+from .catalog import BILLING_KEY, TRACK_CHANNEL_PREFIX
 from .models import DelayResult, DogResult, TrackClock, TrackEvent
 
 __all__ = ("billing", "fan_out", "fetch_dog", "publish", "track")
@@ -27,17 +28,14 @@ _SUBSCRIBE_TIMEOUT = 5.0
 def fetch_dog(
     http: requests.Session, client: redis.Redis, upstream: str, latency_ms: int, timeout: float
 ) -> DogResult:
-    """Fetch a picture, then look its name up and bill it in one Redis round trip."""
+    """Fetch a picture, then look its name up and bill it: one atomic Redis round trip."""
     response = http.get(f"{upstream}/dog", params={"latency": latency_ms}, timeout=timeout)
     response.raise_for_status()
     filename = response.headers["X-Filename"]
-    pipe = client.pipeline(transaction=False)
-    pipe.hget(DOG_NAMES_KEY, filename)
-    pipe.incr(BILLING_KEY)
-    name, billed = pipe.execute()
-    if isinstance(name, bytes):
-        name = name.decode()
-    return DogResult(response.content, filename, name or "Unknown", int(billed))
+    name, billed = billing_script.parse(
+        client.eval(billing_script.SCRIPT, *billing_script.script_args(filename))
+    )
+    return DogResult(response.content, filename, name or "Unknown", billed)
 
 
 def fan_out(

@@ -11,6 +11,7 @@ from typing import Any, cast
 import redis.exceptions
 from flask import Blueprint, Response, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import UnsupportedMediaType
 
 from . import params
 from .models import DelayResult, DogResult
@@ -38,6 +39,12 @@ def _fan_out() -> tuple[float, int]:
 
 def _position(order_id: str) -> dict[str, Any]:
     order = params.order_id(order_id)
+    if request.content_length and not request.is_json:
+        raise UnsupportedMediaType(
+            "send the position with the header Content-Type: application/json, "
+            f"got {request.mimetype or 'none'}"
+        )
+    # Past MAX_CONTENT_LENGTH this raises RequestEntityTooLarge: a 413.
     return params.position(request.get_json(silent=True), order)
 
 

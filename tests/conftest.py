@@ -1,38 +1,29 @@
 """Shared fixtures: a strict bridge and (through tests.servers) real servers.
 
-The ``bridge`` fixture runs its loop in debug mode and fails the test if the
-loop's exception handler was called (an exception nobody retrieved, a callback
-that raised): such errors would otherwise only be logged.
+The ``bridge`` fixture runs its loop in debug mode under
+``aiobridge.pytest_plugin.bridge_guard``: the test fails if the loop's exception
+handler was called (an exception nobody retrieved, a callback that raised), a
+task was left pending, or a "never awaited"/"unclosed" warning appeared.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from aiobridge import AioThread
+from aiobridge.pytest_plugin import bridge_guard
 
 pytest_plugins = ["tests.servers"]
 
 
-class LoopErrors:
-    """Collects what reaches a loop's exception handler."""
-
-    def __init__(self) -> None:
-        self.contexts: list[dict[str, Any]] = []
-
-    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        self.contexts.append(context)
-
-
 @pytest.fixture
 def bridge() -> Iterator[AioThread]:
-    """A started bridge (debug loop) that fails the test on loop errors."""
-    errors = LoopErrors()
-    with AioThread(name="test-bridge", debug=True) as bridge:
-        bridge.loop.call_soon_threadsafe(bridge.loop.set_exception_handler, errors)
+    """A started bridge (debug loop) under the pytest plugin's guard.
+
+    The test fails if its loop's exception handler was called, a task was left
+    pending, or a coroutine was never awaited or a resource never closed.
+    """
+    with bridge_guard(AioThread(name="test-bridge", debug=True)) as bridge:
         yield bridge
-    assert not errors.contexts, f"the loop's exception handler was called: {errors.contexts}"

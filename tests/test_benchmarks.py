@@ -9,15 +9,23 @@ checks that every sentence is built from the figures it is given.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
-from benchmarks import readme, report
+from benchmarks import load_client, readme, report
+from benchmarks._watchdog import EXIT_OVERRAN
+from demo_flask.services import UpstreamServer
+from tests.helpers import run_python
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -151,17 +159,18 @@ def test_findings_are_phrased_from_the_numbers() -> None:
     sentences = report.findings(_document())
     text = "\n".join(sentences)
     # bridge 800 vs sync 600 and embedded-thread 700 at the target point
-    assert "800 req/s: 1.33x sync (600 req/s), 1.14x embedded-thread (700 req/s)" in text
+    assert ("800 req/s: 1.33x (1 round: no spread) sync (600 req/s), 1.14x (1 round: no "
+            "spread) embedded-thread (700 req/s)") in text
     # sync wins with one client and no upstream latency: said, with the numbers and why
     assert "**The bridge loses to sync**" in text
-    assert "sync 900 req/s vs bridge 700 (0.78x)" in text
+    assert "sync 900 req/s vs bridge 700 (0.78x (1 round: no spread))" in text
     assert "only one request is in flight and there is no upstream wait" in text
     assert "embedded-thread: 3 errors" in text
     assert "3 timeout" in text
     assert "Targets missed in this run: x (load_demo)" in text
     # the Redis micro-benchmark: sync wins from one thread, the bridge from 16
     assert ("Sequential Redis GETs from 1 thread: redis-py sync wins**, 12,000 GET/s vs the "
-            "bridge's 9,000 (0.75x)") in text
+            "bridge's 9,000 (0.75x (1 round: no spread))") in text
     assert "Redis GETs from 16 threads: the bridge 30,000 GET/s vs redis-py sync 15,000" in text
 
 
@@ -170,8 +179,8 @@ def test_headline_and_readme_block() -> None:
     block = report.headline(document, chart="docs/x.png")
     assert block.startswith(report.HEADLINE_START)
     assert block.endswith(report.HEADLINE_END)
-    assert "| **bridge** | 800.0 | 1.00x |" in block
-    assert "| sync | 600.0 | 1.33x |" in block
+    assert "| **bridge** | 800.0 | 1.00x (1 round: no spread) |" in block
+    assert "| sync | 600.0 | 1.33x (1 round: no spread) |" in block
     assert "Test CPU, 2 logical cores, 4.0 GB RAM" in block
     assert "![requests/s per mode](docs/x.png)" in block
     before = f"# Title\n\nintro\n\n{report.HEADLINE_START}\nold\n{report.HEADLINE_END}\n\nrest\n"
@@ -182,3 +191,132 @@ def test_headline_and_readme_block() -> None:
     assert block in after
     with pytest.raises(ValueError, match="markers"):
         readme.replace_block("# no markers\n", block)
+
+
+def test_readme_update_copies_the_chart_but_links_no_image(tmp_path: Path) -> None:
+    # README.md is also the package index page, where a relative image link breaks.
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "results.json").write_text(json.dumps(_document()), encoding="utf-8")
+    (results / "headline.png").write_bytes(b"\x89PNG chart")
+    target = tmp_path / "README.md"
+    target.write_text(f"# T\n\n{report.HEADLINE_START}\nold\n{report.HEADLINE_END}\n", "utf-8")
+    assert readme.main([str(results), "--readme", str(target)]) == 0
+    text = target.read_text(encoding="utf-8")
+    assert "| **bridge** | 800.0 | 1.00x" in text
+    assert "![" not in text
+    assert (tmp_path / "docs" / "benchmark-headline.png").read_bytes() == b"\x89PNG chart"
+
+
+def _with_rounds(document: dict[str, Any]) -> dict[str, Any]:
+    """The synthetic run with three interleaved rounds of the target point."""
+    rounds = {"sync": [600.0, 500.0, 700.0], "embedded-thread": [700.0, 700.0, 700.0],
+              "bridge": [800.0, 550.0, 1050.0]}  # fmt: skip
+    for mode in document["benchmarks"]["load_demo"]["result"]["modes"]:
+        mode["points"][1]["rps_rounds"] = rounds[mode["mode"]]
+    document["benchmarks"]["redis"]["rows"][0]["ratio_to_sync_spread"] = {
+        "min": 0.7, "median": 0.75, "max": 1.1, "rounds": 3}
+    return document
+
+
+def test_every_ratio_shows_its_spread_across_rounds() -> None:
+    document = _with_rounds(_document())
+    block = report.headline(document)
+    # bridge over sync round by round: 800/600, 550/500, 1050/700
+    assert "| sync | 600.0 | 1.33x (1.10-1.50, 3 rounds) |" in block
+    text = "\n".join(report.findings(document))
+    assert "1.33x (1.10-1.50, 3 rounds) sync (600 req/s)" in text
+    # one round of three is faster for the bridge: no winner is declared
+    assert "Redis GETs from 1 thread: no clear winner" in text
+    assert "0.75x (0.70-1.10, 3 rounds)" in text
+
+
+def test_load_targets_carry_their_spread() -> None:
+    from benchmarks import load_demo
+
+    document = _with_rounds(_document())
+    targets = load_demo.check_targets(document["benchmarks"]["load_demo"]["result"])
+    sync = targets["bridge req/s >= 1.2x sync (/dog, 32 clients, 20 ms upstream)"]
+    assert sync["spread"] == {"min": 1.1, "median": 1.333, "max": 1.5, "rounds": 3}
+    assert sync["value"] == 1.333 and sync["met"]
+
+
+def test_report_reproduces_the_command_run_and_states_the_machine_once() -> None:
+    document = _document()
+    document["command"] = "python -m benchmarks --quick --out /tmp/run"
+    document["targets"] = [
+        {"benchmark": "load_demo", "label": "bridge fan-out 10 x 50 ms p50 <= 55 ms",
+         "value": 57.0, "target": "<= 55", "met": False},
+        {"benchmark": "load_demo", "label": "y", "value": 2.0, "target": ">= 1", "met": True},
+    ]  # fmt: skip
+    text = report.render(document, [])
+    assert "Reproduce: `python -m benchmarks --quick --out /tmp/run`" in text
+    assert text.count("Test CPU, 2 logical cores") == 1
+    # the headline (the README's block) says which targets were missed, fan-out included
+    block = report.headline(document)
+    assert "Targets of the load test: 1 of 2 met. Missed: bridge fan-out 10 x 50 ms p50 " \
+           "<= 55 ms: measured 57.000." in block
+
+
+def test_a_stuck_probe_cannot_hang_the_load(upstream: UpstreamServer) -> None:
+    """The prober hang: a probe that never returns is left behind, bounded, and counted."""
+    release = threading.Event()
+    calls: list[float] = []
+
+    def stuck_probe() -> None:
+        calls.append(time.monotonic())
+        release.wait(60)  # as a call whose cancellation was lost would
+
+    try:
+        result = asyncio.run(load_client.run_load(
+            f"{upstream.url}/health", concurrency=2, max_requests=20, duration=5.0,
+            timeout=5.0, probe=stuck_probe, probe_interval=0.01))  # fmt: skip
+    finally:
+        release.set()
+    assert calls, "the probe never ran"
+    assert result.ok == 20
+    assert result.errors["probe_stuck"] == 1
+
+
+def test_the_watchdog_stops_an_overrunning_run_and_names_the_point(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks", "--tiny", "--only", "load_demo", "--deadline", "1",
+         "--out", str(tmp_path)],
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    seen: set[psutil.Process] = set()
+    try:
+        while proc.poll() is None:  # every process the run starts, while it runs
+            with contextlib.suppress(psutil.Error):
+                seen.update(psutil.Process(proc.pid).children(recursive=True))
+            time.sleep(0.05)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=30)
+    assert proc.returncode == EXIT_OVERRAN, stderr[-3000:]
+    assert "watchdog: the run overran its 1 s budget at 'load_demo: " in stderr, stderr[-3000:]
+    document = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
+    assert document["watchdog"].startswith("watchdog: the run overran")
+    assert "Stopped early" in (tmp_path / "report.md").read_text(encoding="utf-8")
+    alive = [p for p in seen if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, [p.cmdline() for p in alive]
+
+
+def test_the_watchdog_kills_a_run_that_ignores_its_stop() -> None:
+    code = """
+        import signal, subprocess, sys, time
+        from benchmarks._watchdog import Watchdog
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)   # a run whose stop path is stuck
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+        print(child.pid, flush=True)
+        with Watchdog(0.5, grace=0.5):
+            time.sleep(120)
+    """
+    done = run_python(code, timeout=60, dev=False)
+    assert done.returncode == EXIT_OVERRAN, done.stderr
+    assert "killing its children" in done.stderr
+    child = int(done.stdout.split()[0])
+    assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE

@@ -17,8 +17,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from demo_flask import MODES, create_app, shutdown
-from demo_flask.catalog import BILLING_KEY, DOGS, IMAGES_DIR, TRACK_CHANNEL_PREFIX
+from demo_flask.catalog import BILLING_KEY, DOG_NAMES_KEY, DOGS, IMAGES_DIR, TRACK_CHANNEL_PREFIX
+from demo_flask.errors import ERROR_FIELDS
 from demo_flask.services import UpstreamServer
+from demo_flask.upstream import seed_redis
 
 AppFactory = Callable[..., Flask]
 
@@ -49,9 +51,15 @@ def make_app(upstream: UpstreamServer, clean_redis: str) -> Iterator[AppFactory]
 
 
 @pytest.fixture(params=MODES)
-def client(request: pytest.FixtureRequest, make_app: AppFactory) -> FlaskClient:
+def mode(request: pytest.FixtureRequest) -> str:
+    """Each of the demo's modes."""
+    return str(request.param)
+
+
+@pytest.fixture
+def client(mode: str, make_app: AppFactory) -> FlaskClient:
     """A test client of the demo in each mode."""
-    return make_app(request.param).test_client()
+    return make_app(mode).test_client()
 
 
 def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
@@ -239,3 +247,51 @@ def test_unknown_mode_is_refused() -> None:
 def test_upstream_url_must_be_http() -> None:
     with pytest.raises(ValueError, match="UPSTREAM_URL"):
         create_app({"CAAS_MODE": "sync", "UPSTREAM_URL": "file:///etc/passwd"})
+
+
+def _json_error(response: Any, status: int) -> dict[str, Any]:
+    """The response's JSON error body, checked against the demo's one error shape."""
+    assert response.status_code == status, response.data[:300]
+    assert response.mimetype == "application/json", response.data[:300]
+    body = response.get_json()
+    assert isinstance(body, dict) and isinstance(body.get("error"), str) and body["error"]
+    assert set(body) <= ERROR_FIELDS, body
+    return body
+
+
+def test_every_error_is_json_of_one_shape(make_app: AppFactory, mode: str) -> None:
+    # Errors propagate under TESTING; a real server answers 500 instead.
+    client = make_app(mode, PROPAGATE_EXCEPTIONS=False).test_client()
+    position = {"lat": 1, "lon": 1}
+    assert "not found" in _json_error(client.get("/no-such-route"), 404)["error"]
+    refused = client.post("/dog")
+    assert "method not allowed" in _json_error(refused, 405)["error"]
+    assert "GET" in refused.headers["Allow"]
+    huge = json.dumps({**position, "padding": "x" * 2_000_000})
+    too_big = client.post("/track/o-1", data=huge, content_type="application/json")
+    _json_error(too_big, 413)
+    long_url = "/dog?latency=1&pad=" + "x" * 5000
+    assert "longer than" in _json_error(client.get(long_url), 414)["error"]
+    unlabelled = client.post("/track/o-1", data=json.dumps(position))
+    assert "Content-Type: application/json" in _json_error(unlabelled, 415)["error"]
+    assert client.post("/track/o-1", json=position).status_code == 202
+    _json_error(client.get("/dog?latency=-1"), 400)
+
+
+def test_a_request_is_billed_only_if_its_lookup_succeeded(
+    make_app: AppFactory, mode: str, redis_sync: redis.Redis, clean_redis: str
+) -> None:
+    client = make_app(mode, PROPAGATE_EXCEPTIONS=False).test_client()
+    try:
+        # Break the lookup (HGET on a string is WRONGTYPE) while INCR would still work.
+        redis_sync.delete(DOG_NAMES_KEY)
+        redis_sync.set(DOG_NAMES_KEY, "not a hash")
+        body = _json_error(client.get("/dog"), 500)
+        assert "WRONGTYPE" not in body["error"]  # no internals leak to the client
+        assert redis_sync.get(BILLING_KEY) is None
+        redis_sync.delete(DOG_NAMES_KEY)
+        assert client.get("/dog").status_code == 200  # an unknown name still bills
+        assert redis_sync.get(BILLING_KEY) == "1"
+    finally:
+        redis_sync.delete(DOG_NAMES_KEY)
+        seed_redis(clean_redis)  # the session's Redis is shared: put the names back

@@ -152,7 +152,6 @@ def test_http_exceptions_pass_through(app: Flask) -> None:
 
 def test_timeout_is_a_504_json_and_cancels_the_view(app: Flask) -> None:
     app.config["AIOBRIDGE_TIMEOUT"] = 0.2
-    app.extensions[EXTENSION_KEY].timeout = 0.2
     cancelled = threading.Event()
 
     @app.get("/slow")
@@ -188,7 +187,7 @@ def test_calls_after_shutdown_are_a_503_json(app: Flask) -> None:
 
 
 def test_in_flight_request_cancelled_by_shutdown_is_a_503(app: Flask) -> None:
-    app.extensions[EXTENSION_KEY].stop_timeout = 0.1
+    app.config["AIOBRIDGE_STOP_TIMEOUT"] = 0.1
     entered = threading.Event()
 
     @app.get("/hang")

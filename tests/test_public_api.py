@@ -48,7 +48,7 @@ def test_core_imports_without_optional_dependencies() -> None:
     result = run_python(
         """
         import sys
-        for name in ("flask", "aiohttp", "redis", "uvloop", "werkzeug"):
+        for name in ("flask", "aiohttp", "redis", "uvloop", "werkzeug", "prometheus_client"):
             sys.modules[name] = None  # any import of them now fails
         import asyncio, aiobridge
         assert aiobridge.run(asyncio.sleep(0, result=1)) == 1

@@ -39,7 +39,8 @@ FUZZ = settings(
 #: A valid request may ask the upstream for up to 10 s; the apps here give up sooner.
 HTTP_TIMEOUT = 0.5
 #: 308: Werkzeug merges a doubled slash in the path (``/track//0``) with a redirect.
-ALLOWED = {200, 202, 308, 400, 404, 405, 504}
+# 413/414/415: a body too large, a URL too long, a body not labelled JSON.
+ALLOWED = {200, 202, 308, 400, 404, 405, 413, 414, 415, 504}
 
 
 # -- the demo under fuzzed input ------------------------------------------------------------

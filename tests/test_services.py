@@ -6,9 +6,11 @@ import json
 import os
 import socket
 import sys
+import time
 import urllib.error
 import urllib.request
 
+import psutil
 import pytest
 import redis
 
@@ -21,6 +23,7 @@ from demo_flask.services import (
     UpstreamServer,
     find_redis_server,
     free_port,
+    port_is_free,
     redis_from_env,
 )
 
@@ -129,3 +132,37 @@ def test_upstream_rejects_out_of_bounds_input(upstream: UpstreamServer, path: st
     status, body, _ = _get(f"{upstream.url}{path}")
     assert status == 400
     assert "must be a number" in json.loads(body)["error"]
+
+
+def _time_wait_on_a_port() -> int:
+    """A port with no listener whose server side of a connection is in TIME_WAIT."""
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn's
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port: int = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+            conn, _ = listener.accept()
+            conn.close()  # the server closes first, as gunicorn does after keep-alive
+            assert client.recv(1) == b""
+    deadline = time.monotonic() + 10
+    while not any(c.status == psutil.CONN_TIME_WAIT and c.laddr and c.laddr.port == port
+                  for c in psutil.net_connections("tcp4")):  # fmt: skip
+        assert time.monotonic() < deadline, "no TIME_WAIT appeared"
+        time.sleep(0.01)
+    return port
+
+
+def test_port_check_binds_as_gunicorn_does_so_time_wait_is_free() -> None:
+    port = _time_wait_on_a_port()
+    with socket.socket() as plain, pytest.raises(OSError):  # a bind without SO_REUSEADDR trips
+        plain.bind(("127.0.0.1", port))
+    assert port_is_free(port)
+
+
+def test_port_check_fails_on_a_listening_port() -> None:
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        assert not port_is_free(listener.getsockname()[1])

@@ -1,0 +1,319 @@
+"""The call rules shared by :class:`~aiobridge.AioThread` and its feature modules.
+
+:class:`Engine` sits between the public facade (``bridge.py``) and the loop
+thread (``loop_thread.py``). It hands calls to the loop (``run``, ``submit``)
+and holds the checks every blocking feature needs: the deadlock guard, the
+default timeout, awaitable validation. ``streams``, ``queues`` and
+``resources`` take an :class:`Engine`, never an ``AioThread``, so every import
+points down::
+
+    bridge ──▶ streams, queues, resources ──▶ _engine ──▶ loop_thread, _calls
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import functools
+import inspect
+import math
+import os
+import sys
+import threading
+import types
+from collections.abc import Awaitable, Callable
+from typing import ParamSpec, TypeVar
+
+from ._awaitables import check_awaitable, close_awaitables, describe
+from ._calls import BlockingCall, FutureCall
+from ._context import copy_back
+from .errors import BridgeClosedError, BridgeDeadlockError, BridgeTimeoutError
+from .loop_thread import LoopThread, State
+from .monitor import BridgeStats
+
+__all__ = ("Engine", "check_timeout", "interpreter_debug_mode")
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+_CoroutineType = types.CoroutineType
+_get_running_loop = asyncio._get_running_loop
+_get_ident = threading.get_ident
+_getpid = os.getpid
+_copy_context = contextvars.copy_context
+
+
+class Engine:
+    """One loop thread plus the rules of handing calls to it.
+
+    Args:
+        core: the loop thread.
+        default_timeout: seconds applied when a call passes no timeout.
+    """
+
+    __slots__ = ("core", "default_timeout")
+
+    def __init__(self, core: LoopThread, default_timeout: float | None) -> None:
+        self.core = core
+        self.default_timeout = default_timeout
+
+    @classmethod
+    def create(
+        cls,
+        name: str,
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None,
+        debug: bool | None,
+        slow_callback_duration: float,
+        default_timeout: float | None,
+        max_in_flight: int | None,
+    ) -> Engine:
+        """Check ``AioThread``'s options and make its engine (the thread starts later)."""
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"name must be a non-empty str, got {name!r}")
+        if loop_factory is not None and not callable(loop_factory):
+            raise TypeError(f"loop_factory must be callable, got {describe(loop_factory)}")
+        if not slow_callback_duration > 0:
+            raise ValueError(
+                f"slow_callback_duration must be > 0 seconds, got {slow_callback_duration!r}"
+            )
+        default_timeout = check_timeout(default_timeout, "default_timeout")
+        if max_in_flight is not None and (
+            not isinstance(max_in_flight, int) or max_in_flight < 1
+        ):
+            raise ValueError(f"max_in_flight must be an int >= 1 or None, got {max_in_flight!r}")
+        if debug is None:
+            debug = interpreter_debug_mode()
+        core = LoopThread(name, loop_factory, bool(debug), slow_callback_duration, max_in_flight)
+        return cls(core, default_timeout)
+
+    @property
+    def name(self) -> str:
+        """The loop thread's name."""
+        return self.core.name
+
+    @property
+    def running(self) -> bool:
+        """True while the loop thread accepts work in this process."""
+        core = self.core
+        return core.state is State.RUNNING and core.pid == _getpid()
+
+    # -- checks ----------------------------------------------------------------------
+    def ensure_running(self) -> None:
+        """Start the loop thread unless it already runs in this process."""
+        core = self.core
+        if core.state is not State.RUNNING or core.pid != _getpid():
+            core.start()
+
+    def on_loop_thread(self) -> bool:
+        """True when called on the loop thread itself."""
+        core = self.core
+        return core.thread_ident == _get_ident() and core.pid == _getpid()
+
+    def check_may_block(self, method: str) -> None:
+        """Raise :class:`BridgeDeadlockError` if blocking here would never end.
+
+        Args:
+            method: the ``AioThread`` method name, for the message.
+        """
+        if self.on_loop_thread():
+            raise BridgeDeadlockError(
+                f"AioThread.{method}() was called from the bridge's own loop thread and would "
+                "wait for itself forever; inside a coroutine, await the awaitable directly"
+            )
+        if _get_running_loop() is not None:
+            raise BridgeDeadlockError(
+                f"AioThread.{method}() was called from a thread that is running an event loop; "
+                "blocking here would freeze that loop. Await the awaitable instead, or use "
+                f"await asyncio.wrap_future(bridge.submit(...))"
+            )
+
+    def timeout(self, timeout: float | None) -> float | None:
+        """The timeout a call gets: ``timeout``, checked, else the default."""
+        if timeout is None:
+            return self.default_timeout
+        return check_timeout(timeout, "timeout")
+
+    def check_awaitable(self, awaitable: object, where: str) -> None:
+        """Raise ``TypeError`` unless ``awaitable`` can run on this loop."""
+        check_awaitable(awaitable, where)
+        if isinstance(awaitable, asyncio.Future):
+            core = self.core
+            if core.loop is None or awaitable.get_loop() is not core.loop:
+                raise TypeError(
+                    f"{where} got an asyncio Future/Task bound to another event loop; "
+                    f"bridge {self.name!r} can only await futures of its own loop. "
+                    "Pass the coroutine instead"
+                )
+
+    def check_all(self, awaitables: tuple[Awaitable[T], ...], where: str) -> list[Awaitable[T]]:
+        """Check every awaitable; on a mistake close them all and raise ``TypeError``."""
+        items = list(awaitables)
+        for index, item in enumerate(items):
+            try:
+                self.check_awaitable(item, where)
+            except TypeError as exc:
+                close_awaitables(items)
+                raise TypeError(f"argument {index}: {exc}") from None
+        return items
+
+    def stats(self) -> BridgeStats:
+        """A snapshot of the counters and loop-health figures (``AioThread.stats``)."""
+        core = self.core
+        c = core.counters
+        p50, p99 = core.monitor.lag_percentiles()
+        return BridgeStats(
+            submitted=c.submitted,
+            completed=c.completed,
+            failed=c.failed,
+            cancelled=c.cancelled,
+            timed_out=c.timed_out,
+            in_flight=c.in_flight,
+            queued=len(core._waiting),
+            spawned=c.spawned,
+            loop_lag_p50=p50,
+            loop_lag_p99=p99,
+            loop_lag_max=core.monitor.lag_max,
+            slow_callbacks=core.monitor.slow_callbacks,
+            cancel_ignored=c.cancel_ignored,
+            cancel_redelivered=c.cancel_redelivered,
+        )
+
+    def wake(self, notify: Callable[[], None]) -> None:
+        """On the loop: run ``notify`` (a thread wake-up) just before the loop next blocks."""
+        self.core._wake(notify)
+
+    # -- calls -----------------------------------------------------------------------
+    def run(self, awaitable: Awaitable[T], timeout: float | None) -> T:
+        """Run ``awaitable`` on the loop and block until its result (``AioThread.run``)."""
+        if type(awaitable) is not _CoroutineType:
+            self.check_awaitable(awaitable, "AioThread.run()")
+        core = self.core
+        call: BlockingCall[T] | None = None
+        try:
+            self.check_may_block("run")
+            wait = self.timeout(timeout)
+            if core.state is not State.RUNNING or core.pid != _getpid():
+                core.start()
+            call = BlockingCall(awaitable, _copy_context(), core.new_lock)
+            core.hand_off(call)
+            acquired = call.lock.acquire(True, -1 if wait is None else wait)
+        except BaseException as exc:
+            if call is None or isinstance(exc, BridgeClosedError):
+                close_awaitables((awaitable,))  # never reached the loop
+            else:
+                # A KeyboardInterrupt during the hand-off or the wait: the loop may be
+                # running the coroutine already, so it is cancelled there, never closed here.
+                core.abandon(call)
+            raise
+        if not acquired and not call.lock.acquire(False):
+            core.request_cancel(call, timed_out=True)
+            raise BridgeTimeoutError(
+                f"AioThread.run() timed out after {timeout if timeout is not None else wait} s; "
+                "the task was cancelled on the loop"
+            )
+        context = call.context
+        if context != _copy_context():  # the call set context variables: keep them, as await
+            copy_back(context)
+        error = call.error
+        if error is not None:
+            call.error = None
+            try:
+                raise error
+            finally:
+                del error
+        return call.value  # type: ignore[no-any-return]
+
+    def submit(
+        self, awaitable: Awaitable[T], timeout: float | None, *, spawned: bool, where: str
+    ) -> concurrent.futures.Future[T]:
+        """Schedule ``awaitable`` on the loop; a future of its result (``submit``/``spawn``)."""
+        if type(awaitable) is not _CoroutineType:
+            self.check_awaitable(awaitable, where)
+        core = self.core
+        call: FutureCall[T] | None = None
+        try:
+            limit = None if spawned else self.timeout(timeout)
+            if core.state is not State.RUNNING or core.pid != _getpid():
+                core.start()
+            call = core.future_call(awaitable, _copy_context(), limit, spawned)
+            future = call.future
+            accepted = call  # not Optional, for the closure
+
+            def propagate_cancel(done: concurrent.futures.Future[T]) -> None:
+                if done.cancelled():
+                    core.request_cancel(accepted)
+
+            future.add_done_callback(propagate_cancel)
+            core.hand_off(call)
+        except BaseException as exc:
+            if call is None or isinstance(exc, BridgeClosedError):
+                close_awaitables((awaitable,))  # never reached the loop
+            else:
+                core.abandon(call)  # interrupted during the hand-off: see run()
+            raise
+        return future
+
+    def spawn(self, awaitable: Awaitable[T]) -> concurrent.futures.Future[T]:
+        """A tracked background task (``AioThread.spawn``)."""
+        return self.submit(awaitable, None, spawned=True, where="AioThread.spawn()")
+
+    def call_soon(self, fn: Callable[..., object], args: tuple[object, ...]) -> None:
+        """Schedule the plain callback ``fn(*args)`` on the loop (``AioThread.call_soon``)."""
+        if inspect.iscoroutinefunction(fn):
+            raise TypeError(
+                f"AioThread.call_soon() takes a plain callable; {describe(fn)} is a coroutine "
+                "function: use bridge.spawn(fn(...)) or bridge.submit(fn(...))"
+            )
+        if not callable(fn):
+            raise TypeError(f"AioThread.call_soon() takes a callable, got {describe(fn)}")
+        self.ensure_running()
+        loop = self.core.loop
+        assert loop is not None
+        try:
+            loop.call_soon_threadsafe(fn, *args, context=_copy_context())
+        except RuntimeError as exc:
+            raise BridgeClosedError(f"bridge {self.name!r} is closed") from exc
+
+    def blocking(self, fn: Callable[P, Awaitable[T]], timeout: float | None) -> Callable[P, T]:
+        """``fn`` made blocking: each call runs on the loop (``AioThread.wrap``)."""
+        if not callable(fn):
+            raise TypeError(f"AioThread.wrap() takes an async function, got {describe(fn)}")
+        if not inspect.iscoroutinefunction(fn) and not inspect.iscoroutinefunction(
+            getattr(fn, "__call__", None)  # noqa: B004
+        ):
+            raise TypeError(
+                f"AioThread.wrap() takes an async function (async def); {describe(fn)} "
+                "is a regular function, call it directly"
+            )
+
+        @functools.wraps(fn)
+        def blocking(*args: P.args, **kwargs: P.kwargs) -> T:
+            return self.run(fn(*args, **kwargs), timeout)
+
+        return blocking
+
+
+def interpreter_debug_mode() -> bool:
+    """Whether ``asyncio.run`` would turn debug mode on: ``-X dev`` or ``PYTHONASYNCIODEBUG``."""
+    return sys.flags.dev_mode or (
+        not sys.flags.ignore_environment and bool(os.environ.get("PYTHONASYNCIODEBUG"))
+    )
+
+
+def check_timeout(timeout: float | None, what: str) -> float | None:
+    """Validate a timeout in seconds; infinity means none.
+
+    Raises:
+        TypeError: not a number.
+        ValueError: negative or NaN.
+    """
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"{what} must be a number of seconds or None, got {describe(timeout)}")
+    if math.isnan(timeout) or timeout < 0:
+        raise ValueError(f"{what} must be >= 0 seconds or None, got {timeout!r}")
+    if math.isinf(timeout):
+        return None
+    return float(timeout)

@@ -1,0 +1,343 @@
+"""Prometheus metrics of every bridge in the process (extra ``metrics``: prometheus_client).
+
+:func:`install` makes the metrics and an :class:`~aiobridge.monitor.Observer`
+for each bridge that starts afterwards (in a gunicorn worker: each worker's
+bridge, after the fork). Every series is labelled with the bridge's name; the
+outcomes are ``completed``, ``failed``, ``cancelled`` and ``timed_out``:
+
+| name | type | what |
+|---|---|---|
+| `aiobridge_calls_total` | counter | calls by `outcome` (`completed`, `failed`, ...) |
+| `aiobridge_call_duration_seconds` | histogram | time a call ran on the loop |
+| `aiobridge_calls_in_flight` | gauge | calls running on the loop now |
+| `aiobridge_calls_queued` | gauge | calls waiting for a slot (`max_in_flight`) |
+| `aiobridge_loop_lag_seconds` | histogram | how late the loop's probe ran (each sample) |
+| `aiobridge_loop_lag_max_seconds` | gauge | the largest lag since the last scrape |
+| `aiobridge_slow_callbacks_total` | counter | callbacks that held the loop too long |
+| `aiobridge_loop_restarts_total` | counter | loops started again in a forked child |
+| `aiobridge_queue_items` | gauge | items held in the bridge's janus queues |
+
+Multiprocess mode (gunicorn with several workers): set ``PROMETHEUS_MULTIPROC_DIR``
+to an empty directory before the server starts, call :func:`mark_process_dead`
+from gunicorn's ``child_exit`` hook and serve :func:`generate` (the Flask
+extension does with ``AIOBRIDGE_METRICS_ENDPOINT``). Only ``inc``/``dec``/
+``set``/``observe`` are used, never callbacks or custom collectors, so the
+figures are summed across workers correctly; gauges use prometheus_client's
+``live*`` modes, so a dead worker's calls in flight stop counting once it is
+marked dead. A scrape cannot reset the other workers' lag maximum, so in this
+mode each worker reports the largest lag of the last one to two
+``lag_window`` seconds.
+
+Example:
+    >>> import asyncio
+    >>> from prometheus_client import CollectorRegistry
+    >>> from aiobridge import AioThread, metrics
+    >>> registry = CollectorRegistry()
+    >>> _ = metrics.install(registry)
+    >>> with AioThread(name="api") as bridge:
+    ...     bridge.run(asyncio.sleep(0))
+    >>> registry.get_sample_value(
+    ...     "aiobridge_calls_total", {"bridge": "api", "outcome": "completed"})
+    1.0
+    >>> metrics.uninstall()
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import weakref
+from typing import TYPE_CHECKING
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import exposition as _exposition
+from prometheus_client import multiprocess as _multiprocess
+
+from . import monitor
+from . import queues as _queues
+from .monitor import Observer, Outcome
+
+if TYPE_CHECKING:
+    from .loop_thread import LoopThread
+
+__all__ = (
+    "BridgeMetrics",
+    "generate",
+    "install",
+    "installed",
+    "mark_process_dead",
+    "multiprocess_dir",
+    "uninstall",
+)
+
+OUTCOMES: tuple[Outcome, ...] = ("completed", "failed", "cancelled", "timed_out")
+#: Buckets of the call duration, from 100 µs to 60 s.
+DURATION_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                    0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+#: Buckets of the loop lag, from 100 µs to 10 s.
+LAG_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+               1.0, 2.5, 5.0, 10.0)
+#: Default ``lag_window`` (seconds) in multiprocess mode.
+DEFAULT_LAG_WINDOW = 30.0
+
+_clock = time.monotonic
+
+
+def multiprocess_dir() -> str | None:
+    """prometheus_client's multiprocess directory (``PROMETHEUS_MULTIPROC_DIR``), if set."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+class BridgeMetrics:
+    """The metric families, and a factory of per-bridge observers that feed them.
+
+    Args:
+        registry: where the metrics are registered (default: prometheus_client's
+            global ``REGISTRY``; in multiprocess mode the values go to files
+            whatever the registry).
+        lag_window: seconds after which a worker's lag maximum rolls over when no
+            scrape of this process resets it (default: 30 s in multiprocess mode,
+            never otherwise).
+
+    Most code calls :func:`install` instead.
+    """
+
+    def __init__(
+        self, registry: CollectorRegistry | None = REGISTRY, *, lag_window: float | None = None
+    ) -> None:
+        self.lag_window = _window(lag_window)
+        self.registry = registry
+        self._observers: weakref.WeakSet[_BridgeObserver] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        labels = ("bridge",)
+        self.calls = Counter("aiobridge_calls", "Calls that ended, by outcome.",
+                             ("bridge", "outcome"), registry=registry)
+        self.duration = Histogram("aiobridge_call_duration_seconds",
+                                  "Time a call ran on the bridge's loop.", labels,
+                                  registry=registry, buckets=DURATION_BUCKETS)
+        self.in_flight = Gauge("aiobridge_calls_in_flight", "Calls running on the loop now.",
+                               labels, registry=registry, multiprocess_mode="livesum")
+        self.queued = Gauge("aiobridge_calls_queued",
+                            "Calls waiting for a slot (max_in_flight).", labels,
+                            registry=registry, multiprocess_mode="livesum")
+        self.lag = Histogram("aiobridge_loop_lag_seconds",
+                             "How late the loop's periodic probe ran.", labels,
+                             registry=registry, buckets=LAG_BUCKETS)
+        self.lag_max = Gauge("aiobridge_loop_lag_max_seconds",
+                             "Largest loop lag since the last scrape (multiprocess: "
+                             "over the last one to two lag windows).", labels,
+                             registry=registry, multiprocess_mode="livemax")
+        self.slow_callbacks = Counter("aiobridge_slow_callbacks",
+                                      "Callbacks that held the loop longer than "
+                                      "slow_callback_duration.", labels, registry=registry)
+        self.restarts = Counter("aiobridge_loop_restarts",
+                                "Loop threads started again in a forked child.", labels,
+                                registry=registry)
+        self.queue_items = Gauge("aiobridge_queue_items",
+                                 "Items held in the bridge's janus queues.", labels,
+                                 registry=registry, multiprocess_mode="livesum")
+
+    def observer(self, loop_thread: LoopThread) -> Observer:
+        """A new observer for ``loop_thread`` (the factory given to the core)."""
+        observer = _BridgeObserver(self, loop_thread)
+        with self._lock:
+            self._observers.add(observer)
+        return observer
+
+    def scraped(self) -> None:
+        """Start a new lag-maximum period in this process's bridges (after a scrape)."""
+        with self._lock:
+            observers = list(self._observers)
+        for observer in observers:
+            observer.reset_lag_max()
+
+
+def _window(lag_window: float | None) -> float | None:
+    if lag_window is None and multiprocess_dir() is not None:
+        return DEFAULT_LAG_WINDOW
+    return lag_window
+
+
+class _BridgeObserver(Observer):
+    """Feeds one bridge's events into the metric children labelled with its name."""
+
+    def __init__(self, metrics: BridgeMetrics, loop_thread: LoopThread) -> None:
+        name = loop_thread.name
+        self._calls = {outcome: metrics.calls.labels(name, outcome) for outcome in OUTCOMES}
+        self._duration = metrics.duration.labels(name)
+        self._in_flight = metrics.in_flight.labels(name)
+        self._queued = metrics.queued.labels(name)
+        self._lag = metrics.lag.labels(name)
+        self._lag_max = metrics.lag_max.labels(name)
+        self._slow = metrics.slow_callbacks.labels(name)
+        self._restarts = metrics.restarts.labels(name)
+        self._queue_items = metrics.queue_items.labels(name)
+        self._window = metrics.lag_window
+        self._loop_thread = weakref.ref(loop_thread)
+        self._window_started = _clock()
+        self._max_now = 0.0
+        self._max_before = 0.0
+        self._shown_max = -1.0
+        self._shown_items = -1
+
+    def loop_started(self, after_fork: bool) -> None:
+        # A forked child's copies of the parent's values (single-process mode)
+        # describe calls that do not exist here.
+        self._in_flight.set(0)
+        self._queued.set(0)
+        self._queue_items.set(0)
+        if after_fork:
+            self._restarts.inc()
+
+    def in_flight(self, delta: int) -> None:
+        self._in_flight.inc(delta)
+
+    def queued(self, delta: int) -> None:
+        self._queued.inc(delta)
+
+    def finished(self, outcome: Outcome, seconds: float | None) -> None:
+        self._calls[outcome].inc()
+        if seconds is not None:
+            self._duration.observe(seconds)
+
+    def slow_callback(self) -> None:
+        self._slow.inc()
+
+    def lag(self, seconds: float) -> None:
+        self._lag.observe(seconds)
+        if self._window is not None:
+            now = _clock()
+            if now - self._window_started >= self._window:
+                self._window_started = now
+                self._max_before, self._max_now = self._max_now, 0.0
+        if seconds > self._max_now:
+            self._max_now = seconds
+        largest = max(self._max_now, self._max_before)
+        if largest != self._shown_max:
+            self._shown_max = largest
+            self._lag_max.set(largest)
+        self._sample_queues()
+
+    def reset_lag_max(self) -> None:
+        self._max_now = self._max_before = 0.0
+        self._window_started = _clock()
+        self._shown_max = 0.0
+        self._lag_max.set(0.0)
+
+    def _sample_queues(self) -> None:
+        loop_thread = self._loop_thread()
+        tracker = None if loop_thread is None else _queues.tracker_of(loop_thread)
+        items = 0 if tracker is None else sum(q.sync_q.qsize() for q in list(tracker.queues))
+        if items != self._shown_items:
+            self._shown_items = items
+            self._queue_items.set(items)
+
+
+_installed: BridgeMetrics | None = None
+_install_lock = threading.Lock()
+# A registry refuses a second family of the same name: one BridgeMetrics per registry.
+_made: weakref.WeakKeyDictionary[CollectorRegistry, BridgeMetrics] = weakref.WeakKeyDictionary()
+
+
+def install(
+    registry: CollectorRegistry | None = REGISTRY, *, lag_window: float | None = None
+) -> BridgeMetrics:
+    """Export the metrics of every bridge that starts from now on. Idempotent.
+
+    Call it before the bridges start (at import of the app, or in gunicorn's
+    config). A bridge already running is observed after its next start (e.g.
+    in a forked child).
+
+    Args:
+        registry: see :class:`BridgeMetrics`; a second call returns the metrics
+            of the first whatever it passes.
+        lag_window: see :class:`BridgeMetrics`.
+
+    Returns:
+        The installed :class:`BridgeMetrics`.
+
+    Example:
+        >>> from aiobridge import metrics
+        >>> metrics.install()  # doctest: +SKIP
+    """
+    global _installed
+    with _install_lock:
+        if _installed is None:
+            made = None if registry is None else _made.get(registry)
+            if made is None:
+                made = BridgeMetrics(registry, lag_window=lag_window)
+                if registry is not None:
+                    _made[registry] = made
+            else:
+                made.lag_window = _window(lag_window)
+            _installed = made
+        monitor.set_observer_factory(_installed.observer)
+        return _installed
+
+
+def installed() -> BridgeMetrics | None:
+    """The metrics made by :func:`install`, if any."""
+    return _installed
+
+
+def uninstall() -> None:
+    """Stop observing bridges that start from now on and forget the metrics.
+
+    The metric families stay registered in their registry.
+
+    Example:
+        >>> from aiobridge import metrics
+        >>> metrics.uninstall()
+    """
+    global _installed
+    with _install_lock:
+        _installed = None
+        monitor.set_observer_factory(None)
+
+
+def generate(registry: CollectorRegistry | None = None) -> tuple[bytes, str]:
+    """The Prometheus text exposition, and its content type, for a ``/metrics`` view.
+
+    In multiprocess mode the figures of every worker are collected from
+    ``PROMETHEUS_MULTIPROC_DIR``; otherwise ``registry`` (default: the one
+    given to :func:`install`, else the global registry) is exposed. Starts a
+    new lag-maximum period in this process.
+
+    Example:
+        >>> body, content_type = generate()
+        >>> content_type.startswith("text/plain")
+        True
+    """
+    path = multiprocess_dir()
+    if path is not None:
+        target = CollectorRegistry()
+        _multiprocess.MultiProcessCollector(target, path=path)  # type: ignore[no-untyped-call]
+    elif registry is not None:
+        target = registry
+    else:
+        target = _registry_of(_installed)
+    body = _exposition.generate_latest(target)
+    if _installed is not None:
+        _installed.scraped()
+    return body, _exposition.CONTENT_TYPE_LATEST
+
+
+def _registry_of(metrics: BridgeMetrics | None) -> CollectorRegistry:
+    registry = REGISTRY if metrics is None else metrics.registry
+    return registry if registry is not None else CollectorRegistry()
+
+
+def mark_process_dead(pid: int) -> None:
+    """Forget a dead worker's gauges (multiprocess mode; does nothing otherwise).
+
+    Call it from gunicorn's ``child_exit`` hook; the dead worker's counters and
+    histograms keep counting in the totals, as Prometheus expects of counters.
+
+    Example:
+        >>> def child_exit(server, worker):
+        ...     mark_process_dead(worker.pid)
+    """
+    path = multiprocess_dir()
+    if path is not None:
+        _multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]

@@ -1,0 +1,95 @@
+"""Runs every code example of the documentation as a test (see docs/CONTRIBUTING-docs.md).
+
+Sybil collects README.md, docs/*.md and the docstrings of aiobridge/*.py:
+
+- a fenced ``python`` block runs, in page order, in one namespace per page;
+- ``<!-- skip: next "reason" -->`` before a block skips it (say why);
+- ``<!-- invisible-code-block: python -->`` runs setup the reader does not see;
+- ``>>>`` examples (in docstrings, or a ``python`` block that starts with ``>>>``)
+  are doctests.
+
+While a page that mentions ``REDIS_URL`` or ``UPSTREAM_URL`` runs, those
+variables point at the suite's real Redis and dog service (tests/servers.py),
+so examples read them like an application reads its configuration.
+"""
+
+from __future__ import annotations
+
+import doctest
+import sys
+from typing import Any
+
+import pytest
+from sybil import Sybil
+from sybil.parsers.markdown import PythonCodeBlockParser, SkipParser
+from sybil.parsers.rest import DocTestParser
+
+import aiobridge.pytest_plugin
+
+pytest_plugins = ["tests.servers", "pytester"]
+
+DOCTEST_FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # An installed aiobridge registers its plugin through the pytest11 entry
+    # point; a checkout on PYTHONPATH, or an install older than the plugin, does not.
+    if not config.pluginmanager.has_plugin("aiobridge"):
+        config.pluginmanager.register(aiobridge.pytest_plugin, "aiobridge")
+
+
+@pytest.fixture
+def docs_env(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point REDIS_URL/UPSTREAM_URL at the suite's servers for a page that uses them."""
+    text = request.node.example.document.text
+    if "REDIS_URL" in text or "UPSTREAM_URL" in text:
+        monkeypatch.setenv("REDIS_URL", request.getfixturevalue("redis_url"))
+        monkeypatch.setenv("UPSTREAM_URL", request.getfixturevalue("upstream").url)
+
+
+def _page_setup(namespace: dict[str, Any]) -> None:
+    # A page reads like a script: Flask(__name__) and logging see "__main__".
+    namespace["__name__"] = "__main__"
+
+
+def _stop_leftovers(namespace: dict[str, Any]) -> None:
+    """Stop what a page left running, then fail it: examples must clean up."""
+    from aiobridge import AioThread, _default
+
+    left = [
+        name for name, value in namespace.items() if isinstance(value, AioThread) and value.running
+    ]
+    for name in left:
+        namespace[name].stop()
+    default = _default._default
+    if default is not None and default.running:
+        default.stop()  # aiobridge.run() on a page: the process-wide bridge, stopped per page
+    if "flask" in sys.modules:  # an app with the extension: stop its bridge like worker_exit
+        from flask import Flask
+
+        from aiobridge.flask import shutdown
+
+        for value in list(namespace.values()):
+            if isinstance(value, Flask):
+                shutdown(value)
+    if left:
+        raise AssertionError(f"the page left bridges running: {left}; stop them or use `with`")
+
+
+pytest_collect_file = (
+    Sybil(
+        parsers=[PythonCodeBlockParser(doctest_optionflags=DOCTEST_FLAGS), SkipParser()],
+        patterns=["README.md", "docs/*.md"],
+        excludes=["docs/benchmark-report.md"],
+        fixtures=["docs_env"],
+        setup=_page_setup,
+        teardown=_stop_leftovers,
+        name="docs",
+    )
+    + Sybil(
+        parsers=[DocTestParser(optionflags=DOCTEST_FLAGS)],
+        patterns=["aiobridge/*.py"],
+        teardown=_stop_leftovers,
+        name="docstrings",
+    )
+).pytest()

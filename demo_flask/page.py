@@ -1,0 +1,67 @@
+"""The demo's web page (``GET /``) and the order it lets a visitor place (``POST /orders``).
+
+The page is one static HTML file with plain JavaScript, no build step: a dog
+and its name from ``/dog``, an order whose positions arrive live through
+``/track/<order_id>`` (``EventSource``) until it is delivered, and the serving
+worker's figures from ``/stats``. It works the same in every mode.
+
+``POST /orders`` places an order: a new order id and the route its courier
+will take. The page plays the courier: it publishes each position of the route
+with ``POST /track/<order_id>``, the way a courier's phone would.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any
+
+from flask import Blueprint, jsonify, send_from_directory, url_for
+from flask.typing import ResponseReturnValue
+
+__all__ = ("ROUTE_STEPS", "create_page_blueprint", "plan_route")
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+#: Positions of a route, the last one ``delivered``.
+ROUTE_STEPS = 6
+_KITCHEN = (48.8566, 2.3522)
+_STEP = (0.0021, 0.0034)
+
+
+def plan_route(steps: int = ROUTE_STEPS) -> list[dict[str, Any]]:
+    """A courier's route: picked up, en route, delivered (``steps`` positions)."""
+    route = []
+    for index in range(steps):
+        status = "picked_up" if index == 0 else "delivered" if index == steps - 1 else "en_route"
+        route.append({
+            "lat": round(_KITCHEN[0] + _STEP[0] * index, 6),
+            "lon": round(_KITCHEN[1] + _STEP[1] * index, 6),
+            "status": status,
+        })  # fmt: skip
+    return route
+
+
+def index() -> ResponseReturnValue:
+    """The page."""
+    response = send_from_directory(STATIC_DIR, "index.html", max_age=0)
+    response.headers["Cache-Control"] = "no-cache"
+    return response
+
+
+def place_order() -> ResponseReturnValue:
+    """A new order: its id, where to follow it and its courier's route."""
+    order_id = f"order-{secrets.token_hex(6)}"
+    body = {
+        "order_id": order_id,
+        "track": url_for("caas.track", order_id=order_id),
+        "route": plan_route(),
+    }
+    return jsonify(body), 201
+
+
+def create_page_blueprint() -> Blueprint:
+    """``GET /`` and ``POST /orders``; the same in every mode."""
+    bp = Blueprint("page", __name__)
+    bp.add_url_rule("/", "index", index, methods=["GET"])
+    bp.add_url_rule("/orders", "place_order", place_order, methods=["POST"])
+    return bp

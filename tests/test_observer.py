@@ -1,0 +1,168 @@
+"""The observer hook of the core: every counter change reaches an installed observer."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from aiobridge import AioThread, BridgeTimeoutError
+from aiobridge.loop_thread import LoopThread
+from aiobridge.monitor import Observer, Outcome, set_observer_factory
+
+from .helpers import run_in_fork
+
+
+class Recorder(Observer):
+    """Keeps what it is told; figures are read after the bridge has stopped or quietened."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.starts: list[bool] = []
+        self.in_flight_now = 0
+        self.in_flight_peak = 0
+        self.queued_now = 0
+        self.queued_peak = 0
+        self.outcomes: list[tuple[Outcome, float | None]] = []
+        self.lags: list[float] = []
+        self.slow = 0
+        self.lag_seen = threading.Event()
+
+    def loop_started(self, after_fork: bool) -> None:
+        self.starts.append(after_fork)
+
+    def in_flight(self, delta: int) -> None:
+        self.in_flight_now += delta
+        self.in_flight_peak = max(self.in_flight_peak, self.in_flight_now)
+
+    def queued(self, delta: int) -> None:
+        self.queued_now += delta
+        self.queued_peak = max(self.queued_peak, self.queued_now)
+
+    def finished(self, outcome: Outcome, seconds: float | None) -> None:
+        self.outcomes.append((outcome, seconds))
+
+    def lag(self, seconds: float) -> None:
+        self.lags.append(seconds)
+        self.lag_seen.set()
+
+    def slow_callback(self) -> None:
+        self.slow += 1
+
+
+@pytest.fixture
+def recorders() -> Iterator[dict[str, Recorder]]:
+    made: dict[str, Recorder] = {}
+
+    def factory(loop_thread: LoopThread) -> Recorder:
+        made[loop_thread.name] = recorder = Recorder(loop_thread.name)
+        return recorder
+
+    set_observer_factory(factory)
+    try:
+        yield made
+    finally:
+        set_observer_factory(None)
+
+
+def test_every_outcome_reaches_the_observer(recorders: dict[str, Recorder]) -> None:
+    async def boom() -> None:
+        raise ValueError("boom")
+
+    async def slow(gate: asyncio.Event) -> None:
+        await gate.wait()
+
+    with AioThread(name="observed") as bridge:
+        assert bridge.run(asyncio.sleep(0.01, result=1)) == 1
+        with pytest.raises(ValueError):
+            bridge.run(boom())
+        with pytest.raises(BridgeTimeoutError):
+            bridge.run(asyncio.sleep(30), timeout=0.05)
+        gate = bridge.run(_make_event())
+        future = bridge.submit(slow(gate))
+        _wait_for(lambda: recorders["observed"].in_flight_now == 1)
+        future.cancel()
+        with pytest.raises(concurrent.futures.CancelledError):
+            future.result(10)
+        _wait_for(lambda: len(recorders["observed"].outcomes) == 5)
+    recorder = recorders["observed"]
+    assert [outcome for outcome, _ in recorder.outcomes] == [
+        "completed", "failed", "timed_out", "completed", "cancelled",
+    ]
+    completed_seconds = recorder.outcomes[0][1]
+    assert completed_seconds is not None and completed_seconds >= 0.01
+    assert recorder.in_flight_now == 0
+    assert recorder.starts == [False]
+    stats = bridge.stats()
+    assert (stats.completed, stats.failed, stats.cancelled, stats.timed_out) == (2, 1, 2, 1)
+
+
+def test_calls_waiting_for_a_slot_are_reported_queued(recorders: dict[str, Recorder]) -> None:
+    with AioThread(name="narrow", max_in_flight=1) as bridge:
+        gate = bridge.run(_make_event())
+        futures = [bridge.submit(gate.wait()) for _ in range(3)]
+        _wait_for(lambda: recorders["narrow"].queued_now == 2)
+        assert bridge.stats().queued == 2
+        late = bridge.submit(asyncio.sleep(30), timeout=0.05)  # times out while queued
+        with pytest.raises(BridgeTimeoutError):
+            late.result(10)
+        bridge.call_soon(gate.set)
+        for future in futures:
+            future.result(10)
+    recorder = recorders["narrow"]
+    assert recorder.queued_peak == 3
+    assert recorder.queued_now == 0 and recorder.in_flight_now == 0
+    assert recorder.in_flight_peak == 1
+    assert ("timed_out", None) in recorder.outcomes  # never ran: no duration
+    assert sorted(o for o, _ in recorder.outcomes) == ["completed"] * 4 + ["timed_out"]
+
+
+def test_lag_samples_and_slow_callbacks_reach_the_observer(
+    recorders: dict[str, Recorder],
+) -> None:
+    async def blocks_the_loop() -> None:
+        time.sleep(0.3)  # the mistake the watchdog reports
+
+    with AioThread(name="lagged", slow_callback_duration=0.05) as bridge:
+        bridge.run(blocks_the_loop())
+        recorder = recorders["lagged"]
+        recorder.lag_seen.clear()
+        assert recorder.lag_seen.wait(10)
+        _wait_for(lambda: max(recorder.lags) >= 0.2)
+    assert recorder.slow >= 1
+    assert recorder.slow == bridge.stats().slow_callbacks
+
+
+def test_a_loop_restarted_in_a_forked_child_is_reported(recorders: dict[str, Recorder]) -> None:
+    with AioThread(name="forked") as bridge:
+        bridge.run(asyncio.sleep(0))
+
+        def child() -> str:
+            bridge.run(asyncio.sleep(0))
+            return repr(recorders["forked"].starts)
+
+        assert run_in_fork(child) == "[True]"
+        assert recorders["forked"].starts == [False]
+
+
+def test_no_observer_without_a_factory() -> None:
+    with AioThread(name="plain") as bridge:
+        bridge.run(asyncio.sleep(0))
+        assert bridge._core.observer is None
+
+
+async def _make_event() -> asyncio.Event:
+    return asyncio.Event()
+
+
+def _wait_for(condition: object, timeout: float = 10.0) -> None:
+    assert callable(condition)
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(0.005)
