@@ -4,68 +4,48 @@ uWSGI forks its workers without running Python's at-fork hooks, so a worker
 finds out that it was forked on its first call; with 8 threads per worker
 racing that first call, some workers used to start two loop threads (the
 reset re-created the lock that was meant to guard it). Here the fork is made
-the way uWSGI makes it, with libc's ``fork()`` (no Python hooks run), and many
+the way uWSGI makes it, with libc's ``fork()`` (no Python hook runs), and many
 threads released together by a barrier make the first call of the child. To
 make the race certain rather than likely, the first thread to reset the state
 is held (through a trace function) until every other thread has entered
-``start()`` too.
+``LoopThread.start()`` too.
+
+It runs in a fresh interpreter whose only other threads are the bridge's
+(quiet ones): a raw fork must not catch another thread holding a lock.
 """
 
 from __future__ import annotations
 
-import asyncio
-import ctypes
 import json
-import os
 import sys
-import threading
-import traceback
-from types import FrameType
 
 import pytest
 
-import aiobridge
-from aiobridge import AioThread
-from aiobridge.loop_thread import LoopThread
-from tests.helpers import wait_child
+from tests.helpers import run_python
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="counts threads through /proc/self/task"
 )
 
 THREADS = 16
-FORKS = 4
-WAIT = 30.0
+FORKS = 5
+
+SCRIPT = """
+import asyncio, ctypes, json, os, sys, threading, time, traceback
+from aiobridge import AioThread
+from aiobridge.loop_thread import LoopThread
+
+THREADS, FORKS, WAIT = int(sys.argv[1]), int(sys.argv[2]), 30.0
 
 
-def _raw_fork() -> int:
-    """libc's fork() with the GIL held (PyDLL) and, like uWSGI, no Python at-fork hook."""
-    return int(ctypes.PyDLL(None).fork())
-
-
-def _live_threads(name: str) -> int:
-    """Threads called ``name`` that really run in this process (not stale copies)."""
-    tids = {int(tid) for tid in os.listdir("/proc/self/task")}
-    return sum(1 for t in threading.enumerate() if t.name == name and t.native_id in tids)
-
-
-async def _pid() -> int:
-    await asyncio.sleep(0)
-    return os.getpid()
-
-
-class _HoldFirstReset:
-    """A trace function: the first reset of the loop thread's state waits until
-    all ``threads`` racing threads have entered ``LoopThread.start``."""
-
-    def __init__(self, threads: int) -> None:
-        self.threads = threads
+class HoldFirstReset:
+    def __init__(self):
         self.started = 0
         self.held = False
         self.timed_out = False
         self.cond = threading.Condition()
 
-    def __call__(self, frame: FrameType, event: str, arg: object) -> None:
+    def __call__(self, frame, event, arg):
         code = frame.f_code
         if code is LoopThread.start.__code__:
             with self.cond:
@@ -76,20 +56,31 @@ class _HoldFirstReset:
                 if self.held:
                     return
                 self.held = True
-                if not self.cond.wait_for(lambda: self.started >= self.threads, WAIT):
+                if not self.cond.wait_for(lambda: self.started >= THREADS, WAIT):
                     self.timed_out = True
 
 
-def _race(call: object, gate: _HoldFirstReset | None = None) -> dict[str, object]:
-    if gate is not None:
-        threading.settrace(gate)  # type: ignore[arg-type]
-    barrier = threading.Barrier(THREADS, timeout=WAIT)
-    results: list[object] = []
+def live_threads(name):
+    # A raw fork leaves stale copies of the parent's threads in threading.enumerate().
+    tids = {int(tid) for tid in os.listdir("/proc/self/task")}
+    return sum(1 for t in threading.enumerate() if t.name == name and t.native_id in tids)
 
-    def first_call() -> None:
+
+async def pid():
+    await asyncio.sleep(0)
+    return os.getpid()
+
+
+def child(bridge):
+    gate = HoldFirstReset()
+    threading.settrace(gate)
+    barrier = threading.Barrier(THREADS, timeout=WAIT)
+    results = []
+
+    def first_call():
         barrier.wait()
         try:
-            results.append(call())  # type: ignore[operator]
+            results.append(bridge.run(pid(), timeout=WAIT))
         except BaseException as exc:
             results.append(repr(exc))
 
@@ -98,73 +89,62 @@ def _race(call: object, gate: _HoldFirstReset | None = None) -> dict[str, object
         thread.start()
     for thread in threads:
         thread.join(WAIT)
-    threading.settrace(None)  # type: ignore[arg-type]
-    gated = {} if gate is None else {"held": gate.held, "gate_timed_out": gate.timed_out}
-    return {"alive": sum(t.is_alive() for t in threads), "results": results, **gated}
+    threading.settrace(None)
+    outcome = {
+        "alive": sum(t.is_alive() for t in threads), "held": gate.held,
+        "gate_timed_out": gate.timed_out, "wrong": [r for r in results if r != os.getpid()],
+        "calls": len(results), "loop_threads": live_threads("race"),
+        "watchdogs": live_threads("race-watchdog"),
+    }
+    bridge.stop()
+    return outcome
 
 
-def _in_raw_fork(body: object) -> dict[str, object]:
+# A quiet bridge: its threads rarely wake, so a fork never finds one holding a lock.
+bridge = AioThread(name="race", slow_callback_duration=60).start()
+outcomes = []
+for _ in range(FORKS):
+    assert bridge.run(pid(), timeout=WAIT) == os.getpid()
     read_end, write_end = os.pipe()
-    pid = _raw_fork()
-    if pid == 0:
+    child_pid = ctypes.PyDLL(None).fork()  # the GIL held across it; no Python hook runs
+    if child_pid == 0:
         code = 1
         try:
             os.close(read_end)
-            os.write(write_end, json.dumps(body()).encode())  # type: ignore[operator]
+            os.write(write_end, json.dumps(child(bridge)).encode())
             code = 0
         except BaseException:
             traceback.print_exc()
         finally:
             os._exit(code)
     os.close(write_end)
+    deadline = time.monotonic() + 2 * WAIT
+    while not (done := os.waitpid(child_pid, os.WNOHANG))[0]:
+        if time.monotonic() > deadline:
+            os.kill(child_pid, 9)
+            raise SystemExit("a forked child hung")
+        time.sleep(0.01)
     with os.fdopen(read_end, "rb") as pipe:
-        status = wait_child(pid, WAIT * 2)
         output = pipe.read().decode()
-    assert status == 0, f"child exited with {status}"
-    result: dict[str, object] = json.loads(output)
-    return result
+    assert os.waitstatus_to_exitcode(done[1]) == 0, "a forked child failed"
+    outcomes.append(json.loads(output))
+assert bridge.run(pid(), timeout=WAIT) == os.getpid()  # the parent's loop is untouched
+bridge.stop()
+print(json.dumps(outcomes))
+"""
 
 
-@pytest.mark.parametrize("fork", range(FORKS))
-def test_racing_first_calls_start_one_loop_thread(fork: int) -> None:
-    # A quiet probe: the fork below must not catch a parent thread mid-GIL hand-over.
-    with AioThread(name="race-bridge", slow_callback_duration=60) as bridge:
-        assert bridge.run(_pid()) == os.getpid()
-
-        def child() -> dict[str, object]:
-            gate = _HoldFirstReset(THREADS)
-            outcome = _race(lambda: bridge.run(_pid(), timeout=WAIT), gate)
-            outcome["loop_threads"] = _live_threads("race-bridge")
-            outcome["watchdogs"] = _live_threads("race-bridge-watchdog")
-            outcome["pid"] = os.getpid()
-            bridge.stop()
-            return outcome
-
-        outcome = _in_raw_fork(child)
-        assert outcome["alive"] == 0
-        assert outcome["held"] is True
+def test_racing_first_calls_in_forked_children_start_one_loop_thread() -> None:
+    proc = run_python(SCRIPT, args=[str(THREADS), str(FORKS)], timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    outcomes = json.loads(proc.stdout)
+    assert len(outcomes) == FORKS
+    for outcome in outcomes:
+        assert outcome["held"] is True  # the race really happened
         assert outcome["gate_timed_out"] is False
-        assert outcome["results"] == [outcome["pid"]] * THREADS
-        assert outcome["loop_threads"] == 1
-        assert outcome["watchdogs"] == 1
-        assert bridge.run(_pid()) == os.getpid()  # the parent's loop is untouched
-
-
-@pytest.mark.parametrize("fork", range(FORKS))
-def test_racing_first_calls_of_the_default_bridge(fork: int) -> None:
-    parent = aiobridge.default_bridge()
-    assert aiobridge.run(_pid()) == os.getpid()
-
-    def child() -> dict[str, object]:
-        outcome = _race(lambda: aiobridge.run(_pid(), timeout=WAIT))
-        outcome["loop_threads"] = _live_threads(parent.name)
-        outcome["same"] = aiobridge.default_bridge() is parent
-        outcome["pid"] = os.getpid()
-        parent.stop()
-        return outcome
-
-    outcome = _in_raw_fork(child)
-    assert outcome["alive"] == 0
-    assert outcome["results"] == [outcome["pid"]] * THREADS
-    assert outcome["loop_threads"] == 1
-    assert outcome["same"] is True
+        assert outcome["alive"] == 0
+        assert outcome["calls"] == THREADS
+        assert outcome["wrong"] == []
+        assert outcome["loop_threads"] == 1, outcomes
+        assert outcome["watchdogs"] == 1, outcomes
