@@ -25,7 +25,7 @@ def default_bridge() -> AioThread:
 
     Example:
         >>> import aiobridge
-        >>> aiobridge.default_bridge().running  # doctest: +SKIP
+        >>> aiobridge.default_bridge().running
         True
     """
     global _default

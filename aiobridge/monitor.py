@@ -151,9 +151,20 @@ def set_observer_factory(factory: ObserverFactory | None) -> None:
 
 
 def observer_for(loop_thread: LoopThread) -> Observer | None:
-    """The observer of a loop thread about to start, if a factory is set."""
+    """The observer of a loop thread about to start, if a factory is set.
+
+    A factory that fails is logged and the bridge runs unobserved: metrics
+    must never stop the calls they count.
+    """
     factory = _observer_factory
-    return None if factory is None else factory(loop_thread)
+    if factory is None:
+        return None
+    try:
+        return factory(loop_thread)
+    except Exception:
+        logger.exception("aiobridge: the observer factory failed; bridge %r runs unobserved",
+                         loop_thread.name)
+        return None
 
 
 class Counters:

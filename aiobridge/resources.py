@@ -66,12 +66,13 @@ class Resource(Generic[T]):
 
     Example:
         >>> from aiobridge.clients import http_session
-        >>> http = bridge.resource(http_session())  # doctest: +SKIP
+        >>> http = bridge.resource(http_session())
         >>> async def fetch(url: str) -> bytes:
         ...     session = await http.get()
         ...     async with session.get(url) as response:
         ...         return await response.read()
-        >>> bridge.run(fetch("http://127.0.0.1:8080/"))  # doctest: +SKIP
+        >>> bridge.run(fetch(f"{upstream_url}/health"))
+        b'ok'
 
     Thread safety:
         ``get_sync()`` may be called from any thread that is not running an

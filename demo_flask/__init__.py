@@ -1,9 +1,11 @@
 """Canines as a Service: the aiobridge demo, a Flask app served by gunicorn.
 
 Per request it fetches a dog picture from the upstream dog service, looks the
-dog's name up and bills the request in Redis. The same routes run in five
-modes (``sync``, ``embedded``, ``embedded-thread``, ``flask-async``,
-``bridge``), chosen by ``CAAS_MODE``; see :mod:`demo_flask.modes`.
+dog's name up and bills the request in Redis. The same routes run in seven
+Flask modes (``sync``, ``gevent``, ``embedded``, ``embedded-thread``,
+``flask-async``, ``flask-recipe``, ``bridge``), chosen by ``CAAS_MODE`` (see
+:mod:`demo_flask.modes`), and in an eighth, ``quart``, a rewrite of the routes
+in Quart (:mod:`demo_flask.quart_app`, its own app served by uvicorn).
 
 Configuration (``create_app(config)`` wins over the environment):
 
@@ -36,15 +38,24 @@ from flask import Flask
 from .embedded_thread import EmbeddedThreadMode
 from .errors import register_error_handlers
 from .models import Settings
-from .modes import EmbeddedMode, FlaskAsyncMode, Mode, SyncMode
+from .modes import EmbeddedMode, FlaskAsyncMode, GeventMode, Mode, SyncMode
 from .page import create_page_blueprint
 from .params import MAX_BODY_BYTES
 from .views import EXTENSION_KEY, create_blueprint
 
-__all__ = ("MODES", "begin_shutdown", "create_app", "shutdown")
+__all__ = ("ALL_MODES", "MODES", "begin_shutdown", "create_app", "default_config", "settings_of",
+           "shutdown")  # fmt: skip
 
-#: Every mode's name, in the order the benchmarks show them.
-MODES = ("sync", "embedded", "embedded-thread", "flask-async", "bridge")
+#: The modes of the Flask app (``create_app``), in the order the benchmarks show them.
+MODES = ("sync", "gevent", "embedded", "embedded-thread", "flask-async", "flask-recipe",
+         "bridge")  # fmt: skip
+#: Every mode the demo runs: the Flask ones and the Quart rewrite.
+ALL_MODES = (*MODES, "quart")
+
+
+def default_config() -> dict[str, Any]:
+    """The settings listed in this module's docstring, from the environment or defaults."""
+    return _defaults()
 
 
 def _defaults() -> dict[str, Any]:
@@ -67,17 +78,22 @@ def _defaults() -> dict[str, Any]:
     }
 
 
-def _settings(app: Flask) -> Settings:
-    upstream = str(app.config["UPSTREAM_URL"]).rstrip("/")
+def settings_of(config: Mapping[str, Any]) -> Settings:
+    """What the modes need from an app's config.
+
+    Raises:
+        ValueError: ``UPSTREAM_URL`` is not an http(s) URL.
+    """
+    upstream = str(config["UPSTREAM_URL"]).rstrip("/")
     if not upstream.startswith(("http://", "https://")):
         raise ValueError(f"UPSTREAM_URL must be an http(s) URL, got {upstream!r}")
     return Settings(
         upstream_url=upstream,
-        redis_url=str(app.config["REDIS_URL"]),
-        http_timeout=float(app.config["CAAS_HTTP_TIMEOUT"]),
-        sse_max_seconds=float(app.config["CAAS_SSE_MAX_SECONDS"]),
-        sse_heartbeat=float(app.config["CAAS_SSE_HEARTBEAT"]),
-        redis_pool=int(app.config["CAAS_REDIS_POOL"]),
+        redis_url=str(config["REDIS_URL"]),
+        http_timeout=float(config["CAAS_HTTP_TIMEOUT"]),
+        sse_max_seconds=float(config["CAAS_SSE_MAX_SECONDS"]),
+        sse_heartbeat=float(config["CAAS_SSE_HEARTBEAT"]),
+        redis_pool=int(config["CAAS_REDIS_POOL"]),
     )
 
 
@@ -86,8 +102,15 @@ def _make_mode(name: str, app: Flask, settings: Settings) -> Mode:
         from .bridge_mode import BridgeMode
 
         return BridgeMode(app, settings)
+    if name == "flask-recipe":
+        from .recipe_mode import FlaskRecipeMode
+
+        return FlaskRecipeMode(app, settings)
+    if name == "quart":
+        raise ValueError("CAAS_MODE quart is a Quart app: see demo_flask.quart_app")
     blocking: dict[str, type[Mode]] = {
         "sync": SyncMode,
+        "gevent": GeventMode,
         "embedded": EmbeddedMode,
         "embedded-thread": EmbeddedThreadMode,
         "flask-async": FlaskAsyncMode,
@@ -110,7 +133,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.from_mapping(_defaults())
     if config:
         app.config.from_mapping(config)
-    mode = _make_mode(str(app.config["CAAS_MODE"]), app, _settings(app))
+    mode = _make_mode(str(app.config["CAAS_MODE"]), app, settings_of(app.config))
     app.extensions[EXTENSION_KEY] = mode
     register_error_handlers(app)
     app.register_blueprint(create_blueprint(mode.is_async))

@@ -166,3 +166,19 @@ def _wait_for(condition: object, timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(0.005)
+
+
+def test_a_failing_observer_factory_leaves_the_bridge_working(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(loop_thread: LoopThread) -> Observer:
+        raise OSError("metrics directory is gone")
+
+    set_observer_factory(broken)
+    try:
+        with AioThread(name="unobserved") as bridge:
+            assert bridge.run(asyncio.sleep(0, result=7)) == 7
+            assert bridge._core.observer is None
+    finally:
+        set_observer_factory(None)
+    assert any("runs unobserved" in record.getMessage() for record in caplog.records)
