@@ -252,7 +252,6 @@ class LoopThread:
             asyncio.set_event_loop(None)
             with contextlib.suppress(OSError):  # a descriptor already closed under the loop
                 loop.close()
-            threads.thread_exit()
 
     def _run_until_stopped(self, loop: asyncio.AbstractEventLoop) -> None:
         """``loop.run_forever()``, resumed after a user's SystemExit or KeyboardInterrupt.
