@@ -295,3 +295,28 @@ def test_gevent_is_never_imported_by_aiobridge() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("patched", [False, True], ids=["plain", "gevent"])
+def test_quick_start_stop_cycles_leave_no_thread_errors(patched: bool) -> None:
+    # The watchdog thread may first run after its bridge already stopped.
+    result = run_python(
+        ("from gevent import monkey\nmonkey.patch_all()\n" if patched else "")
+        + """
+import asyncio, os, threading
+import aiobridge
+fds = None
+for i in range(150):
+    with aiobridge.AioThread() as bridge:
+        bridge.run(asyncio.sleep(0))
+    if i == 9:
+        fds = len(os.listdir("/proc/self/fd"))
+assert len(os.listdir("/proc/self/fd")) == fds
+assert threading.active_count() == 1, threading.enumerate()
+print("ok")
+""",
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+    assert result.stderr == ""
