@@ -108,7 +108,7 @@ def _banner(args: argparse.Namespace, app_url: str, redis_url: str, upstream_url
     return "\n".join([
         f"Canines as a Service: mode {args.mode} on {args.server}, "
         f"{args.workers} workers x {args.threads} threads",
-        f"  app       {app_url}",
+        f"  app       {app_url}/   (open it in a browser)",
         f"  a dog     {app_url}/dog?latency=100",
         f"  fan-out   {app_url}/delay?seconds=1&n=10",
         f"  tracking  curl -N {app_url}/track/order-1",
@@ -116,6 +116,7 @@ def _banner(args: argparse.Namespace, app_url: str, redis_url: str, upstream_url
         """-d '{"lat": 48.85, "lon": 2.35, "status": "delivered"}' """
         f"{app_url}/track/order-1",
         f"  stats     {app_url}/stats",
+        *([f"  metrics   {app_url}/metrics"] if args.mode == "bridge" else []),
         f"  redis     {redis_url}",
         f"  upstream  {upstream_url}",
         "Ctrl-C stops everything.",

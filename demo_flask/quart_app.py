@@ -21,13 +21,14 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any, cast
 
-from quart import Quart, Response, current_app, request
+from quart import Quart, Response, current_app, request, send_from_directory, url_for
 from quart.typing import ResponseReturnValue
 
 from . import default_config, params, settings_of
 from .errors import register_json_errors
 from .models import Settings
 from .modes import SSE_HEADERS
+from .page import PAGE, STATIC_DIR, new_order
 from .shared_clients import SharedClients
 from .views import EXTENSION_KEY, REDIS_DOWN, dog_headers, stats_body
 
@@ -111,6 +112,18 @@ async def stats() -> ResponseReturnValue:
     return stats_body(mode.name, billed)
 
 
+async def index() -> ResponseReturnValue:
+    """The demo's page (see :mod:`demo_flask.page`)."""
+    response = await send_from_directory(STATIC_DIR, PAGE)
+    response.headers["Cache-Control"] = "no-cache"
+    return response
+
+
+async def place_order() -> ResponseReturnValue:
+    """A new order: its id, where to follow it and its courier's route."""
+    return new_order(lambda order_id: url_for("track", order_id=order_id)), 201
+
+
 def create_quart_app(config: Mapping[str, Any] | None = None) -> Quart:
     """The Quart rewrite of the demo; its clients open when the server starts serving.
 
@@ -138,4 +151,6 @@ def create_quart_app(config: Mapping[str, Any] | None = None) -> Quart:
     app.add_url_rule("/track/<order_id>", "track", track, methods=["GET"])
     app.add_url_rule("/track/<order_id>", "publish", publish, methods=["POST"])
     app.add_url_rule("/stats", "stats", stats)
+    app.add_url_rule("/", "index", index, methods=["GET"])
+    app.add_url_rule("/orders", "place_order", place_order, methods=["POST"])
     return app

@@ -538,6 +538,7 @@ class GunicornServer(_Service):
         self.worker_class = worker_class
         self.extra_env = dict(env or {})
         self.name = self.server
+        self._metrics_dir: str | None = None
 
     @property
     def url(self) -> str:
@@ -562,7 +563,17 @@ class GunicornServer(_Service):
                    UPSTREAM_URL=self.upstream_url, **self.extra_env)  # fmt: skip
         path = env.get("PYTHONPATH")
         env["PYTHONPATH"] = str(_REPO_ROOT) + (os.pathsep + path if path else "")
+        if "PROMETHEUS_MULTIPROC_DIR" not in env:
+            # The workers' metrics files; removed at stop, even after a SIGKILL.
+            self._metrics_dir = tempfile.mkdtemp(prefix="caas-metrics-")
+            env["PROMETHEUS_MULTIPROC_DIR"] = self._metrics_dir
         return env
+
+    def _close_log(self) -> None:
+        super()._close_log()
+        metrics_dir, self._metrics_dir = self._metrics_dir, None
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
     def _ready(self) -> bool:
         try:

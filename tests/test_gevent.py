@@ -192,7 +192,7 @@ _PATCHED_PROCESS = """
     from gevent import monkey
     monkey.patch_all()
 
-    import asyncio, threading, time
+    import asyncio, contextlib, threading, time
     import gevent
     import aiobridge
 
@@ -225,6 +225,13 @@ _PATCHED_PROCESS = """
     assert bridge.run(asyncio.sleep(0.2, result="alone")) == "alone"
     assert bridge.submit(asyncio.sleep(0.2, result="future")).result(timeout=5) == "future"
 
+    async def ticks_of(n):
+        for i in range(n):
+            await asyncio.sleep(0.05)
+            yield i
+    with contextlib.closing(bridge.iterate(ticks_of(3))) as items:
+        assert list(items) == [0, 1, 2]
+
     # Executor threads are real threads; the request side sees no running loop.
     assert bridge.run(asyncio.to_thread(threading.get_native_id)) != threading.get_native_id()
     assert asyncio.run(asyncio.sleep(0, result="own")) == "own"
@@ -243,8 +250,35 @@ _PATCHED_PROCESS = """
     else:
         raise AssertionError("no timeout")
 
+    # A greenlet killed, or timed out by gevent, while it waits: the task is cancelled.
+    cancelled = threading.Semaphore(0)
+    async def long():
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.release()
+            raise
+    waiting = gevent.spawn(bridge.run, long())
+    gevent.sleep(0.1)
+    waiting.kill(timeout=5)
+    assert waiting.dead
+    with gevent.Timeout(0.1, False):
+        bridge.run(long())
+    assert cancelled.acquire(timeout=5) and cancelled.acquire(timeout=5)
+
+    # Sync code in an executor thread may call the bridge too.
+    nested = lambda: bridge.run(asyncio.sleep(0, result="nested"))
+    assert bridge.run(asyncio.to_thread(nested)) == "nested"
+
     bridge.stop()
     assert not bridge.thread.is_alive()
+
+    # uvloop: also in a real thread, with the real-thread executor.
+    import uvloop
+    with aiobridge.AioThread(loop_factory=uvloop.new_event_loop) as fast:
+        assert fast.run(native_id()) != threading.get_native_id()
+        assert fast.run(asyncio.to_thread(threading.get_native_id)) != threading.get_native_id()
+        assert fast.run(resolve(), timeout=10) & {"127.0.0.1", "::1"}
     print("ok")
 """
 
@@ -268,3 +302,28 @@ def test_gevent_is_never_imported_by_aiobridge() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("patched", [False, True], ids=["plain", "gevent"])
+def test_quick_start_stop_cycles_leave_no_thread_errors(patched: bool) -> None:
+    # The watchdog thread may first run after its bridge already stopped.
+    result = run_python(
+        ("from gevent import monkey\nmonkey.patch_all()\n" if patched else "")
+        + """
+import asyncio, os, threading
+import aiobridge
+fds = None
+for i in range(150):
+    with aiobridge.AioThread() as bridge:
+        bridge.run(asyncio.sleep(0))
+    if i == 9:
+        fds = len(os.listdir("/proc/self/fd"))
+assert len(os.listdir("/proc/self/fd")) == fds
+assert threading.active_count() == 1, threading.enumerate()
+print("ok")
+""",
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+    assert result.stderr == ""
