@@ -192,7 +192,7 @@ _PATCHED_PROCESS = """
     from gevent import monkey
     monkey.patch_all()
 
-    import asyncio, threading, time
+    import asyncio, contextlib, threading, time
     import gevent
     import aiobridge
 
@@ -224,6 +224,13 @@ _PATCHED_PROCESS = """
     # The only greenlet waits for the loop: no LoopExit from an idle hub.
     assert bridge.run(asyncio.sleep(0.2, result="alone")) == "alone"
     assert bridge.submit(asyncio.sleep(0.2, result="future")).result(timeout=5) == "future"
+
+    async def ticks_of(n):
+        for i in range(n):
+            await asyncio.sleep(0.05)
+            yield i
+    with contextlib.closing(bridge.iterate(ticks_of(3))) as items:
+        assert list(items) == [0, 1, 2]
 
     # Executor threads are real threads; the request side sees no running loop.
     assert bridge.run(asyncio.to_thread(threading.get_native_id)) != threading.get_native_id()
