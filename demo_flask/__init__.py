@@ -13,13 +13,16 @@ Configuration (``create_app(config)`` wins over the environment):
 - ``UPSTREAM_URL``: the dog service (env ``UPSTREAM_URL``, default
   ``http://127.0.0.1:8081``). Never taken from a request.
 - ``REDIS_URL``: env ``REDIS_URL``, default ``redis://127.0.0.1:6379/0``.
-- ``CAAS_HTTP_TIMEOUT``: seconds for one upstream call (default 35).
+- ``CAAS_HTTP_TIMEOUT``: seconds for one upstream call (env ``CAAS_HTTP_TIMEOUT``,
+  default 35).
 - ``CAAS_SSE_MAX_SECONDS``: longest a ``/track`` stream stays open (default 300).
 - ``CAAS_SSE_HEARTBEAT``: seconds of silence before a keep-alive comment,
   which is also how a gone client is noticed (default 15).
 - ``CAAS_REDIS_POOL``: connections of the bridge mode's shared Redis pool for
   commands (default 8; pub/sub streams use a client of their own).
-- ``AIOBRIDGE_*``: the bridge mode's extension settings
+- ``AIOBRIDGE_*``: the bridge mode's extension settings; ``AIOBRIDGE_TIMEOUT``
+  (default 40) and ``AIOBRIDGE_UVLOOP`` (``1`` runs the bridge's loop on
+  uvloop) are also read from the environment
   (see :class:`aiobridge.flask.AioBridge`).
 
 Example::
@@ -63,12 +66,13 @@ def _defaults() -> dict[str, Any]:
         "CAAS_MODE": os.environ.get("CAAS_MODE", "bridge"),
         "UPSTREAM_URL": os.environ.get("UPSTREAM_URL", "http://127.0.0.1:8081"),
         "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
-        "CAAS_HTTP_TIMEOUT": 35.0,
+        "CAAS_HTTP_TIMEOUT": float(os.environ.get("CAAS_HTTP_TIMEOUT", "35")),
         "CAAS_SSE_MAX_SECONDS": 300.0,
         "CAAS_SSE_HEARTBEAT": 15.0,
         "CAAS_REDIS_POOL": int(os.environ.get("CAAS_REDIS_POOL", "8")),
         # Above the longest /delay (30 s) so the upstream's own timeout answers first.
-        "AIOBRIDGE_TIMEOUT": 40.0,
+        "AIOBRIDGE_TIMEOUT": float(os.environ.get("AIOBRIDGE_TIMEOUT", "40")),
+        "AIOBRIDGE_UVLOOP": os.environ.get("AIOBRIDGE_UVLOOP", "").lower() in ("1", "true", "yes"),
         # Prometheus metrics of the worker's bridge (bridge mode), summed over workers.
         "AIOBRIDGE_METRICS_ENDPOINT": "/metrics",
         "MAX_CONTENT_LENGTH": MAX_BODY_BYTES,
