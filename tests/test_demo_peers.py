@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -238,3 +239,18 @@ def test_the_launcher_serves_each_mode_on_its_server(argv: list[str], expected: 
 def test_the_launcher_refuses_what_a_server_cannot_do(argv: list[str]) -> None:
     with pytest.raises(ValueError, match=r"uvicorn|granian"):
         _server_command(_parser().parse_args(argv))
+
+
+def test_a_granian_worker_stops_its_bridge_when_it_exits(
+    upstream: UpstreamServer, redis_url: str, tmp_path: Path
+) -> None:
+    """granian's workers exit through multiprocessing, which skips atexit: the factory's
+    finalizer must stop the bridge (drain, close the pools) all the same."""
+    marker = tmp_path / "stopped"
+    server = GunicornServer("bridge", redis_url=redis_url, upstream_url=upstream.url,
+                            server="granian", env={"PROBE_STOPPED_FILE": str(marker)})  # fmt: skip
+    server.granian_factory = "tests.granian_probe:create_app"
+    with server:
+        assert requests.get(f"{server.url}/dog?latency=1", timeout=TIMEOUT).status_code == 200
+        assert server.terminate(timeout=30), server.output()
+    assert marker.read_text(encoding="utf-8") == "stopped", server.output()
