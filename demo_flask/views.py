@@ -6,6 +6,7 @@ Blocking modes get plain ``def`` views, async modes the same views written
 
 from __future__ import annotations
 
+import os
 from typing import Any, cast
 
 import redis.exceptions
@@ -65,10 +66,13 @@ _REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 def _stats(mode: Mode, billed: int | None, redis_error: str | None = None) -> Response:
-    billing: dict[str, Any] = {"dog": billed}
+    # Billing is one counter in Redis, shared by every worker; the rest is this
+    # worker process's own: each gunicorn worker answers for itself.
+    billing: dict[str, Any] = {"dog_requests": billed}
     if redis_error is not None:
         billing["error"] = f"redis is unavailable: {redis_error}"
-    return jsonify({"mode": mode.name, "billing": billing, **mode.stats()})
+    return jsonify({"mode": mode.name, "worker_pid": os.getpid(),
+                    "billing": billing, **mode.stats()})  # fmt: skip
 
 
 def health() -> ResponseReturnValue:
