@@ -6,7 +6,8 @@ Sybil collects README.md, docs/*.md and the docstrings of aiobridge/*.py:
 - ``<!-- skip: next "reason" -->`` before a block skips it (say why);
 - ``<!-- invisible-code-block: python -->`` runs setup the reader does not see;
 - ``>>>`` examples (in docstrings, or a ``python`` block that starts with ``>>>``)
-  are doctests.
+  are doctests. Docstring examples find ``bridge`` (a started bridge, one per
+  module, checked like the pytest plugin's), ``redis_url`` and ``upstream_url``.
 
 While a page that mentions ``REDIS_URL`` or ``UPSTREAM_URL`` runs, those
 variables point at the suite's real Redis and dog service (tests/servers.py),
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import doctest
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -25,6 +27,8 @@ from sybil.parsers.markdown import PythonCodeBlockParser, SkipParser
 from sybil.parsers.rest import DocTestParser
 
 import aiobridge.pytest_plugin
+from aiobridge import AioThread
+from aiobridge.pytest_plugin import bridge_guard
 
 pytest_plugins = ["tests.servers", "pytester"]
 
@@ -47,6 +51,23 @@ def docs_env(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
         monkeypatch.setenv("UPSTREAM_URL", request.getfixturevalue("upstream").url)
 
 
+@pytest.fixture(scope="module")
+def bridge() -> Iterator[AioThread]:
+    """The bridge docstring examples call ``bridge``: one per module, under the guard.
+
+    Sybil puts it back into the namespace before every example, so an example
+    that binds ``bridge`` to a bridge of its own does not affect the next one.
+    """
+    with bridge_guard(AioThread(name="doctest", debug=True)) as started:
+        yield started
+
+
+@pytest.fixture(scope="session")
+def upstream_url(upstream: Any) -> str:
+    """Base URL of the suite's dog service (``GET /health`` answers ``ok``)."""
+    return str(upstream.url)
+
+
 def _page_setup(namespace: dict[str, Any]) -> None:
     # A page reads like a script: Flask(__name__) and logging see "__main__".
     namespace["__name__"] = "__main__"
@@ -54,7 +75,7 @@ def _page_setup(namespace: dict[str, Any]) -> None:
 
 def _stop_leftovers(namespace: dict[str, Any]) -> None:
     """Stop what a page left running, then fail it: examples must clean up."""
-    from aiobridge import AioThread, _default
+    from aiobridge import _default
 
     left = [
         name for name, value in namespace.items() if isinstance(value, AioThread) and value.running
@@ -89,6 +110,7 @@ pytest_collect_file = (
     + Sybil(
         parsers=[DocTestParser(optionflags=DOCTEST_FLAGS)],
         patterns=["aiobridge/*.py"],
+        fixtures=["bridge", "redis_url", "upstream_url"],
         teardown=_stop_leftovers,
         name="docstrings",
     )

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Awaitable
 from typing import TypeVar
 
+from ._fork import process_lock
 from .bridge import AioThread
 from .loop_thread import State
 
@@ -13,7 +13,6 @@ __all__ = ("default_bridge", "run")
 
 T = TypeVar("T")
 
-_lock = threading.Lock()
 _default: AioThread | None = None
 
 
@@ -26,14 +25,15 @@ def default_bridge() -> AioThread:
 
     Example:
         >>> import aiobridge
-        >>> aiobridge.default_bridge().running  # doctest: +SKIP
+        >>> aiobridge.default_bridge().running
         True
     """
     global _default
     bridge = _default
     if bridge is not None and bridge.running:
         return bridge
-    with _lock:
+    # A lock of this process: one inherited through fork() may be held by a dead thread.
+    with process_lock("aiobridge-default"):
         bridge = _default
         if bridge is None or bridge._core.state is State.STOPPED:
             bridge = _default = AioThread(name="aiobridge-default")

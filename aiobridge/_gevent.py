@@ -30,6 +30,7 @@ import contextvars
 import functools
 import importlib
 import os
+import queue
 import sys
 import threading
 from collections.abc import Awaitable, Callable
@@ -296,7 +297,7 @@ class NativeExecutor(concurrent.futures.ThreadPoolExecutor):
                 while True:
                     try:
                         item = self._queue.get_nowait()
-                    except Exception:  # queue.Empty
+                    except queue.Empty:
                         break
                     if item is not None:
                         item[0].cancel()

@@ -79,9 +79,6 @@ class PlainThreads:
         """Shut down the loop's default executor (``run_in_executor``, ``to_thread``)."""
         await loop.shutdown_default_executor()
 
-    def thread_exit(self) -> None:
-        """Last step of the loop thread, after its loop closed."""
-
 
 def for_this_process() -> PlainThreads:
     """The threads provider for a loop thread starting now in this process."""

@@ -172,7 +172,10 @@ class AioThread:
             caller once ``run`` returns or raises, as after ``await``.
 
         Example:
-            >>> bridge.run(session.get_json(url), timeout=2.0)  # doctest: +SKIP
+            >>> async def add(a, b):
+            ...     return a + b
+            >>> bridge.run(add(1, 2), timeout=2.0)
+            3
         """
         return self._engine.run(awaitable, timeout)
 
@@ -197,8 +200,9 @@ class AioThread:
             caller's context variables, and what it sets stays in the task.
 
         Example:
-            >>> fut = bridge.submit(fetch(url))  # doctest: +SKIP
-            >>> fut.result(timeout=5)             # doctest: +SKIP
+            >>> future = bridge.submit(asyncio.sleep(0.01, result="done"))
+            >>> future.result(timeout=5)
+            'done'
         """
         return self._engine.submit(awaitable, timeout, spawned=False, where="AioThread.submit()")
 
@@ -211,7 +215,12 @@ class AioThread:
         context variables it sets stay in the task.
 
         Example:
-            >>> bridge.spawn(refresh_cache_forever())  # doctest: +SKIP
+            >>> refreshed = []
+            >>> async def refresh_cache():
+            ...     refreshed.append(True)
+            >>> bridge.spawn(refresh_cache()).result(timeout=5)
+            >>> refreshed
+            [True]
         """
         return self._engine.spawn(awaitable)
 
@@ -221,7 +230,11 @@ class AioThread:
         The caller's context variables are visible to the callback.
 
         Example:
-            >>> bridge.call_soon(event.set)  # doctest: +SKIP
+            >>> import threading
+            >>> event = threading.Event()
+            >>> bridge.call_soon(event.set)
+            >>> event.wait(5)
+            True
         """
         self._engine.call_soon(fn, args)
 
@@ -244,9 +257,11 @@ class AioThread:
         ``@bridge.wrap(timeout=2.0)``.
 
         Example:
-            >>> @bridge.wrap  # doctest: +SKIP
-            ... async def fetch_user(user_id: int) -> dict: ...
-            >>> fetch_user(42)  # doctest: +SKIP
+            >>> @bridge.wrap
+            ... async def fetch_user(user_id: int) -> dict:
+            ...     return {"id": user_id}
+            >>> fetch_user(42)
+            {'id': 42}
         """
         check_timeout(timeout, "timeout")
         if async_fn is None:
@@ -266,7 +281,12 @@ class AioThread:
         the first failure cancels the others and is raised with its own type.
 
         Example:
-            >>> user, orders = bridge.gather(get_user(1), get_orders(1))  # doctest: +SKIP
+            >>> async def get_user(uid):
+            ...     return {"id": uid}
+            >>> async def get_orders(uid):
+            ...     return [f"order-{uid}"]
+            >>> bridge.gather(get_user(1), get_orders(1))
+            [{'id': 1}, ['order-1']]
         """
         return _combinators.gather(self._engine, awaitables, return_exceptions, timeout)
 
@@ -276,7 +296,11 @@ class AioThread:
         If all fail, the earliest failure is raised (a note lists the others).
 
         Example:
-            >>> body = bridge.first(fetch(mirror_a), fetch(mirror_b))  # doctest: +SKIP
+            >>> async def mirror(name, delay):
+            ...     await asyncio.sleep(delay)
+            ...     return name
+            >>> bridge.first(mirror("slow", 5), mirror("fast", 0))
+            'fast'
         """
         return _combinators.first(self._engine, awaitables, timeout)
 
@@ -295,8 +319,11 @@ class AioThread:
         bounds the whole iteration.
 
         Example:
-            >>> for page in bridge.as_completed(map(fetch, urls), limit=4):  # doctest: +SKIP
-            ...     save(page)
+            >>> async def square(n):
+            ...     await asyncio.sleep(0.001 * n)
+            ...     return n * n
+            >>> sorted(bridge.as_completed([square(n) for n in range(6)], limit=4))
+            [0, 1, 4, 9, 16, 25]
         """
         return _combinators.as_completed(self._engine, awaitables, limit, timeout)
 
@@ -343,7 +370,8 @@ class AioThread:
             >>> async def ticks(n):
             ...     for i in range(n):
             ...         yield i
-            >>> with contextlib.closing(bridge.iterate(ticks(3))) as items:  # doctest: +SKIP
+            >>> import contextlib
+            >>> with contextlib.closing(bridge.iterate(ticks(3))) as items:
             ...     print(list(items))
             [0, 1, 2]
         """
@@ -375,8 +403,11 @@ class AioThread:
             ``concurrent.futures.CancelledError`` (unless the block raised).
 
         Example:
-            >>> with bridge.enter(session.get(url)) as response:  # doctest: +SKIP
-            ...     status = response.status
+            >>> from aiobridge.clients import http_session
+            >>> session = bridge.resource(http_session()).get_sync()
+            >>> with bridge.enter(session.get(f"{upstream_url}/health")) as response:
+            ...     response.status
+            200
         """
         return _streams.enter(self._engine, async_cm, timeout)
 
@@ -391,9 +422,13 @@ class AioThread:
             maxsize: items held before ``put`` blocks (0: unbounded).
 
         Example:
-            >>> q = bridge.queue(100)                       # doctest: +SKIP
-            >>> bridge.spawn(consume(q.async_q))           # doctest: +SKIP
-            >>> q.sync_q.put({"event": "signup"})          # doctest: +SKIP
+            >>> q = bridge.queue(100)
+            >>> async def consume(queue):
+            ...     return await queue.get()
+            >>> received = bridge.spawn(consume(q.async_q))
+            >>> q.sync_q.put({"event": "signup"})
+            >>> received.result(timeout=5)
+            {'event': 'signup'}
         """
         return _queues.make_queue(self._engine, maxsize)
 
@@ -424,9 +459,11 @@ class AioThread:
 
         Example:
             >>> from aiobridge.clients import redis_client
-            >>> cache = bridge.resource(redis_client("redis://127.0.0.1:6379/0"))  # doctest: +SKIP
+            >>> cache = bridge.resource(redis_client(redis_url))
             >>> async def hits() -> int:
-            ...     return await (await cache.get()).incr("hits")
+            ...     return await (await cache.get()).incr("doctest:hits")
+            >>> bridge.run(hits()) >= 1
+            True
         """
         return Resource(self._engine, factory, close)
 
@@ -435,7 +472,7 @@ class AioThread:
         """Counters and loop-health figures; cheap, callable from any thread.
 
         Example:
-            >>> bridge.stats().in_flight  # doctest: +SKIP
+            >>> bridge.stats().in_flight
             0
         """
         return self._engine.stats()

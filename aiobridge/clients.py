@@ -11,9 +11,9 @@ caller of the bridge and be logged as a blocked loop), so
 Example:
     >>> from aiobridge import AioThread
     >>> from aiobridge.clients import http_session, redis_client
-    >>> bridge = AioThread().start()                                   # doctest: +SKIP
-    >>> http = bridge.resource(http_session())                         # doctest: +SKIP
-    >>> cache = bridge.resource(redis_client("redis://127.0.0.1:6379/0"))  # doctest: +SKIP
+    >>> bridge = AioThread().start()
+    >>> http = bridge.resource(http_session())
+    >>> cache = bridge.resource(redis_client(redis_url))
     >>> async def page(url: str) -> str:
     ...     redis = await cache.get()
     ...     if (hit := await redis.get(url)) is not None:
@@ -23,7 +23,9 @@ Example:
     ...         text = await response.text()
     ...     await redis.set(url, text, ex=60)
     ...     return text
-    >>> bridge.run(page("http://127.0.0.1:8080/"))                     # doctest: +SKIP
+    >>> bridge.run(page(f"{upstream_url}/health"))
+    'ok'
+    >>> bridge.stop()
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ def http_session(
         ImportError: aiohttp is not installed (it is imported here, not on the loop).
 
     Example:
-        >>> http = bridge.resource(http_session(limit_per_host=20))  # doctest: +SKIP
+        >>> http = bridge.resource(http_session(limit_per_host=20))
     """
     if "connector" in session_kw:
         raise TypeError(
@@ -160,8 +162,7 @@ def redis_client(
         ImportError: redis is not installed (it is imported here, not on the loop).
 
     Example:
-        >>> cache = bridge.resource(redis_client("redis://127.0.0.1:6379/0",
-        ...                                      decode_responses=True))  # doctest: +SKIP
+        >>> cache = bridge.resource(redis_client(redis_url, decode_responses=True))
     """
     if not isinstance(url, str) or not url:
         raise TypeError(f"redis_client() takes a Redis URL string, got {url!r}")

@@ -23,6 +23,7 @@ import asyncio
 import atexit
 import contextlib
 import enum
+import errno
 import functools
 import logging
 import os
@@ -35,6 +36,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from . import _fork
 from ._calls import Call, Waker, wake_now
 from ._cancelling import DroppedCancellations
 from ._redeliver import Redeliverer
@@ -136,29 +138,31 @@ class LoopThread:
         self._init_state()
         _ALL.add(self)
 
-    def _init_state(self) -> None:
-        self.state = State.NEW
+    def _init_state(self, state: State = State.NEW, *, restarted_after_fork: bool = False) -> None:
+        self.state = state
         self.loop: asyncio.AbstractEventLoop | None = None
         self.redeliverer: Redeliverer | None = None
         self.thread: threading.Thread | None = None
         self.thread_ident = 0
-        self.pid = os.getpid()
         self.inbox: deque[Call[Any]] = deque()
         self.counters = Counters()
         self.dropped_cancellations = DroppedCancellations()
         self.monitor = LoopMonitor(self._slow_callback_duration)
         self.observer: Observer | None = None
-        self.restarted_after_fork = False
+        self.restarted_after_fork = restarted_after_fork
         self._transition = threading.Lock()
         self._wake_pending = False
         self._active: set[Call[Any]] = set()
         self._waiting: deque[Call[Any]] = deque()
         self._closers: list[Closer] = []
         self._startup_error: BaseException | None = None
+        self._loop_stopped = False  # set by the shutdown sequence right before loop.stop()
         self._wake: Waker = wake_now
         self._threads: PlainThreads = PlainThreads()
         self.new_lock = self._threads.caller_lock
         self.future_call = self._threads.future_call
+        # Last: a thread that sees this process's pid sees the whole fresh state.
+        self.pid = os.getpid()
 
     # -- lifecycle -------------------------------------------------------------
     def start(self) -> None:
@@ -223,7 +227,19 @@ class LoopThread:
             self.observer.loop_started(self.restarted_after_fork)
         ready.release()
         try:
-            loop.run_forever()
+            self._run_until_stopped(loop)
+        except OSError as exc:
+            if exc.errno != errno.EBADF:
+                logger.critical("aiobridge loop thread %r crashed", self.name, exc_info=exc)
+            else:
+                # Not a crash: something closed the loop's descriptor under it, as
+                # uWSGI does to every descriptor before it re-executes itself (reload).
+                logger.warning(
+                    "aiobridge loop thread %r stopped: the descriptor of its event loop was "
+                    "closed by another part of the process (e.g. a server reloading); calls "
+                    "in flight were abandoned",
+                    self.name,
+                )
         except BaseException as exc:
             logger.critical("aiobridge loop thread %r crashed", self.name, exc_info=exc)
         finally:
@@ -234,8 +250,28 @@ class LoopThread:
             self.monitor.stop()
             self._abandon_everything(loop)
             asyncio.set_event_loop(None)
-            loop.close()
-            threads.thread_exit()
+            with contextlib.suppress(OSError):  # a descriptor already closed under the loop
+                loop.close()
+
+    def _run_until_stopped(self, loop: asyncio.AbstractEventLoop) -> None:
+        """``loop.run_forever()``, resumed after a user's SystemExit or KeyboardInterrupt.
+
+        asyncio re-raises those two out of ``run_forever()`` when a task's step
+        or a callback raises them. A task has stored the exception first (its
+        awaiters get it), so the loop that every other thread depends on carries
+        on; only the shutdown sequence stops it.
+        """
+        while True:
+            try:
+                loop.run_forever()
+            except (SystemExit, KeyboardInterrupt) as exc:
+                if self._loop_stopped:
+                    return
+                logger.debug("aiobridge: %r raised on the loop; delivered to its awaiters",
+                             exc, exc_info=exc)
+                continue
+            if self._loop_stopped:
+                return
 
     def stop(self, timeout: float) -> None:
         """Drain for up to ``timeout`` seconds, cancel the rest, close, join."""
@@ -514,6 +550,7 @@ class LoopThread:
         await loop.shutdown_asyncgens()
         with contextlib.suppress(Exception):
             await self._threads.shutdown_executor(loop)
+        self._loop_stopped = True
         loop.stop()
 
     def _abandon_everything(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -534,20 +571,35 @@ class LoopThread:
             tasks = [c.task for c in leftovers if c.task is not None]
             for call in leftovers:
                 self._cancel_task(call)
+            # A plain future, not a task: if the loop cannot run any more, nothing
+            # is left behind that warns about never having run.
+            settled = asyncio.gather(*tasks, return_exceptions=True)
+            give_up = loop.call_later(_CANCEL_GRACE, settled.cancel)
             with contextlib.suppress(BaseException):
-                loop.run_until_complete(asyncio.wait(tasks, timeout=_CANCEL_GRACE))
+                loop.run_until_complete(settled)
+            give_up.cancel()
 
     # -- fork --------------------------------------------------------------------
     def _after_fork_in_child(self) -> None:
-        """Forget the parent's loop thread; the next call starts a fresh one."""
-        was_live = self.state in (State.RUNNING, State.STOPPING)
-        state = self.state
-        self._init_state()
-        self.restarted_after_fork = was_live
-        if not was_live:
-            self.state = state
-        for hook in self.fork_hooks:
-            hook()
+        """Forget the parent's loop thread; the next call starts a fresh one.
+
+        Runs once per process, however many threads race their first call
+        (servers that fork without Python's at-fork hooks, such as uWSGI, get
+        here lazily). Everything of the parent's loop is kept, untouched, for
+        the life of the child: see :mod:`aiobridge._fork`.
+        """
+        with _fork.process_lock("aiobridge-fork-reset"):
+            if self.pid == os.getpid():
+                return  # another thread of this process did it
+            inherited = dict(vars(self))
+            state = self.state
+            if isinstance(self.loop, asyncio.AbstractEventLoop):
+                _fork.detach_loop(self.loop)
+            _fork.keep(inherited)
+            live = state in (State.RUNNING, State.STOPPING)
+            self._init_state(State.NEW if live else state, restarted_after_fork=live)
+            for hook in self.fork_hooks:
+                hook()
 
 
 def _closed(name: str, when: str) -> BridgeClosedError:
@@ -572,7 +624,11 @@ def _stop_all_at_exit() -> None:
     # atexit runs after non-daemon threads are joined but before daemon threads
     # are frozen: the last moment at which a loop can still close cleanly.
     for loop_thread in list(_ALL):
-        if loop_thread.state is State.RUNNING and loop_thread.pid == os.getpid():
+        if loop_thread.pid != os.getpid():
+            # Forked without Python's fork hooks (uWSGI) and never used here:
+            # the parent's objects must outlive this child's shutdown untouched.
+            loop_thread._after_fork_in_child()
+        elif loop_thread.state is State.RUNNING:
             loop_thread.stop(_EXIT_TIMEOUT)
 
 

@@ -151,9 +151,20 @@ def set_observer_factory(factory: ObserverFactory | None) -> None:
 
 
 def observer_for(loop_thread: LoopThread) -> Observer | None:
-    """The observer of a loop thread about to start, if a factory is set."""
+    """The observer of a loop thread about to start, if a factory is set.
+
+    A factory that fails is logged and the bridge runs unobserved: metrics
+    must never stop the calls they count.
+    """
     factory = _observer_factory
-    return None if factory is None else factory(loop_thread)
+    if factory is None:
+        return None
+    try:
+        return factory(loop_thread)
+    except Exception:
+        logger.exception("aiobridge: the observer factory failed; bridge %r runs unobserved",
+                         loop_thread.name)
+        return None
 
 
 class Counters:
@@ -207,11 +218,11 @@ class LoopMonitor:
         self._loop_thread_id = threads.os_thread_ident()
         self._last_beat = time.monotonic()
         self._schedule()
-        self._stop = threads.native_lock()
-        self._stop.acquire()
-        self._watchdog_done = threads.native_lock()
-        self._watchdog_done.acquire()
-        threads.start_thread(self._watch, f"{name}-watchdog")
+        stop = self._stop = threads.native_lock()
+        stop.acquire()
+        done = self._watchdog_done = threads.native_lock()
+        done.acquire()
+        threads.start_thread(lambda: self._watch(stop, done), f"{name}-watchdog")
 
     def _schedule(self) -> None:
         assert self._loop is not None
@@ -241,10 +252,7 @@ class LoopMonitor:
             self._watchdog_done.acquire(True, 1.0)
 
     # -- watchdog (its own thread) ---------------------------------------------
-    def _watch(self) -> None:
-        stop, done = self._stop, self._watchdog_done
-        assert stop is not None
-        assert done is not None
+    def _watch(self, stop: NativeLock, done: NativeLock) -> None:
         try:
             self._watch_until(stop)
         finally:

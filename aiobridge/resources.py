@@ -16,10 +16,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
-import threading
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
+from . import _fork
 from ._awaitables import close_awaitables, describe
 from .errors import BridgeDeadlockError, BridgeError
 
@@ -33,17 +33,14 @@ T = TypeVar("T")
 _get_running_loop = asyncio._get_running_loop
 _getpid = os.getpid
 
-# Objects a forked child inherited from its parent's loop. They are kept alive
-# and never touched: finalising them would close (or, for TLS, even write to)
-# sockets that still belong to the parent.
-_FORK_ORPHANS: list[object] = []
-_ORPHANS_LOCK = threading.Lock()
-
 
 def keep_after_fork(obj: object) -> None:
-    """Keep an object inherited from the parent process alive, untouched."""
-    with _ORPHANS_LOCK:
-        _FORK_ORPHANS.append(obj)
+    """Keep an object inherited from the parent process alive, untouched.
+
+    Finalising it would close (or, for TLS, even write to) sockets that still
+    belong to the parent; see :mod:`aiobridge._fork`.
+    """
+    _fork.keep(obj)
 
 
 class _Built(NamedTuple, Generic[T]):
@@ -69,12 +66,13 @@ class Resource(Generic[T]):
 
     Example:
         >>> from aiobridge.clients import http_session
-        >>> http = bridge.resource(http_session())  # doctest: +SKIP
+        >>> http = bridge.resource(http_session())
         >>> async def fetch(url: str) -> bytes:
         ...     session = await http.get()
         ...     async with session.get(url) as response:
         ...         return await response.read()
-        >>> bridge.run(fetch("http://127.0.0.1:8080/"))  # doctest: +SKIP
+        >>> bridge.run(fetch(f"{upstream_url}/health"))
+        b'ok'
 
     Thread safety:
         ``get_sync()`` may be called from any thread that is not running an

@@ -1,4 +1,4 @@
-"""The demo's gunicorn as a child process of a benchmark, on 127.0.0.1 only.
+"""The demo's server (gunicorn, or uvicorn/granian) as a child process of a benchmark.
 
 :class:`DemoServer` is :class:`demo_flask.services.GunicornServer` (one mode,
 against Redis and an upstream the caller started once) that is ready only when
@@ -40,9 +40,11 @@ class DemoServer(GunicornServer):
         return super()._ready() and len(self.worker_pids()) == self.workers
 
     def worker_pids(self) -> list[int]:
-        """The pids of the gunicorn workers (children of the master)."""
+        """The pids of the workers: the master's children (uvicorn runs in one process)."""
         if self.pid is None:
             return []
+        if self.server == "uvicorn":
+            return [self.pid]
         try:
             return [child.pid for child in psutil.Process(self.pid).children()]
         except psutil.Error:

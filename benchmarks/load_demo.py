@@ -1,9 +1,13 @@
 """End-to-end load test of the demo ("Canines as a Service") under gunicorn.
 
 One embedded Redis and one upstream dog service are started once
-(:mod:`demo_flask.services`); then the demo's gunicorn is started in each of
-the five modes (``sync``, ``embedded``, ``embedded-thread``, ``flask-async``,
-``bridge``; 1 gthread worker, 32 threads by default), all side by side, and
+(:mod:`demo_flask.services`); then the demo is started in each of the eight
+modes (``sync``, ``gevent``, ``embedded``, ``embedded-thread``,
+``flask-async``, ``flask-recipe``, ``bridge`` under gunicorn, 1 worker, 32
+gthread threads by default, gevent workers for ``gevent``; ``quart`` on
+uvicorn, one process), and in the bridge's other deployments
+(:data:`DEPLOYMENTS`: ``bridge@granian``, ``bridge@uvicorn`` through a2wsgi,
+``bridge@gevent`` workers), all side by side, and
 each is loaded in turn from this process by an aiohttp closed-loop client
 (:mod:`benchmarks.load_client`), point by point, so the modes share the
 machine's conditions:
@@ -30,7 +34,7 @@ Everything binds and connects to 127.0.0.1 only; each load is bounded in
 requests and in time; every process started here is stopped on the way out,
 also on Ctrl-C.
 
-Run: ``python -m benchmarks.load_demo [--quick] [--modes bridge,sync]``.
+Run: ``python -m benchmarks.load_demo [--quick] [--modes bridge,quart,bridge@granian]``.
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ import psutil
 import redis
 import redis.asyncio as aredis
 
-from demo_flask import MODES
+from demo_flask import ALL_MODES
 from demo_flask.services import RedisServer, UpstreamServer
 
 from ._gunicorn import DemoServer, rss_of
@@ -68,6 +72,22 @@ FANOUT_CALLS = 10
 FANOUT_FLOOR_MS = FANOUT_SECONDS * 1000
 CANINES_LATENCY_MS = 15
 MB = 1024 * 1024
+#: The bridge mode on other servers, measured beside the modes: ``mode@server``.
+DEPLOYMENTS = ("bridge@granian", "bridge@uvicorn", "bridge@gevent")
+#: Every label a run may measure: the modes, then the bridge's other deployments.
+LABELS = (*ALL_MODES, *DEPLOYMENTS)
+#: The points of the targets against the real alternatives (clients; 20 ms upstream).
+PEER_CONCURRENCY = (32, 64)
+
+
+def server_of(label: str) -> tuple[str, str | None, str | None]:
+    """``(mode, server, gunicorn worker class)`` of a label such as ``bridge@gevent``."""
+    mode, _, where = label.partition("@")
+    if where == "gevent":
+        return mode, "gunicorn", "gevent"
+    return mode, where or None, None
+
+
 #: Seconds any one Redis call of the benchmark itself may take.
 PROBE_TIMEOUT = 5.0
 
@@ -78,7 +98,7 @@ Progress = Callable[[str], None]
 class Plan:
     """What one run of the load test does; every load is bounded by count and time."""
 
-    modes: tuple[str, ...] = MODES
+    modes: tuple[str, ...] = LABELS
     concurrency: tuple[int, ...] = (1, 8, TARGET_CONCURRENCY, 64)
     latencies_ms: tuple[int, ...] = (0, TARGET_LATENCY_MS)
     rounds: int = 3
@@ -245,10 +265,13 @@ class Runner:
         rss_start: dict[str, dict[int, int]] = {}
         try:
             for mode in plan.modes:
-                progress(f"{mode}: starting gunicorn")
-                server = servers[mode] = DemoServer(
-                    mode, redis_url=self.redis_url, upstream_url=self.upstream_url,
-                    workers=plan.workers, threads=plan.threads)  # fmt: skip
+                name, server_kind, worker_class = server_of(mode)
+                server = DemoServer(
+                    name, redis_url=self.redis_url, upstream_url=self.upstream_url,
+                    workers=plan.workers, threads=plan.threads, server=server_kind,
+                    worker_class=worker_class)  # fmt: skip
+                servers[mode] = server
+                progress(f"{mode}: starting {server.server}")
                 await asyncio.to_thread(server.start)
                 progress(f"{mode}: warm-up")
                 await run_load(server.url + "/dog?latency=0", concurrency=plan.threads,
@@ -290,7 +313,7 @@ class Runner:
                                      rss_growth_mb=round(end_mb - start_mb, 2))  # fmt: skip
         finally:
             for mode, server in servers.items():
-                progress(f"{mode}: stopping gunicorn")
+                progress(f"{mode}: stopping {server.server}")
                 await asyncio.to_thread(server.terminate, 15.0)
                 exit_code = server.returncode
                 problems = server.log_problems()
@@ -459,6 +482,7 @@ def check_targets(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     growth = next((m["rss_growth_mb"] for m in result.get("modes", [])
                    if m["mode"] == "bridge"), None)  # fmt: skip
     specs.append(("bridge worker RSS growth <= 10 MB over the run", growth, "<=", 10.0))
+    specs += peer_specs(result, spreads)
     targets = {}
     for label, value, op, bound in specs:
         met = value is not None and (value <= bound if op == "<=" else value >= bound)
@@ -469,6 +493,53 @@ def check_targets(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "spread": spreads.get(label),
         }
     return targets
+
+
+def best_bridge(result: dict[str, Any]) -> str | None:
+    """The bridge deployment with the most req/s over the peer points, without errors.
+
+    Candidates are ``bridge`` (gunicorn gthread) and every ``bridge@server``
+    measured; the score is the mean req/s at :data:`PEER_CONCURRENCY` clients
+    with the target upstream latency.
+    """
+    scores: dict[str, float] = {}
+    for entry in result.get("modes", []):
+        label = entry["mode"]
+        if label.partition("@")[0] != "bridge":
+            continue
+        points = [find_point(result, label, c, TARGET_LATENCY_MS) for c in PEER_CONCURRENCY]
+        if all(p is not None and not p["errors"] for p in points):
+            scores[label] = statistics.fmean(float(p["rps"]) for p in points if p is not None)
+    return max(scores, key=scores.__getitem__) if scores else None
+
+
+def peer_specs(
+    result: dict[str, Any], spreads: dict[str, dict[str, Any] | None]
+) -> list[tuple[str, float | None, str, float]]:
+    """The targets against the real alternatives (Quart, gevent, Flask's recipe).
+
+    req/s ratios are the median of the round-by-round ratios; their spread goes
+    into ``spreads`` under the target's label.
+    """
+    best = best_bridge(result)
+    specs: list[tuple[str, float | None, str, float]] = []
+    for concurrency in PEER_CONCURRENCY:
+        def at(label: str | None, c: int = concurrency) -> dict[str, Any] | None:
+            return find_point(result, label, c, TARGET_LATENCY_MS) if label else None
+
+        where = f"/dog, {concurrency} clients, {TARGET_LATENCY_MS} ms upstream"
+        bridge = at(best)
+        p99 = None if bridge is None else bridge["p99_ms"]
+        for peer, bound in (("quart", 0.9), ("gevent", 1.5), ("flask-recipe", 1.2)):
+            label = f"best bridge deployment ({best}) req/s >= {bound:g}x {peer} ({where})"
+            spreads[label] = rps_ratio(bridge, at(peer))
+            specs.append((label, spreads[label]["median"] if spreads[label] else None,
+                          ">=", bound))  # fmt: skip
+        for peer in ("quart", "gevent"):
+            other = at(peer)
+            specs.append((f"best bridge deployment ({best}) p99 <= {peer}'s ({where})",
+                          _ratio(p99, other["p99_ms"] if other else None), "<=", 1.0))  # fmt: skip
+    return specs
 
 
 def rps_ratio(point: dict[str, Any] | None, other: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -527,7 +598,7 @@ def main(argv: list[str] | None = None, progress: Progress | None = None) -> dic
     """Run the load test; returns ``{"name", "params", "rows", "targets", "result"}``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 s per load point")
-    parser.add_argument("--modes", help=f"comma-separated subset of {','.join(MODES)}")
+    parser.add_argument("--modes", help=f"comma-separated subset of {','.join(LABELS)}")
     parser.add_argument("--concurrency", help="comma-separated client counts (default 1,8,32,64)")
     parser.add_argument("--latencies", help="comma-separated upstream latencies in ms (0,20)")
     parser.add_argument("--duration", type=float, help="seconds per load point and round")
@@ -538,10 +609,10 @@ def main(argv: list[str] | None = None, progress: Progress | None = None) -> dic
     args = parser.parse_args(argv)
     changes: dict[str, Any] = {}
     if args.modes:
-        unknown = set(args.modes.split(",")) - set(MODES)
+        unknown = set(args.modes.split(",")) - set(LABELS)
         if unknown:
             parser.error(f"unknown modes: {', '.join(sorted(unknown))}")
-        changes["modes"] = tuple(m for m in MODES if m in args.modes.split(","))
+        changes["modes"] = tuple(m for m in LABELS if m in args.modes.split(","))
     if args.concurrency:
         changes["concurrency"] = _parse_ints(args.concurrency)
     if args.latencies:

@@ -4,8 +4,9 @@ Replaces the block between :data:`benchmarks.report.HEADLINE_START` and
 :data:`~benchmarks.report.HEADLINE_END` in ``README.md`` with the headline of
 ``RESULTS_DIR/results.json`` (the target point per mode, fan-out, the machine
 and the command), and copies the run's ``headline.png`` to
-``docs/benchmark-headline.png``, the chart the block shows. Run it after a
-full run on a quiet machine::
+``docs/benchmark-headline.png``, the chart the docs show. The README block has
+no image: README.md is also the package index page, where a relative image
+link would break. Run it after a full run on a quiet machine::
 
     python -m benchmarks --out results && python -m benchmarks.readme results
 """
@@ -48,20 +49,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     document = json.loads((args.results / "results.json").read_text(encoding="utf-8"))
     chart_source = args.results / "headline.png"
-    chart: str | None = None
-    if chart_source.exists():
+    copied = chart_source.exists()
+    if copied:
         target = args.readme.parent / CHART
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(chart_source, target)
-        chart = CHART.as_posix()
     text = args.readme.read_text(encoding="utf-8")
     try:
-        updated = replace_block(text, headline(document, chart=chart))
+        updated = replace_block(text, headline(document, chart=None))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     args.readme.write_text(updated, encoding="utf-8")
-    print(f"updated {args.readme}" + (f" and {CHART}" if chart else ""))
+    print(f"updated {args.readme}" + (f" and {CHART}" if copied else ""))
     return 0
 
 

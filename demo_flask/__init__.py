@@ -1,9 +1,11 @@
 """Canines as a Service: the aiobridge demo, a Flask app served by gunicorn.
 
 Per request it fetches a dog picture from the upstream dog service, looks the
-dog's name up and bills the request in Redis. The same routes run in five
-modes (``sync``, ``embedded``, ``embedded-thread``, ``flask-async``,
-``bridge``), chosen by ``CAAS_MODE``; see :mod:`demo_flask.modes`.
+dog's name up and bills the request in Redis. The same routes run in seven
+Flask modes (``sync``, ``gevent``, ``embedded``, ``embedded-thread``,
+``flask-async``, ``flask-recipe``, ``bridge``), chosen by ``CAAS_MODE`` (see
+:mod:`demo_flask.modes`), and in an eighth, ``quart``, a rewrite of the routes
+in Quart (:mod:`demo_flask.quart_app`, its own app served by uvicorn).
 
 Configuration: every setting, its default and its environment variable are
 in one table, :data:`demo_flask.config.SETTINGS` (shown in ``docs/demo.md``);
@@ -29,49 +31,72 @@ if TYPE_CHECKING:
     from .models import Settings
     from .modes import Mode
 
-__all__ = ("MODES", "begin_shutdown", "create_app", "shutdown")
+__all__ = ("ALL_MODES", "MODES", "begin_shutdown", "create_app", "default_config", "settings_of",
+           "shutdown")  # fmt: skip
 
-#: Every mode's name, in the order the benchmarks show them.
-MODES = ("sync", "embedded", "embedded-thread", "flask-async", "bridge")
+#: The modes of the Flask app (``create_app``), in the order the benchmarks show them.
+MODES = ("sync", "gevent", "embedded", "embedded-thread", "flask-async", "flask-recipe",
+         "bridge")  # fmt: skip
+#: Every mode the demo runs: the Flask ones and the Quart rewrite.
+ALL_MODES = (*MODES, "quart")
+
+
+def default_config() -> dict[str, Any]:
+    """Every setting of :data:`demo_flask.config.SETTINGS`, from the environment or defaults."""
+    return _defaults()
 
 
 def _defaults() -> dict[str, Any]:
     from .config import from_environ
 
+    settings = from_environ()
     return {
-        **from_environ(),
+        **settings,
+        "MAX_CONTENT_LENGTH": settings["CAAS_MAX_BODY_BYTES"],
         # Never debug under gunicorn, even with FLASK_DEBUG=1 in the environment
         # (Flask reads it at construction); `flask run --debug` still sets it later.
         "DEBUG": False,
     }
 
 
-def _settings(app: Flask) -> Settings:
+def settings_of(config: Mapping[str, Any]) -> Settings:
+    """What the modes need from an app's config.
+
+    Raises:
+        ValueError: ``UPSTREAM_URL`` is not an http(s) URL.
+    """
     from .models import Settings
 
-    upstream = str(app.config["UPSTREAM_URL"]).rstrip("/")
+    upstream = str(config["UPSTREAM_URL"]).rstrip("/")
     if not upstream.startswith(("http://", "https://")):
         raise ValueError(f"UPSTREAM_URL must be an http(s) URL, got {upstream!r}")
     return Settings(
         upstream_url=upstream,
-        redis_url=str(app.config["REDIS_URL"]),
-        http_timeout=float(app.config["CAAS_HTTP_TIMEOUT"]),
-        sse_max_seconds=float(app.config["CAAS_SSE_MAX_SECONDS"]),
-        sse_heartbeat=float(app.config["CAAS_SSE_HEARTBEAT"]),
-        redis_pool=int(app.config["CAAS_REDIS_POOL"]),
+        redis_url=str(config["REDIS_URL"]),
+        http_timeout=float(config["CAAS_HTTP_TIMEOUT"]),
+        sse_max_seconds=float(config["CAAS_SSE_MAX_SECONDS"]),
+        sse_heartbeat=float(config["CAAS_SSE_HEARTBEAT"]),
+        redis_pool=int(config["CAAS_REDIS_POOL"]),
     )
 
 
 def _make_mode(name: str, app: Flask, settings: Settings) -> Mode:
     from .embedded_thread import EmbeddedThreadMode
-    from .modes import EmbeddedMode, FlaskAsyncMode, SyncMode
+    from .modes import EmbeddedMode, FlaskAsyncMode, GeventMode, SyncMode
 
     if name == "bridge":
         from .bridge_mode import BridgeMode
 
         return BridgeMode(app, settings)
+    if name == "flask-recipe":
+        from .recipe_mode import FlaskRecipeMode
+
+        return FlaskRecipeMode(app, settings)
+    if name == "quart":
+        raise ValueError("CAAS_MODE quart is a Quart app: see demo_flask.quart_app")
     blocking: dict[str, type[Mode]] = {
         "sync": SyncMode,
+        "gevent": GeventMode,
         "embedded": EmbeddedMode,
         "embedded-thread": EmbeddedThreadMode,
         "flask-async": FlaskAsyncMode,
@@ -101,7 +126,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if config:
         app.config.from_mapping(config)
     app.config["MAX_CONTENT_LENGTH"] = int(app.config["CAAS_MAX_BODY_BYTES"])
-    mode = _make_mode(str(app.config["CAAS_MODE"]), app, _settings(app))
+    mode = _make_mode(str(app.config["CAAS_MODE"]), app, settings_of(app.config))
     app.extensions[EXTENSION_KEY] = mode
     register_error_handlers(app)
     app.register_blueprint(create_blueprint(mode.is_async))

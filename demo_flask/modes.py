@@ -1,8 +1,9 @@
-"""The five ways the demo reaches the upstream and Redis, behind one interface.
+"""The ways the demo's Flask app reaches the upstream and Redis, behind one interface.
 
 Blocking modes (plain ``def`` views):
 
 - ``sync``: requests + redis-py, one call after the other.
+- ``gevent``: the same code under gunicorn's gevent workers (monkeypatched).
 - ``embedded``: the anti-pattern, ``asyncio.run`` per request, so new aiohttp
   and Redis clients (and connections) for every request.
 - ``embedded-thread``: the strongest home-made alternative: one persistent
@@ -13,7 +14,11 @@ Async modes (``async def`` views, run by ``app.async_to_sync``):
 
 - ``flask-async``: Flask's own async views through asgiref, a new loop per
   call, so again new clients per request.
+- ``flask-recipe``: the override in Flask's docs, one loop thread and
+  ``run_coroutine_threadsafe``; see :mod:`demo_flask.recipe_mode`.
 - ``bridge``: aiobridge; see :mod:`demo_flask.bridge_mode`.
+
+The ``quart`` rewrite is a separate app (:mod:`demo_flask.quart_app`).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ __all__ = (
     "BlockingMode",
     "EmbeddedMode",
     "FlaskAsyncMode",
+    "GeventMode",
     "Mode",
     "SyncMode",
     "drive",
@@ -203,6 +209,17 @@ class SyncMode(BlockingMode):
         for session in sessions:
             session.close()
         self._redis.close()
+
+
+class GeventMode(SyncMode):
+    """The ``sync`` mode's code, meant for gunicorn's gevent workers.
+
+    Nothing differs but the name: the worker class (``--worker-class gevent``)
+    monkeypatches sockets, so requests and redis-py yield to other greenlets
+    while they wait, instead of holding a thread.
+    """
+
+    name = "gevent"
 
 
 class _FreshClients:

@@ -13,15 +13,19 @@ with ``POST /track/<order_id>``, the way a courier's phone would.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, jsonify, send_from_directory, url_for
 from flask.typing import ResponseReturnValue
 
-__all__ = ("ROUTE_STEPS", "create_page_blueprint", "plan_route")
+__all__ = ("PAGE", "ROUTE_STEPS", "STATIC_DIR", "create_page_blueprint", "new_order",
+           "plan_route")
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+#: The page's file in :data:`STATIC_DIR`.
+PAGE = "index.html"
 #: Positions of a route, the last one ``delivered``.
 ROUTE_STEPS = 6
 _KITCHEN = (48.8566, 2.3522)
@@ -41,22 +45,22 @@ def plan_route(steps: int = ROUTE_STEPS) -> list[dict[str, Any]]:
     return route
 
 
+def new_order(track_url: Callable[[str], str]) -> dict[str, Any]:
+    """The body of ``POST /orders``: a new order id, its ``/track`` URL and its route."""
+    order_id = f"order-{secrets.token_hex(6)}"
+    return {"order_id": order_id, "track": track_url(order_id), "route": plan_route()}
+
+
 def index() -> ResponseReturnValue:
     """The page."""
-    response = send_from_directory(STATIC_DIR, "index.html", max_age=0)
+    response = send_from_directory(STATIC_DIR, PAGE, max_age=0)
     response.headers["Cache-Control"] = "no-cache"
     return response
 
 
 def place_order() -> ResponseReturnValue:
     """A new order: its id, where to follow it and its courier's route."""
-    order_id = f"order-{secrets.token_hex(6)}"
-    body = {
-        "order_id": order_id,
-        "track": url_for("caas.track", order_id=order_id),
-        "route": plan_route(),
-    }
-    return jsonify(body), 201
+    return jsonify(new_order(lambda order_id: url_for("caas.track", order_id=order_id))), 201
 
 
 def create_page_blueprint() -> Blueprint:

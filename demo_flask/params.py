@@ -17,6 +17,8 @@ __all__ = (
     "BadParameter",
     "bounded_float",
     "bounded_int",
+    "fan_out",
+    "latency",
     "order_id",
     "position",
 )
@@ -73,6 +75,18 @@ def bounded_float(
     if not (math.isfinite(value) and low <= value <= high):
         raise BadParameter(name, f"must be a number from {low:g} to {high:g}")
     return value
+
+
+def latency(args: Mapping[str, str]) -> int:
+    """``/dog``'s ``latency``: milliseconds the upstream waits (0 to 10,000, default 0)."""
+    return bounded_int(args, "latency", 0, MAX_LATENCY_MS, 0)
+
+
+def fan_out(args: Mapping[str, str]) -> tuple[float, int]:
+    """``/delay``'s ``seconds`` (0 to 30, default 1) and ``n`` calls (1 to 50, default 3)."""
+    seconds = bounded_float(args, "seconds", 0, MAX_DELAY_SECONDS, 1.0)
+    n = bounded_int(args, "n", 1, MAX_FANOUT, 3)
+    return seconds, n
 
 
 def order_id(value: str) -> str:

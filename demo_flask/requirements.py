@@ -49,15 +49,22 @@ COMMON = (
 #: What each mode needs beyond :data:`COMMON`.
 MODE_NEEDS: dict[str, tuple[Need, ...]] = {
     "sync": (),
+    "gevent": (Need("gevent", "gevent"),),
     "embedded": (),
     "embedded-thread": (),
     # Flask runs async views through asgiref, which only its "async" extra installs.
     "flask-async": (Need("asgiref", "flask[async]"),),
-    "bridge": (),
+    "flask-recipe": (),
+    # The bridge mode serves /metrics (AIOBRIDGE_METRICS_ENDPOINT) by default.
+    "bridge": (Need("prometheus_client", "prometheus_client"),),
+    "quart": (Need("quart", "quart"),),
 }
 #: What each server the launcher can start needs.
 SERVER_NEEDS: dict[str, tuple[Need, ...]] = {
     "gunicorn": (Need("gunicorn", "gunicorn"),),
+    # A Flask mode on uvicorn goes through a2wsgi; Quart needs only uvicorn.
+    "uvicorn": (Need("uvicorn", "uvicorn"), Need("a2wsgi", "a2wsgi")),
+    "granian": (Need("granian", "granian"),),
 }
 #: What each gunicorn worker class needs beyond gunicorn.
 WORKER_CLASS_NEEDS: dict[str, tuple[Need, ...]] = {

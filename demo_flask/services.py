@@ -32,16 +32,20 @@ from .interrupts import signals_deferred
 
 __all__ = (
     "HOST",
+    "SERVERS",
     "ExternalRedis",
     "GunicornServer",
     "RedisNotFoundError",
     "RedisServer",
     "ServiceError",
     "UpstreamServer",
+    "default_server",
+    "default_worker_class",
     "find_redis_server",
     "free_port",
     "port_is_free",
     "redis_from_env",
+    "server_command",
     "wait_for_port",
 )
 
@@ -420,22 +424,89 @@ class UpstreamServer(_Service):
             return False
 
 
+#: What each kind of server runs: ``python -m demo_flask --server`` and ``GunicornServer(server=)``.
+SERVERS = ("gunicorn", "uvicorn", "granian")
+
+
+def default_server(mode: str) -> str:
+    """The server a mode runs on unless told otherwise: uvicorn for Quart, else gunicorn."""
+    return "uvicorn" if mode == "quart" else "gunicorn"
+
+
+def default_worker_class(mode: str) -> str:
+    """gunicorn's worker class for a mode: gevent for ``gevent``, else gthread."""
+    return "gevent" if mode == "gevent" else "gthread"
+
+
+def server_command(
+    server: str, *, mode: str, port: int, workers: int, threads: int, graceful_timeout: int,
+    worker_class: str | None = None, preload: bool = False, dev_mode: bool = False,
+    app_config: dict[str, Any] | None = None,
+) -> list[str]:  # fmt: skip
+    """The command line serving the demo in ``mode`` on 127.0.0.1:``port``.
+
+    ``gunicorn`` uses ``demo_flask/gunicorn.conf.py`` (``worker_class``:
+    gthread by default, gevent for the ``gevent`` mode); ``uvicorn`` runs
+    :mod:`demo_flask.uvicorn_server` (the Quart rewrite, or a Flask mode through
+    a2wsgi; one process); ``granian`` serves the Flask app on its WSGI
+    interface, ``threads`` blocking threads per worker.
+
+    Raises:
+        ValueError: an unknown server, or a combination that does not exist.
+    """
+    python = [sys.executable, *(["-X", "dev"] if dev_mode else [])]
+    if server not in SERVERS:
+        raise ValueError(f"server must be one of {', '.join(SERVERS)}, got {server!r}")
+    if mode == "quart" and server != "uvicorn":
+        raise ValueError(f"mode {mode!r} cannot run on {server}: Quart is an ASGI app (uvicorn)")
+    if server == "uvicorn":
+        if workers != 1 or preload or app_config:
+            raise ValueError("uvicorn serves the demo in one process (workers=1, no preload)")
+        app = "quart" if mode == "quart" else "flask"
+        return [*python, "-m", "demo_flask.uvicorn_server", "--app", app, "--port", str(port),
+                "--threads", str(threads),
+                "--graceful-timeout", str(graceful_timeout)]  # fmt: skip
+    if server == "granian":
+        if preload or app_config:
+            raise ValueError("granian builds the app with create_app() in each worker: "
+                             "no preload, configuration from the environment")  # fmt: skip
+        return [*python, "-m", "granian", "--interface", "wsgi", "--host", HOST,
+                "--port", str(port), "--workers", str(workers),
+                "--blocking-threads", str(threads), "--no-ws", "--log-level", "warning",
+                "--workers-kill-timeout", str(graceful_timeout),
+                "--factory", "demo_flask:create_app"]  # fmt: skip
+    return [
+        *python, "-m", "gunicorn",
+        "--config", str(_REPO_ROOT / "demo_flask" / "gunicorn.conf.py"),
+        "--bind", f"{HOST}:{port}",
+        "--workers", str(workers),
+        "--threads", str(threads),
+        "--worker-class", worker_class or default_worker_class(mode),
+        "--graceful-timeout", str(graceful_timeout),
+        *(["--preload"] if preload else []),
+        *([f"demo_flask:create_app({app_config!r})"] if app_config else []),
+    ]  # fmt: skip
+
+
 class GunicornServer(_Service):
-    """The demo served by gunicorn (gthread) with ``demo_flask/gunicorn.conf.py``.
+    """The demo served by gunicorn with ``demo_flask/gunicorn.conf.py`` (or by another server).
 
     Args:
-        mode: the demo's mode (``CAAS_MODE``).
+        mode: the demo's mode (``CAAS_MODE``; ``quart`` is the Quart rewrite).
         redis_url: the Redis the app uses.
         upstream_url: the upstream dog service the app calls.
         workers: worker processes.
         threads: threads per worker.
-        worker_class: gunicorn's worker class (``gthread``, ``gevent``).
         graceful_timeout: seconds gunicorn gives in-flight requests at SIGTERM.
         preload: load the app in the master before forking the workers.
         dev_mode: run under ``python -X dev`` (warnings and asyncio checks on).
         app_config: passed to ``create_app`` (else the app reads the environment).
         port: a port on 127.0.0.1 (default: a free one).
         startup_timeout: seconds to wait for ``/health``.
+        server: ``gunicorn``, ``uvicorn`` or ``granian`` (default: uvicorn for
+            ``quart``, else gunicorn); see :func:`server_command`.
+        worker_class: gunicorn's worker class (default: gevent for the
+            ``gevent`` mode, else gthread).
 
     ``stop()`` is graceful: SIGTERM to the master, a wait of
     ``graceful_timeout`` plus a margin, then SIGKILL to the whole process group.
@@ -451,13 +522,14 @@ class GunicornServer(_Service):
         upstream_url: str,
         workers: int = 1,
         threads: int = 16,
-        worker_class: str = "gthread",
         graceful_timeout: int = 5,
         preload: bool = False,
         dev_mode: bool = False,
         app_config: dict[str, Any] | None = None,
         port: int | None = None,
         startup_timeout: float = 60.0,
+        server: str | None = None,
+        worker_class: str | None = None,
     ) -> None:
         super().__init__(port=port, startup_timeout=startup_timeout)
         self.mode = mode
@@ -465,11 +537,14 @@ class GunicornServer(_Service):
         self.upstream_url = upstream_url
         self.workers = workers
         self.threads = threads
-        self.worker_class = worker_class
         self.graceful_timeout = graceful_timeout
         self.preload = preload
         self.dev_mode = dev_mode
         self.app_config = app_config
+        self.server = server or default_server(mode)
+        self.worker_class = worker_class
+        self.name = self.server
+        self._metrics_dir: str | None = None
 
     @property
     def url(self) -> str:
@@ -482,25 +557,29 @@ class GunicornServer(_Service):
         return None if self._proc is None else self._proc.poll()
 
     def _command(self) -> list[str]:
-        app = f"demo_flask:create_app({self.app_config!r})" if self.app_config else None
-        return [
-            sys.executable, *(["-X", "dev"] if self.dev_mode else []), "-m", "gunicorn",
-            "--config", str(_REPO_ROOT / "demo_flask" / "gunicorn.conf.py"),
-            "--bind", f"{HOST}:{self.port}",
-            "--workers", str(self.workers),
-            "--threads", str(self.threads),
-            "--worker-class", self.worker_class,
-            "--graceful-timeout", str(self.graceful_timeout),
-            *(["--preload"] if self.preload else []),
-            *([app] if app else []),
-        ]  # fmt: skip
+        return server_command(
+            self.server, mode=self.mode, port=self.port, workers=self.workers,
+            threads=self.threads, graceful_timeout=self.graceful_timeout,
+            worker_class=self.worker_class, preload=self.preload, dev_mode=self.dev_mode,
+            app_config=self.app_config,
+        )  # fmt: skip
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ, CAAS_MODE=self.mode, REDIS_URL=self.redis_url,
                    UPSTREAM_URL=self.upstream_url)  # fmt: skip
         path = env.get("PYTHONPATH")
         env["PYTHONPATH"] = str(_REPO_ROOT) + (os.pathsep + path if path else "")
+        if "PROMETHEUS_MULTIPROC_DIR" not in env:
+            # The workers' metrics files; removed at stop, even after a SIGKILL.
+            self._metrics_dir = tempfile.mkdtemp(prefix="caas-metrics-")
+            env["PROMETHEUS_MULTIPROC_DIR"] = self._metrics_dir
         return env
+
+    def _close_log(self) -> None:
+        super()._close_log()
+        metrics_dir, self._metrics_dir = self._metrics_dir, None
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
     def _ready(self) -> bool:
         try:

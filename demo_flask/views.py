@@ -18,7 +18,8 @@ from . import params
 from .models import DelayResult, DogResult
 from .modes import AsyncMode, BlockingMode, Mode
 
-__all__ = ("EXTENSION_KEY", "create_blueprint", "current_mode")
+__all__ = ("EXTENSION_KEY", "REDIS_DOWN", "create_blueprint", "current_mode", "dog_headers",
+           "stats_body")
 
 EXTENSION_KEY = "caas"
 
@@ -29,13 +30,11 @@ def current_mode() -> Mode:
 
 
 def _latency() -> int:
-    return params.bounded_int(request.args, "latency", 0, params.MAX_LATENCY_MS, 0)
+    return params.latency(request.args)
 
 
 def _fan_out() -> tuple[float, int]:
-    seconds = params.bounded_float(request.args, "seconds", 0, params.MAX_DELAY_SECONDS, 1.0)
-    n = params.bounded_int(request.args, "n", 1, params.MAX_FANOUT, 3)
-    return seconds, n
+    return params.fan_out(request.args)
 
 
 def _position(order_id: str) -> dict[str, Any]:
@@ -49,12 +48,13 @@ def _position(order_id: str) -> dict[str, Any]:
     return params.position(request.get_json(silent=True), order)
 
 
+def dog_headers(result: DogResult) -> dict[str, str]:
+    """The headers of a ``/dog`` answer (its body is the JPEG picture)."""
+    return {"X-Filename": result.filename, "X-Dog-Name": result.name}
+
+
 def _dog_response(result: DogResult) -> Response:
-    return Response(
-        result.image,
-        mimetype="image/jpeg",
-        headers={"X-Filename": result.filename, "X-Dog-Name": result.name},
-    )
+    return Response(result.image, mimetype="image/jpeg", headers=dog_headers(result))
 
 
 def _delay_response(result: DelayResult) -> Response:
@@ -62,17 +62,27 @@ def _delay_response(result: DelayResult) -> Response:
 
 
 # /stats must answer while Redis is down: that is when its loop figures matter.
-_REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
-def _stats(mode: Mode, billed: int | None, redis_error: str | None = None) -> Response:
-    # Billing is one counter in Redis, shared by every worker; the rest is this
-    # worker process's own: each gunicorn worker answers for itself.
+def stats_body(
+    mode: str, billed: int | None, redis_error: str | None = None,
+    figures: dict[str, Any] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """``/stats``'s JSON: which worker answered, the billing count (or why it is
+    missing) and the mode's figures.
+
+    Billing is one counter in Redis, shared by every worker; the rest is this
+    worker process's own: each gunicorn worker answers for itself.
+    """
     billing: dict[str, Any] = {"dog_requests": billed}
     if redis_error is not None:
         billing["error"] = f"redis is unavailable: {redis_error}"
-    return jsonify({"mode": mode.name, "worker_pid": os.getpid(),
-                    "billing": billing, **mode.stats()})  # fmt: skip
+    return {"mode": mode, "worker_pid": os.getpid(), "billing": billing, **(figures or {})}
+
+
+def _stats(mode: Mode, billed: int | None, redis_error: str | None = None) -> Response:
+    return jsonify(stats_body(mode.name, billed, redis_error, mode.stats()))
 
 
 def health() -> ResponseReturnValue:
@@ -109,7 +119,7 @@ def stats() -> ResponseReturnValue:
     mode = cast(BlockingMode, current_mode())
     try:
         billed = mode.billing()
-    except _REDIS_DOWN as exc:
+    except REDIS_DOWN as exc:
         return _stats(mode, None, str(exc))
     return _stats(mode, billed)
 
@@ -138,7 +148,7 @@ async def stats_async() -> ResponseReturnValue:
     mode = cast(AsyncMode, current_mode())
     try:
         billed = await mode.billing()
-    except _REDIS_DOWN as exc:
+    except REDIS_DOWN as exc:
         return _stats(mode, None, str(exc))
     return _stats(mode, billed)
 

@@ -11,7 +11,7 @@ import threading
 import time
 import traceback
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -46,15 +46,20 @@ def without_slow_callback_reports(stderr: str) -> str:
 
 
 def run_python(
-    code: str, *, timeout: float = 60.0, dev: bool = True
+    code: str, *, timeout: float = 60.0, dev: bool = True, args: Sequence[str] = ()
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` in a fresh interpreter (-X dev -W error by default), bounded."""
-    args = [sys.executable]
+    """Run ``code`` in a fresh interpreter (-X dev -W error by default), bounded.
+
+    ``args`` become ``sys.argv[1:]`` of the program.
+    """
+    command = [sys.executable]
     if dev:
-        args += ["-X", "dev", "-W", "error"]
-    args += ["-c", textwrap.dedent(code)]
+        command += ["-X", "dev", "-W", "error"]
+    command += ["-c", textwrap.dedent(code), *args]
     env = dict(os.environ, PYTHONPATH=ROOT)
-    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT
+    )
 
 
 def wait_child(pid: int, timeout: float = 30.0) -> int:

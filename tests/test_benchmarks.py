@@ -193,6 +193,21 @@ def test_headline_and_readme_block() -> None:
         readme.replace_block("# no markers\n", block)
 
 
+def test_readme_update_copies_the_chart_but_links_no_image(tmp_path: Path) -> None:
+    # README.md is also the package index page, where a relative image link breaks.
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "results.json").write_text(json.dumps(_document()), encoding="utf-8")
+    (results / "headline.png").write_bytes(b"\x89PNG chart")
+    target = tmp_path / "README.md"
+    target.write_text(f"# T\n\n{report.HEADLINE_START}\nold\n{report.HEADLINE_END}\n", "utf-8")
+    assert readme.main([str(results), "--readme", str(target)]) == 0
+    text = target.read_text(encoding="utf-8")
+    assert "| **bridge** | 800.0 | 1.00x" in text
+    assert "![" not in text
+    assert (tmp_path / "docs" / "benchmark-headline.png").read_bytes() == b"\x89PNG chart"
+
+
 def _with_rounds(document: dict[str, Any]) -> dict[str, Any]:
     """The synthetic run with three interleaved rounds of the target point."""
     rounds = {"sync": [600.0, 500.0, 700.0], "embedded-thread": [700.0, 700.0, 700.0],

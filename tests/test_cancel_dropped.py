@@ -16,6 +16,7 @@ import threading
 import pytest
 
 from aiobridge import AioThread, _redeliver
+from tests.helpers import run_python
 
 WAIT = 10.0
 
@@ -279,3 +280,46 @@ def test_stop_cancels_again_a_loop_task_that_dropped_its_cancellation() -> None:
         bridge.stop(timeout=0.1)
     assert ended.is_set()
     assert steps == ["dropped", "cancelled again"]
+
+
+def test_ctrl_c_in_the_waiting_thread_cancels_again_a_coroutine_that_dropped_it() -> None:
+    result = run_python(
+        """
+        import asyncio, signal, threading
+        from aiobridge import AioThread
+
+        started, ended = threading.Event(), threading.Event()
+        steps = []
+
+        async def body():
+            started.set()
+            try:
+                try:
+                    await asyncio.sleep(3600)
+                except asyncio.CancelledError:
+                    steps.append("dropped")
+                await asyncio.sleep(3600)
+                steps.append("ran on")
+            except asyncio.CancelledError:
+                steps.append("cancelled-again")
+                raise
+            finally:
+                ended.set()
+
+        def interrupt():
+            assert started.wait(10)
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+        with AioThread() as bridge:
+            threading.Thread(target=interrupt).start()
+            try:
+                bridge.run(body())
+            except KeyboardInterrupt:
+                print("interrupted")
+            assert ended.wait(10), "the task still runs"
+            print(*steps, bridge.stats().cancel_redelivered)
+        """,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["interrupted", "dropped", "cancelled-again", "1"]

@@ -26,7 +26,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from demo_flask import MODES
+from demo_flask import ALL_MODES
 from demo_flask.requirements import COMMON, MODE_NEEDS, SERVER_NEEDS, WORKER_CLASS_NEEDS
 from demo_flask.services import free_port
 
@@ -57,10 +57,11 @@ def _declared(*sections: str) -> set[tuple[str, frozenset[str]]]:
 
 
 def test_every_mode_has_a_requirements_line_and_the_demo_extra_installs_it() -> None:
-    assert set(MODE_NEEDS) == set(MODES), "add the new mode to demo_flask.requirements.MODE_NEEDS"
+    assert set(MODE_NEEDS) == set(ALL_MODES), "add the mode to demo_flask.requirements.MODE_NEEDS"
     declared = _declared("install_requires", "extras:demo")
-    needs = [*COMMON, *SERVER_NEEDS["gunicorn"], *WORKER_CLASS_NEEDS["gthread"]]
-    needs += [need for mode in MODES for need in MODE_NEEDS[mode]]
+    needs = [*COMMON, *(n for group in SERVER_NEEDS.values() for n in group),
+             *(n for group in WORKER_CLASS_NEEDS.values() for n in group),
+             *(n for mode in ALL_MODES for n in MODE_NEEDS[mode])]  # fmt: skip
     for need in needs:
         name, extras = _requirement(need.install)
         assert any(n == name and extras <= e for n, e in declared), (
@@ -91,7 +92,7 @@ def test_a_missing_package_is_one_line_naming_the_fix_and_nothing_starts() -> No
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
-    assert "mode flask-async needs asgiref" in lines[0]
+    assert "mode flask-async on gunicorn needs asgiref" in lines[0]
     assert "pip install 'flask[async]'" in lines[0]
     assert "starting" not in done.stderr
 

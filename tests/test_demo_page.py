@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import BrowserContext, expect, sync_playwright
 
-from demo_flask import MODES
+from demo_flask import ALL_MODES
 from demo_flask.catalog import DOGS
 from demo_flask.page import ROUTE_STEPS
 from demo_flask.services import GunicornServer, UpstreamServer
@@ -51,7 +51,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext
             context.close()
 
 
-@pytest.fixture(params=MODES)
+@pytest.fixture(params=ALL_MODES)
 def demo(
     request: pytest.FixtureRequest, redis_url: str, upstream: UpstreamServer
 ) -> Iterator[GunicornServer]:

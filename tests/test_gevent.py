@@ -1,15 +1,19 @@
 """aiobridge under gevent: gunicorn ``-k gevent`` workers and a monkeypatched process.
 
 The workers are real gunicorn processes (``python -X dev``) serving
-``tests/gevent_app.py`` on 127.0.0.1, one worker each, with and without
-``--preload``; the upstream is the demo's aiohttp service, named ``localhost``
-so every connection resolves a host name on the bridge's loop.
+``tests/gevent_app.py`` on 127.0.0.1, one worker each, in three set-ups:
+without ``--preload``; with ``--preload`` and gevent patching the master first
+(the recipe of docs/gevent.md); with ``--preload`` and only the worker patched
+(gunicorn's default, where the app and aiobridge are imported unpatched). The
+upstream is the demo's aiohttp service, named ``localhost`` so every
+connection resolves a host name on the bridge's loop.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import json
+import re
 import sys
 import time
 import urllib.error
@@ -20,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from demo_flask.__main__ import _gunicorn_command, _parser
+from demo_flask.__main__ import _parser, _server_command
 from demo_flask.services import HOST, GunicornServer, UpstreamServer
 
 from .helpers import run_python
@@ -32,20 +36,29 @@ _UPSTREAM_SECONDS = 0.5
 # Serial would take 20 x 0.5 = 10 s: under 1.5 s, the calls ran concurrently.
 _CONCURRENT_BOUND = 1.5
 _REQUEST_TIMEOUT = 15.0
-# Settings of both variants; with --preload, the recipe of docs/gevent.md: patch
-# in the master, before gunicorn loads the app (and before anything imports ssl).
+_VARIANTS = ["no-preload", "preload", "preload-late-patch"]
 _CONF = "control_socket_disable = True\n"
+# The "preload" recipe: patch in the master, before gunicorn loads the app.
 _PATCH_FIRST = "from gevent import monkey\nmonkey.patch_all()\n"
+# gevent's own warning when the worker patches after the app imported ssl (only in
+# "preload-late-patch"); the docs explain it and the recipe that avoids it.
+_LATE_SSL_PATCH = re.compile(
+    r"^.*MonkeyPatchWarning: Monkey-patching ssl after ssl has already been imported.*\n"
+    r"\s+monkey\.patch_all\(\)\n",
+    re.MULTILINE,
+)
 
 
 class GeventGunicorn(GunicornServer):
     """``gunicorn -k gevent`` serving ``tests.gevent_app:app`` (one worker, ``-X dev``)."""
 
-    def __init__(self, upstream_url: str, *, preload: bool, conf: Path) -> None:
-        super().__init__("bridge", redis_url="", upstream_url=upstream_url, preload=preload,
-                         dev_mode=True, startup_timeout=60.0)  # fmt: skip
-        conf.write_text((_PATCH_FIRST if preload else "") + _CONF)
+    def __init__(self, upstream_url: str, *, variant: str, conf: Path) -> None:
+        super().__init__("bridge", redis_url="", upstream_url=upstream_url,
+                         preload=variant != "no-preload", dev_mode=True,
+                         startup_timeout=60.0)  # fmt: skip
+        conf.write_text((_PATCH_FIRST if variant == "preload" else "") + _CONF)
         self.conf = conf
+        self.variant = variant
 
     def _command(self) -> list[str]:
         return [
@@ -74,13 +87,15 @@ def _get(server: GunicornServer, path: str) -> tuple[int, Any]:
         return status, body.decode(errors="replace")
 
 
-def _assert_clean(log: str) -> None:
+def _assert_clean(log: str, variant: str = "no-preload") -> None:
+    if variant == "preload-late-patch":
+        log = _LATE_SSL_PATCH.sub("", log)
     for marker in ("Traceback", "Warning", "WARNING", "ERROR", "CRITICAL", "WORKER TIMEOUT",
                    "Unclosed", "never awaited", "was destroyed"):  # fmt: skip
         assert marker not in log, f"{marker!r} in the gunicorn log:\n{log}"
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["no-preload", "preload"])
+@pytest.fixture(scope="module", params=_VARIANTS)
 def gevent_server(
     request: pytest.FixtureRequest,
     upstream: UpstreamServer,
@@ -88,7 +103,7 @@ def gevent_server(
 ) -> Iterator[GeventGunicorn]:
     conf = tmp_path_factory.mktemp("gevent") / "gunicorn_conf.py"
     upstream_url = f"http://localhost:{upstream.port}"
-    with GeventGunicorn(upstream_url, preload=request.param, conf=conf) as server:
+    with GeventGunicorn(upstream_url, variant=request.param, conf=conf) as server:
         yield server
 
 
@@ -127,11 +142,11 @@ def test_timeout_applies_and_the_worker_keeps_serving(gevent_server: GeventGunic
     assert _get(gevent_server, "/asyncio-run") == (200, "own loop")
 
 
-@pytest.mark.parametrize("preload", [False, True], ids=["no-preload", "preload"])
+@pytest.mark.parametrize("variant", _VARIANTS)
 def test_sigterm_exits_cleanly_with_a_clean_log(
-    preload: bool, upstream: UpstreamServer, tmp_path: Path
+    variant: str, upstream: UpstreamServer, tmp_path: Path
 ) -> None:
-    server = GeventGunicorn(f"http://localhost:{upstream.port}", preload=preload,
+    server = GeventGunicorn(f"http://localhost:{upstream.port}", variant=variant,
                             conf=tmp_path / "gunicorn_conf.py")  # fmt: skip
     with server:
         for path in ("/upstream?seconds=0.1", "/where", "/asyncio-run", "/to-thread"):
@@ -141,7 +156,7 @@ def test_sigterm_exits_cleanly_with_a_clean_log(
         assert server.returncode == 0, server.output()
         log = server.output()
     assert "Worker exiting" in log
-    _assert_clean(log)
+    _assert_clean(log, variant)
 
 
 def _concurrently(server: GunicornServer, path: str) -> tuple[list[tuple[int, Any]], float]:
@@ -153,7 +168,7 @@ def _concurrently(server: GunicornServer, path: str) -> tuple[list[tuple[int, An
 
 
 def test_demo_launcher_takes_the_worker_class() -> None:
-    command = _gunicorn_command(_parser().parse_args(["--worker-class", "gevent"]))
+    command = _server_command(_parser().parse_args(["--worker-class", "gevent"]))
     assert command[command.index("--worker-class") + 1] == "gevent"
 
 
@@ -228,8 +243,35 @@ _PATCHED_PROCESS = """
     else:
         raise AssertionError("no timeout")
 
+    # A greenlet killed, or timed out by gevent, while it waits: the task is cancelled.
+    cancelled = threading.Semaphore(0)
+    async def long():
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.release()
+            raise
+    waiting = gevent.spawn(bridge.run, long())
+    gevent.sleep(0.1)
+    waiting.kill(timeout=5)
+    assert waiting.dead
+    with gevent.Timeout(0.1, False):
+        bridge.run(long())
+    assert cancelled.acquire(timeout=5) and cancelled.acquire(timeout=5)
+
+    # Sync code in an executor thread may call the bridge too.
+    nested = lambda: bridge.run(asyncio.sleep(0, result="nested"))
+    assert bridge.run(asyncio.to_thread(nested)) == "nested"
+
     bridge.stop()
     assert not bridge.thread.is_alive()
+
+    # uvloop: also in a real thread, with the real-thread executor.
+    import uvloop
+    with aiobridge.AioThread(loop_factory=uvloop.new_event_loop) as fast:
+        assert fast.run(native_id()) != threading.get_native_id()
+        assert fast.run(asyncio.to_thread(threading.get_native_id)) != threading.get_native_id()
+        assert fast.run(resolve(), timeout=10) & {"127.0.0.1", "::1"}
     print("ok")
 """
 
@@ -253,3 +295,28 @@ def test_gevent_is_never_imported_by_aiobridge() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("patched", [False, True], ids=["plain", "gevent"])
+def test_quick_start_stop_cycles_leave_no_thread_errors(patched: bool) -> None:
+    # The watchdog thread may first run after its bridge already stopped.
+    result = run_python(
+        ("from gevent import monkey\nmonkey.patch_all()\n" if patched else "")
+        + """
+import asyncio, os, threading
+import aiobridge
+fds = None
+for i in range(150):
+    with aiobridge.AioThread() as bridge:
+        bridge.run(asyncio.sleep(0))
+    if i == 9:
+        fds = len(os.listdir("/proc/self/fd"))
+assert len(os.listdir("/proc/self/fd")) == fds
+assert threading.active_count() == 1, threading.enumerate()
+print("ok")
+""",
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+    assert result.stderr == ""

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
+import os
+import selectors
 import threading
 import time
 
@@ -96,9 +99,25 @@ def test_waiting_caller_is_released_when_the_bridge_stops() -> None:
     assert len(outcome) == 1 and isinstance(outcome[0], concurrent.futures.CancelledError)
 
 
-def test_loop_thread_crash_releases_callers() -> None:
-    """A callback that kills the loop must not leave any caller waiting forever."""
-    bridge = AioThread().start()
+class _BreakableSelector(selectors.DefaultSelector):
+    """A selector that fails: a stand-in for a bug deep in the event loop."""
+
+    broken = False
+    error = errno.EIO
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        if self.broken:
+            raise OSError(self.error, os.strerror(self.error))
+        return super().select(timeout)
+
+
+def test_loop_thread_crash_releases_callers(caplog: pytest.LogCaptureFixture) -> None:
+    """A loop that dies (its selector fails) must not leave any caller waiting forever.
+
+    A user's SystemExit no longer kills the loop (tests/test_base_exceptions.py).
+    """
+    selector = _BreakableSelector()
+    bridge = AioThread(loop_factory=lambda: asyncio.SelectorEventLoop(selector)).start()
     started = threading.Event()
     outcome: list[BaseException] = []
 
@@ -113,7 +132,7 @@ def test_loop_thread_crash_releases_callers() -> None:
             outcome.append(exc)
 
     def kill_loop() -> None:
-        raise SystemExit("loop killed by a bad callback")
+        selector.broken = True
 
     thread = threading.Thread(target=caller)
     thread.start()
@@ -126,6 +145,7 @@ def test_loop_thread_crash_releases_callers() -> None:
     with pytest.raises(BridgeClosedError):
         bridge.run(asyncio.sleep(0))
     bridge.stop()
+    assert any("crashed" in r.getMessage() for r in caplog.records)
 
 
 def test_stop_from_loop_thread_is_refused(bridge: AioThread) -> None:
@@ -194,4 +214,27 @@ def test_failing_loop_factory_is_reported_and_the_bridge_is_closed() -> None:
     coro = asyncio.sleep(0)
     with pytest.raises(BridgeClosedError):
         bridge.run(coro)
+    bridge.stop()
+
+
+def test_descriptor_closed_under_the_loop_is_not_logged_as_a_crash(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """uWSGI closes every descriptor before it re-executes itself on a reload (HUP).
+
+    The loop's selector then fails with EBADF: the bridge stops and says why,
+    without a "crashed" report and its traceback.
+    """
+    selector = _BreakableSelector()
+    selector.error = errno.EBADF
+    bridge = AioThread(loop_factory=lambda: asyncio.SelectorEventLoop(selector)).start()
+    thread = bridge.thread
+    assert thread is not None
+    bridge.call_soon(setattr, selector, "broken", True)
+    thread.join(WAIT)
+    assert not thread.is_alive()
+    assert not bridge.running
+    messages = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "aiobridge"]
+    assert not [m for m in messages if "crashed" in m[1]], messages
+    assert [level for level, m in messages if "descriptor" in m] == ["WARNING"], messages
     bridge.stop()

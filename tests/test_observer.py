@@ -82,6 +82,8 @@ def test_every_outcome_reaches_the_observer(recorders: dict[str, Recorder]) -> N
             bridge.run(boom())
         with pytest.raises(BridgeTimeoutError):
             bridge.run(asyncio.sleep(30), timeout=0.05)
+        # The caller gave up; the loop reports the cancelled task a moment later.
+        _wait_for(lambda: len(recorders["observed"].outcomes) == 3)
         gate = bridge.run(_make_event())
         future = bridge.submit(slow(gate))
         _wait_for(lambda: recorders["observed"].in_flight_now == 1)
@@ -166,3 +168,19 @@ def _wait_for(condition: object, timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(0.005)
+
+
+def test_a_failing_observer_factory_leaves_the_bridge_working(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(loop_thread: LoopThread) -> Observer:
+        raise OSError("metrics directory is gone")
+
+    set_observer_factory(broken)
+    try:
+        with AioThread(name="unobserved") as bridge:
+            assert bridge.run(asyncio.sleep(0, result=7)) == 7
+            assert bridge._core.observer is None
+    finally:
+        set_observer_factory(None)
+    assert any("runs unobserved" in record.getMessage() for record in caplog.records)

@@ -54,6 +54,10 @@ class Gunicorn(GunicornServer):
 
     def __init__(self, *, config: dict[str, Any] | None = None, threads: int = 8,
                  **kwargs: Any) -> None:  # fmt: skip
+        # -X dev for its warnings, but the loop out of asyncio's debug mode (which now
+        # follows -X dev), as in production: slow_callbacks counts the app's stalls,
+        # not the debug bookkeeping of a loaded machine.
+        config = {"AIOBRIDGE_DEBUG": False, **(config or {})}
         super().__init__("bridge", threads=threads, dev_mode=True, app_config=config,
                          startup_timeout=READY_TIMEOUT, **kwargs)  # fmt: skip
 

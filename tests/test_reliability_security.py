@@ -24,7 +24,7 @@ import pytest
 import redis
 
 from demo_flask import MODES, create_app, shutdown
-from demo_flask.__main__ import _gunicorn_command, _parser
+from demo_flask.__main__ import _parser, _server_command
 from demo_flask.catalog import TRACK_CHANNEL_PREFIX
 from demo_flask.services import HOST, RedisServer, UpstreamServer
 from tests.test_reliability_faults import Gunicorn, gunicorn
@@ -52,8 +52,10 @@ def test_everything_binds_loopback_only_by_default(
     assert config["bind"] == ["127.0.0.1:8000"]
     assert HOST == "127.0.0.1"
     args: argparse.Namespace = _parser().parse_args([])
-    command = _gunicorn_command(args)
+    command = _server_command(args)
     assert command[command.index("--bind") + 1] == "127.0.0.1:8000"
+    granian = _server_command(_parser().parse_args(["--server", "granian"]))
+    assert granian[granian.index("--host") + 1] == "127.0.0.1"
     # The running upstream and Redis listen on loopback and nowhere else.
     assert upstream.pid is not None
     assert _listening(upstream.pid) == {"127.0.0.1"}
