@@ -94,6 +94,7 @@ def _resolve_defaults(args: argparse.Namespace) -> None:
 def _server_command(args: argparse.Namespace) -> list[str]:
     from .services import server_command
 
+    _resolve_defaults(args)
     return server_command(
         args.server, mode=args.mode, port=args.port, workers=args.workers, threads=args.threads,
         graceful_timeout=args.graceful_timeout, worker_class=args.worker_class,
@@ -267,7 +268,6 @@ def _preflight(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str
     """Why the demo cannot start, in one line; None when it can."""
     from .services import free_port, port_is_free
 
-    _resolve_defaults(args)
     try:
         _server_command(args)  # a combination that does not exist (quart on gunicorn...)
     except ValueError as exc:
