@@ -507,6 +507,7 @@ class GunicornServer(_Service):
             ``quart``, else gunicorn); see :func:`server_command`.
         worker_class: gunicorn's worker class (default: gevent for the
             ``gevent`` mode, else gthread).
+        env: more environment variables for the app (``AIOBRIDGE_UVLOOP``...).
 
     ``stop()`` is graceful: SIGTERM to the master, a wait of
     ``graceful_timeout`` plus a margin, then SIGKILL to the whole process group.
@@ -530,6 +531,7 @@ class GunicornServer(_Service):
         startup_timeout: float = 60.0,
         server: str | None = None,
         worker_class: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         super().__init__(port=port, startup_timeout=startup_timeout)
         self.mode = mode
@@ -543,6 +545,7 @@ class GunicornServer(_Service):
         self.app_config = app_config
         self.server = server or default_server(mode)
         self.worker_class = worker_class
+        self.extra_env = dict(env or {})
         self.name = self.server
         self._metrics_dir: str | None = None
 
@@ -566,7 +569,7 @@ class GunicornServer(_Service):
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ, CAAS_MODE=self.mode, REDIS_URL=self.redis_url,
-                   UPSTREAM_URL=self.upstream_url)  # fmt: skip
+                   UPSTREAM_URL=self.upstream_url, **self.extra_env)  # fmt: skip
         path = env.get("PYTHONPATH")
         env["PYTHONPATH"] = str(_REPO_ROOT) + (os.pathsep + path if path else "")
         if "PROMETHEUS_MULTIPROC_DIR" not in env:

@@ -20,6 +20,7 @@ import pytest
 import redis
 import requests
 
+from benchmarks.bm_faults import Scenarios
 from demo_flask import create_app, shutdown
 from demo_flask.catalog import BILLING_KEY, DOGS, IMAGES_DIR, TRACK_CHANNEL_PREFIX
 from demo_flask.services import GunicornServer, UpstreamServer
@@ -187,3 +188,31 @@ def _sse(lines: Iterator[str]) -> Iterator[tuple[str, Any]]:
         elif not line.startswith(":"):
             name, _, value = line.partition(": ")
             fields[name] = value
+
+
+#: The recipe's loop thread dies of the SystemExit: that is the fault shown.
+_LOOP_THREAD_DIES = pytest.mark.filterwarnings(
+    "ignore::pytest.PytestUnhandledThreadExceptionWarning"
+)
+
+
+@pytest.mark.parametrize(("mode", "hangs"), [
+    ("bridge", False), pytest.param("flask-recipe", True, marks=_LOOP_THREAD_DIES)])
+def test_a_coroutine_raising_system_exit_kills_only_the_recipes_loop(
+    mode: str, hangs: bool, upstream: UpstreamServer, clean_redis: str
+) -> None:
+    row = Scenarios(clean_redis, upstream, deadline=3.0).loop_killed(mode)
+    assert row["hang"] is hangs, row
+    if not hangs:
+        assert row["outcome"] == f"/exit: SystemExit; then /stats: 200 in {row['seconds']:.1f} s"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("mode", "hangs"), [("bridge", False), ("flask-recipe", True)])
+def test_after_a_preload_fork_only_the_recipe_hangs(
+    mode: str, hangs: bool, upstream: UpstreamServer, clean_redis: str
+) -> None:
+    row = Scenarios(clean_redis, upstream, deadline=3.0).preload_fork(mode)
+    assert row["hang"] is hangs, row
+    if not hangs:
+        assert row["outcome"].startswith("200 in ")
