@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from demo_flask.__main__ import _parser, _server_command
+from demo_flask.launcher import _parser, _server_command
 from demo_flask.services import HOST, GunicornServer, UpstreamServer
 
 from .helpers import run_python
@@ -115,6 +115,8 @@ def test_concurrent_calls_overlap_in_one_worker(gevent_server: GeventGunicorn) -
     assert {body["pid"] for _, body in replies} == {warm["pid"]}  # one worker served them all
     assert all(body["reply"] == {"slept": _UPSTREAM_SECONDS} for _, body in replies)
     assert elapsed < _CONCURRENT_BOUND, f"{_CONCURRENT} calls took {elapsed:.2f} s"
+    # Shown with -rP: the figure docs/gevent.md quotes.
+    print(f"{gevent_server.variant}: {_CONCURRENT} x {_UPSTREAM_SECONDS} s in {elapsed:.2f} s")
 
 
 def test_loop_runs_in_its_own_os_thread(gevent_server: GeventGunicorn) -> None:
