@@ -23,8 +23,8 @@ import requests
 
 from benchmarks.bm_faults import Scenarios
 from demo_flask import create_app, shutdown
-from demo_flask.__main__ import _parser, _server_command
 from demo_flask.catalog import BILLING_KEY, DOGS, IMAGES_DIR, TRACK_CHANNEL_PREFIX
+from demo_flask.launcher import _parser, _server_command
 from demo_flask.services import GunicornServer, UpstreamServer
 from tests.test_demo import BAD_REQUESTS, eventually
 
