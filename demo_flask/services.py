@@ -28,6 +28,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 
+from .interrupts import signals_deferred
+
 __all__ = (
     "HOST",
     "SERVERS",
@@ -208,32 +210,39 @@ class _Service(abc.ABC):
         if self.running:
             return self
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the child
-        self._proc = subprocess.Popen(
-            self._command(),
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=self._env(),
-            cwd=_REPO_ROOT,
-            start_new_session=True,  # Ctrl-C goes to the owner, which stops us in order
-        )
+        try:
+            # A Ctrl-C lands before the child exists or once self._proc holds it.
+            with signals_deferred():
+                self._proc = subprocess.Popen(
+                    self._command(),
+                    stdout=self._log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=self._env(),
+                    cwd=_REPO_ROOT,
+                    start_new_session=True,  # Ctrl-C goes to the owner, which stops us in order
+                )
+            self._wait_until_ready()
+        except BaseException:
+            self.stop()  # failed, timed out or interrupted while starting: never left running
+            raise
+        return self
+
+    def _wait_until_ready(self) -> None:
+        assert self._proc is not None
         deadline = time.monotonic() + self.startup_timeout
         while not self._ready():
             if self._proc.poll() is not None:
-                output = self.output()
-                self._close_log()
                 raise ServiceError(
-                    f"{self.name} exited with code {self._proc.returncode} at start:\n{output}"
+                    f"{self.name} exited with code {self._proc.returncode} at start:\n"
+                    f"{self.output()}"
                 )
             if time.monotonic() > deadline:
-                output = self.output()
-                self.stop()
                 raise ServiceError(
                     f"{self.name} did not answer on {HOST}:{self.port} "
-                    f"within {self.startup_timeout}s:\n{output}"
+                    f"within {self.startup_timeout}s:\n{self.output()}"
                 )
             time.sleep(0.02)
-        return self
 
     def stop(self, timeout: float = 5.0) -> None:
         """Terminate the child, wait at most ``timeout`` seconds, then kill it. Idempotent."""

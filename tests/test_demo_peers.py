@@ -118,7 +118,8 @@ def test_dog_is_the_picture_with_its_name_and_is_billed(
     stats = served.get("/stats")
     assert stats.status_code == 200
     assert stats.json()["mode"] == served.name
-    assert stats.json()["billing"]["dog"] >= before + 1
+    assert stats.json()["billing"]["dog_requests"] >= before + 1
+    assert stats.json()["worker_pid"] > 0
 
 
 def test_delay_fans_out(served: Served) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from demo_flask.__main__ import _parser, _server_command
+from demo_flask.launcher import _parser, _server_command
 from demo_flask.services import HOST, GunicornServer, UpstreamServer
 
 from .helpers import run_python
