@@ -195,6 +195,9 @@ def peer_section(document: dict[str, Any]) -> list[str]:
         "### Deployments of the bridge mode",
         "",
         *_table(document, deployments, best),
+        "",
+        "Where a request's CPU goes in each deployment and in Quart (py-spy), and what "
+        "would close the rest: [How it compares](compare.md#where-aiobridge-loses).",
         *_faults(document),
         "",
     ]
