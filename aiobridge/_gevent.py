@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import functools
 import importlib
@@ -33,13 +34,14 @@ import os
 import queue
 import sys
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 from ._calls import FutureCall
 from ._threads import NativeLock, PlainThreads
 
-__all__ = ("GeventThreads", "GreenletLock", "NativeExecutor", "NativeThread", "active")
+__all__ = ("GeventThreads", "GreenletLock", "NativeExecutor", "NativeThread", "active",
+           "hold_hub")
 
 T = TypeVar("T")
 
@@ -63,6 +65,27 @@ def active() -> bool:
 def _hub() -> Any:
     """The ``gevent.hub`` module (already imported by the patching)."""
     return importlib.import_module("gevent.hub")
+
+
+@contextlib.contextmanager
+def hold_hub() -> Iterator[None]:
+    """Keep this thread's gevent hub running while the block waits for another thread.
+
+    A greenlet waiting on a ``threading`` condition is woken by a thread-safe
+    callback, which does not keep the hub alive: if nothing else does (a
+    script with one greenlet), the hub stops with ``LoopExit``. A started
+    ``async`` watcher that never fires keeps it running.
+    """
+    watcher = _hub().get_hub().loop.async_()
+    watcher.start(_ignore)
+    try:
+        yield
+    finally:
+        watcher.close()
+
+
+def _ignore() -> None:
+    """Callback of a watcher that is never sent."""
 
 
 def _original(module: str, name: str) -> Any:
@@ -362,6 +385,7 @@ class GeventThreads(PlainThreads):
         self._get_ident: Callable[[], int] = _original("_thread", "get_ident")
         self._executor: NativeExecutor | None = None
         self.future_call = HubFutureCall
+        self.hold_hub = hold_hub
         hub = _hub()
         greenlet_lock = functools.partial(GreenletLock, hub.get_hub, hub.Waiter)
         self.caller_lock = lambda: greenlet_lock(self._allocate_lock())

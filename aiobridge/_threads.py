@@ -11,9 +11,11 @@ thread starts, so a process patched after ``import aiobridge`` (gunicorn
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import selectors
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -49,6 +51,8 @@ class PlainThreads:
         self.caller_lock: Callable[[], NativeLock] = threading.Lock
         #: The class of the calls behind ``submit()``.
         self.future_call: type[FutureCall[Any]] = FutureCall
+        #: Wraps a wait on a ``threading`` condition that the loop thread ends.
+        self.hold_hub: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext
 
     def start_thread(self, target: Callable[[], None], name: str) -> threading.Thread:
         """Start ``target`` in a daemon OS thread called ``name``."""

@@ -162,6 +162,7 @@ class LoopThread:
         self._threads: PlainThreads = PlainThreads()
         self.new_lock = self._threads.caller_lock
         self.future_call = self._threads.future_call
+        self.hold_hub = self._threads.hold_hub
         # Last: a thread that sees this process's pid sees the whole fresh state.
         self.pid = os.getpid()
 
@@ -184,6 +185,7 @@ class LoopThread:
             threads = self._threads = for_this_process()
             self.new_lock = threads.caller_lock
             self.future_call = threads.future_call
+            self.hold_hub = threads.hold_hub
             # A lock of the OS thread, even under gevent: this short wait must not
             # let another greenlet run while ``_transition`` is held.
             ready = threads.native_lock()

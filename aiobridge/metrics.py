@@ -24,7 +24,7 @@ extension does with ``AIOBRIDGE_METRICS_ENDPOINT``). Only ``inc``/``dec``/
 ``set``/``observe`` are used, never callbacks or custom collectors, so the
 figures are summed across workers correctly; gauges use prometheus_client's
 ``live*`` modes, so a dead worker's calls in flight stop counting once it is
-marked dead. A scrape cannot reset the other workers' lag maximum, so in this
+marked dead. A scrape cannot reset every worker's lag maximum, so in this
 mode each worker reports the largest lag of the last one to two
 ``lag_window`` seconds.
 
@@ -32,6 +32,7 @@ Example:
     >>> import asyncio
     >>> from prometheus_client import CollectorRegistry
     >>> from aiobridge import AioThread, metrics
+    >>> metrics.uninstall()  # start from scratch: one registry at a time
     >>> registry = CollectorRegistry()
     >>> _ = metrics.install(registry)
     >>> with AioThread(name="api") as bridge:
@@ -96,9 +97,10 @@ class BridgeMetrics:
         registry: where the metrics are registered (default: prometheus_client's
             global ``REGISTRY``; in multiprocess mode the values go to files
             whatever the registry).
-        lag_window: seconds after which a worker's lag maximum rolls over when no
-            scrape of this process resets it (default: 30 s in multiprocess mode,
-            never otherwise).
+        lag_window: seconds after which the lag maximum rolls over (it then
+            covers the last one to two windows); default: 30 s in multiprocess
+            mode, where a scrape cannot reset every worker, else none (each
+            scrape through :func:`generate` starts a new period).
 
     Most code calls :func:`install` instead.
     """
@@ -250,12 +252,16 @@ def install(
     in a forked child).
 
     Args:
-        registry: see :class:`BridgeMetrics`; a second call returns the metrics
-            of the first whatever it passes.
+        registry: see :class:`BridgeMetrics`.
         lag_window: see :class:`BridgeMetrics`.
 
     Returns:
-        The installed :class:`BridgeMetrics`.
+        The installed :class:`BridgeMetrics` (the same on a second call with the
+        same registry).
+
+    Raises:
+        RuntimeError: the metrics are already installed with another registry
+            (call :func:`uninstall` first).
 
     Example:
         >>> from aiobridge import metrics
@@ -263,6 +269,11 @@ def install(
     """
     global _installed
     with _install_lock:
+        if _installed is not None and _installed.registry is not registry:
+            raise RuntimeError(
+                "aiobridge.metrics is already installed with another registry; "
+                "call aiobridge.metrics.uninstall() first"
+            )
         if _installed is None:
             made = None if registry is None else _made.get(registry)
             if made is None:
@@ -300,9 +311,10 @@ def generate(registry: CollectorRegistry | None = None) -> tuple[bytes, str]:
     """The Prometheus text exposition, and its content type, for a ``/metrics`` view.
 
     In multiprocess mode the figures of every worker are collected from
-    ``PROMETHEUS_MULTIPROC_DIR``; otherwise ``registry`` (default: the one
-    given to :func:`install`, else the global registry) is exposed. Starts a
-    new lag-maximum period in this process.
+    ``PROMETHEUS_MULTIPROC_DIR`` (and the lag maximum keeps its time windows,
+    the same in every worker); otherwise ``registry`` (default: the one given
+    to :func:`install`, else the global registry) is exposed and a new
+    lag-maximum period starts.
 
     Example:
         >>> body, content_type = generate()
@@ -313,10 +325,8 @@ def generate(registry: CollectorRegistry | None = None) -> tuple[bytes, str]:
     if path is not None:
         target = CollectorRegistry()
         _multiprocess.MultiProcessCollector(target, path=path)  # type: ignore[no-untyped-call]
-    elif registry is not None:
-        target = registry
-    else:
-        target = _registry_of(_installed)
+        return _exposition.generate_latest(target), _exposition.CONTENT_TYPE_LATEST
+    target = registry if registry is not None else _registry_of(_installed)
     body = _exposition.generate_latest(target)
     if _installed is not None:
         _installed.scraped()

@@ -94,8 +94,12 @@ def _is_idle(frame: types.FrameType) -> bool:
     code = frame.f_code
     if code.co_name == "select":
         return True
-    # A loop written in C (uvloop) shows the thread's entry frame while it waits.
-    return code.co_name == "_main" and code.co_filename.endswith("loop_thread.py")
+    # A loop written in C (uvloop) shows the frame that called run_forever() while it waits.
+    return code.co_name in _LOOP_RUNNERS and code.co_filename.endswith("loop_thread.py")
+
+
+#: The functions of loop_thread.py that call ``loop.run_forever()``.
+_LOOP_RUNNERS = frozenset({"_main", "_run_until_stopped"})
 
 
 #: How a call ended. A timed-out call is reported as ``"timed_out"`` only (in

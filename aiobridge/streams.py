@@ -160,7 +160,8 @@ class _Channel(Generic[T]):
                     )
                 self.consumers_waiting += 1
                 try:
-                    self.ready.wait(remaining)
+                    with self.engine.core.hold_hub():  # under gevent: the hub keeps running
+                        self.ready.wait(remaining)
                 finally:
                     self.consumers_waiting -= 1
             kind, value = self.items.popleft()

@@ -55,6 +55,7 @@ TINY_ARGS: dict[str, list[str]] = {
     "call_overhead": ["--rounds", "1"],
     "load_demo": ["--modes", "bridge", "--concurrency", "8", "--latencies", "0",
                   "--duration", "1", "--canines", "20"],
+    "faults": ["--modes", "bridge", "--scenarios", "loop killed", "--deadline", "3"],
 }  # fmt: skip
 
 #: Default ``--deadline`` in seconds: far above a normal run, so only a hang reaches it.

@@ -72,20 +72,27 @@ FANOUT_CALLS = 10
 FANOUT_FLOOR_MS = FANOUT_SECONDS * 1000
 CANINES_LATENCY_MS = 15
 MB = 1024 * 1024
-#: The bridge mode on other servers, measured beside the modes: ``mode@server``.
+#: The bridge mode on other servers, measured beside the modes by default: ``mode@server``.
 DEPLOYMENTS = ("bridge@granian", "bridge@uvicorn", "bridge@gevent")
-#: Every label a run may measure: the modes, then the bridge's other deployments.
-LABELS = (*ALL_MODES, *DEPLOYMENTS)
+#: Every label a run may measure (``+uvloop``: the bridge's loop on uvloop).
+LABELS = (*ALL_MODES, *DEPLOYMENTS, "bridge+uvloop", "bridge@granian+uvloop")
 #: The points of the targets against the real alternatives (clients; 20 ms upstream).
 PEER_CONCURRENCY = (32, 64)
 
 
-def server_of(label: str) -> tuple[str, str | None, str | None]:
-    """``(mode, server, gunicorn worker class)`` of a label such as ``bridge@gevent``."""
-    mode, _, where = label.partition("@")
+def server_of(label: str) -> dict[str, Any]:
+    """How to serve a label such as ``bridge@gevent`` or ``bridge@granian+uvloop``.
+
+    Returns the keyword arguments of :class:`~benchmarks._gunicorn.DemoServer`
+    besides the URLs: ``mode``, ``server``, ``worker_class`` and ``env``
+    (``+uvloop`` runs the bridge's loop on uvloop: ``AIOBRIDGE_UVLOOP=1``).
+    """
+    base, _, option = label.partition("+")
+    mode, _, where = base.partition("@")
+    env = {"AIOBRIDGE_UVLOOP": "1"} if option == "uvloop" else {}
     if where == "gevent":
-        return mode, "gunicorn", "gevent"
-    return mode, where or None, None
+        return {"mode": mode, "server": "gunicorn", "worker_class": "gevent", "env": env}
+    return {"mode": mode, "server": where or None, "worker_class": None, "env": env}
 
 
 #: Seconds any one Redis call of the benchmark itself may take.
@@ -98,7 +105,7 @@ Progress = Callable[[str], None]
 class Plan:
     """What one run of the load test does; every load is bounded by count and time."""
 
-    modes: tuple[str, ...] = LABELS
+    modes: tuple[str, ...] = (*ALL_MODES, *DEPLOYMENTS)
     concurrency: tuple[int, ...] = (1, 8, TARGET_CONCURRENCY, 64)
     latencies_ms: tuple[int, ...] = (0, TARGET_LATENCY_MS)
     rounds: int = 3
@@ -265,11 +272,9 @@ class Runner:
         rss_start: dict[str, dict[int, int]] = {}
         try:
             for mode in plan.modes:
-                name, server_kind, worker_class = server_of(mode)
                 server = DemoServer(
-                    name, redis_url=self.redis_url, upstream_url=self.upstream_url,
-                    workers=plan.workers, threads=plan.threads, server=server_kind,
-                    worker_class=worker_class)  # fmt: skip
+                    redis_url=self.redis_url, upstream_url=self.upstream_url,
+                    workers=plan.workers, threads=plan.threads, **server_of(mode))  # fmt: skip
                 servers[mode] = server
                 progress(f"{mode}: starting {server.server}")
                 await asyncio.to_thread(server.start)
@@ -505,7 +510,7 @@ def best_bridge(result: dict[str, Any]) -> str | None:
     scores: dict[str, float] = {}
     for entry in result.get("modes", []):
         label = entry["mode"]
-        if label.partition("@")[0] != "bridge":
+        if server_of(label)["mode"] != "bridge":
             continue
         points = [find_point(result, label, c, TARGET_LATENCY_MS) for c in PEER_CONCURRENCY]
         if all(p is not None and not p["errors"] for p in points):

@@ -12,7 +12,8 @@ and the worker's CPU time.
 Needs py-spy (``python -m pip install py-spy``; not a dependency of the
 benchmarks) and the right to trace the worker (root, or ptrace allowed).
 
-Run: ``python -m benchmarks.profile_demo --mode bridge --concurrency 32 --latency 20``.
+Run: ``python -m benchmarks.profile_demo --mode bridge --concurrency 32 --latency 20``
+(``--mode`` also takes a deployment: ``bridge@granian``, ``quart``...).
 """
 
 from __future__ import annotations
@@ -25,12 +26,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from demo_flask import MODES
 from demo_flask.services import RedisServer, UpstreamServer
 
 from ._gunicorn import DemoServer
 from .load_client import run_load
-from .load_demo import cpu_seconds
+from .load_demo import LABELS, cpu_seconds, server_of
 
 __all__ = ("main", "summarize")
 
@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     """Profile one mode at one load point; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile_demo",
                                      description=__doc__.splitlines()[0])  # fmt: skip
-    parser.add_argument("--mode", choices=MODES, default="bridge")
+    parser.add_argument("--mode", choices=LABELS, default="bridge",
+                        help="a mode or a deployment such as bridge@granian")  # fmt: skip
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--latency", type=int, default=20, help="upstream latency, ms")
     parser.add_argument("--duration", type=int, default=8, help="seconds of load and sampling")
@@ -81,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     collapsed = args.out / f"profile-{args.mode}.txt"
     url_path = f"/dog?latency={args.latency}"
     with RedisServer() as redis, UpstreamServer(seed_redis=redis.url) as upstream, \
-            DemoServer(args.mode, redis_url=redis.url, upstream_url=upstream.url,
-                       threads=args.threads) as server:  # fmt: skip
+            DemoServer(redis_url=redis.url, upstream_url=upstream.url, threads=args.threads,
+                       **server_of(args.mode)) as server:  # fmt: skip
         asyncio.run(run_load(server.url + "/dog?latency=0", concurrency=args.threads,
                              max_requests=300, duration=10))  # fmt: skip
         pids = server.worker_pids()

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from ._spread import ratio_rounds, spread, text
+from .load_demo import server_of
+from .report_peers import best_label, choose, peer_section
 
 __all__ = ("HEADLINE_END", "HEADLINE_START", "findings", "headline", "render")
 
@@ -27,7 +29,8 @@ HEADLINE_START = "<!-- benchmarks:headline:start -->"
 HEADLINE_END = "<!-- benchmarks:headline:end -->"
 #: Differences in req/s smaller than this fraction are called a tie (run-to-run noise).
 TIE = 0.05
-MODE_ORDER = ("sync", "embedded", "embedded-thread", "flask-async", "bridge")
+MODE_ORDER = ("sync", "gevent", "embedded", "embedded-thread", "flask-async", "flask-recipe",
+              "quart", "bridge")  # fmt: skip
 
 
 def _fmt(value: Any, digits: int = 1) -> str:
@@ -135,6 +138,14 @@ def headline(document: dict[str, Any], chart: str | None = "headline.png", *,
                      _rps_ratio(bridge, p), p["p50_ms"], p["p99_ms"],
                      p["errors"], p["upstream_connections"], p["redis_clients_peak"],
                      p["redis_new_connections"], rss])  # fmt: skip
+    best = best_label(document)
+    deployed = _point(document, best, concurrency, latency) if best else None
+    if best and best != "bridge" and deployed:
+        rss = next((m["rss_end_mb"] for m in _modes(document) if m["mode"] == best), None)
+        rows.append([f"**{best}** (best deployment)", deployed["rps"],
+                     _rps_ratio(bridge, deployed), deployed["p50_ms"], deployed["p99_ms"],
+                     deployed["errors"], deployed["upstream_connections"],
+                     deployed["redis_clients_peak"], deployed["redis_new_connections"], rss])
     if not rows:
         return f"{HEADLINE_START}\n(no load test in this run)\n{HEADLINE_END}"
     headers = ["mode", "req/s", "bridge ÷ mode (min-max over rounds)", "p50 ms", "p99 ms",
@@ -158,6 +169,8 @@ def headline(document: dict[str, Any], chart: str | None = "headline.png", *,
         lines += [f"Fan-out of {spec.get('n', '?')} upstream calls of "
                   f"{spec.get('seconds', 0) * 1000:g} ms per request (p50, 1 client): "
                   f"{fanout_text}.", ""]  # fmt: skip
+    if any(_point(document, m, concurrency, latency) for m in ("quart", "gevent", "flask-recipe")):
+        lines += [f"Which should I choose: {choose(document)}", ""]
     lines += _headline_targets(document)
     if chart:
         lines += [f"![requests/s per mode]({chart})", ""]
@@ -197,6 +210,13 @@ _LOSS_REASONS = {
         "sync runs each call in the request thread (requests, then one redis-py "
         "pipeline); the bridge hands every view to its loop thread and back, two thread "
         "switches under the GIL per request, which buys nothing when {when}."
+    ),
+    "quart": (
+        "Quart runs the view on the server's own loop: no hand-off between threads, and "
+        "uvicorn parses HTTP in C (httptools); the bridge (gunicorn gthread here) pays "
+        "gunicorn's Python HTTP handling, Flask's WSGI dispatch in a request thread and the "
+        "hand-off to its loop thread and back (compare the CPU per answer, and the "
+        "bridge's other deployments in the section on the real alternatives)."
     ),
     "embedded-thread": (
         "embedded-thread drives a loop inside each request thread, so it pays no "
@@ -257,7 +277,7 @@ def _load_findings(document: dict[str, Any]) -> list[str]:
     losses: dict[str, list[tuple[int, int, float, float, str]]] = {}
     ties: list[str] = []
     for entry in _modes(document):
-        if entry["mode"] == "bridge":
+        if server_of(entry["mode"])["mode"] == "bridge":  # the bridge itself, or a deployment
             continue
         for point in entry["points"]:
             b = _point(document, "bridge", point["concurrency"], point["latency_ms"])
@@ -527,7 +547,7 @@ def _generic_rows(rows: list[dict[str, Any]]) -> str:
 def _micro_tables(document: dict[str, Any]) -> list[str]:
     out = []
     for name, result in document.get("benchmarks", {}).items():
-        if name == "load_demo":
+        if name in ("load_demo", "faults"):  # faults: in the section on the real alternatives
             continue
         out += ["", f"## {name}", ""]
         if "error" in result:
@@ -575,6 +595,7 @@ def render(document: dict[str, Any], charts: list[str]) -> str:
         "",
         *[f"- {sentence}" for sentence in findings(document)],
         "",
+        *peer_section(document),
     ]
     lines += _load_tables(document)
     lines += _micro_tables(document)

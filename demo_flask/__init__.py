@@ -7,20 +7,13 @@ Flask modes (``sync``, ``gevent``, ``embedded``, ``embedded-thread``,
 :mod:`demo_flask.modes`), and in an eighth, ``quart``, a rewrite of the routes
 in Quart (:mod:`demo_flask.quart_app`, its own app served by uvicorn).
 
-Configuration (``create_app(config)`` wins over the environment):
+Configuration: every setting, its default and its environment variable are
+in one table, :data:`demo_flask.config.SETTINGS` (shown in ``docs/demo.md``);
+``create_app(config)`` wins over the environment, which wins over the defaults.
 
-- ``CAAS_MODE``: one of :data:`MODES` (env ``CAAS_MODE``, default ``bridge``).
-- ``UPSTREAM_URL``: the dog service (env ``UPSTREAM_URL``, default
-  ``http://127.0.0.1:8081``). Never taken from a request.
-- ``REDIS_URL``: env ``REDIS_URL``, default ``redis://127.0.0.1:6379/0``.
-- ``CAAS_HTTP_TIMEOUT``: seconds for one upstream call (default 35).
-- ``CAAS_SSE_MAX_SECONDS``: longest a ``/track`` stream stays open (default 300).
-- ``CAAS_SSE_HEARTBEAT``: seconds of silence before a keep-alive comment,
-  which is also how a gone client is noticed (default 15).
-- ``CAAS_REDIS_POOL``: connections of the bridge mode's shared Redis pool for
-  commands (default 8; pub/sub streams use a client of their own).
-- ``AIOBRIDGE_*``: the bridge mode's extension settings
-  (see :class:`aiobridge.flask.AioBridge`).
+Importing this package is cheap (no Flask, no clients): ``python -m
+demo_flask`` installs its Ctrl-C handling and checks the mode's packages
+before anything heavy is imported; ``create_app`` imports the app's modules.
 
 Example::
 
@@ -29,19 +22,14 @@ Example::
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask
+if TYPE_CHECKING:
+    from flask import Flask
 
-from .embedded_thread import EmbeddedThreadMode
-from .errors import register_error_handlers
-from .models import Settings
-from .modes import EmbeddedMode, FlaskAsyncMode, GeventMode, Mode, SyncMode
-from .page import create_page_blueprint
-from .params import MAX_BODY_BYTES
-from .views import EXTENSION_KEY, create_blueprint
+    from .models import Settings
+    from .modes import Mode
 
 __all__ = ("ALL_MODES", "MODES", "begin_shutdown", "create_app", "default_config", "settings_of",
            "shutdown")  # fmt: skip
@@ -54,24 +42,17 @@ ALL_MODES = (*MODES, "quart")
 
 
 def default_config() -> dict[str, Any]:
-    """The settings listed in this module's docstring, from the environment or defaults."""
+    """Every setting of :data:`demo_flask.config.SETTINGS`, from the environment or defaults."""
     return _defaults()
 
 
 def _defaults() -> dict[str, Any]:
+    from .config import from_environ
+
+    settings = from_environ()
     return {
-        "CAAS_MODE": os.environ.get("CAAS_MODE", "bridge"),
-        "UPSTREAM_URL": os.environ.get("UPSTREAM_URL", "http://127.0.0.1:8081"),
-        "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
-        "CAAS_HTTP_TIMEOUT": 35.0,
-        "CAAS_SSE_MAX_SECONDS": 300.0,
-        "CAAS_SSE_HEARTBEAT": 15.0,
-        "CAAS_REDIS_POOL": int(os.environ.get("CAAS_REDIS_POOL", "8")),
-        # Above the longest /delay (30 s) so the upstream's own timeout answers first.
-        "AIOBRIDGE_TIMEOUT": 40.0,
-        # Prometheus metrics of the worker's bridge (bridge mode), summed over workers.
-        "AIOBRIDGE_METRICS_ENDPOINT": "/metrics",
-        "MAX_CONTENT_LENGTH": MAX_BODY_BYTES,
+        **settings,
+        "MAX_CONTENT_LENGTH": settings["CAAS_MAX_BODY_BYTES"],
         # Never debug under gunicorn, even with FLASK_DEBUG=1 in the environment
         # (Flask reads it at construction); `flask run --debug` still sets it later.
         "DEBUG": False,
@@ -84,6 +65,8 @@ def settings_of(config: Mapping[str, Any]) -> Settings:
     Raises:
         ValueError: ``UPSTREAM_URL`` is not an http(s) URL.
     """
+    from .models import Settings
+
     upstream = str(config["UPSTREAM_URL"]).rstrip("/")
     if not upstream.startswith(("http://", "https://")):
         raise ValueError(f"UPSTREAM_URL must be an http(s) URL, got {upstream!r}")
@@ -98,6 +81,9 @@ def settings_of(config: Mapping[str, Any]) -> Settings:
 
 
 def _make_mode(name: str, app: Flask, settings: Settings) -> Mode:
+    from .embedded_thread import EmbeddedThreadMode
+    from .modes import EmbeddedMode, FlaskAsyncMode, GeventMode, SyncMode
+
     if name == "bridge":
         from .bridge_mode import BridgeMode
 
@@ -129,10 +115,17 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     Raises:
         ValueError: an unknown mode or a malformed ``UPSTREAM_URL``.
     """
+    from flask import Flask
+
+    from .errors import register_error_handlers
+    from .page import create_page_blueprint
+    from .views import EXTENSION_KEY, create_blueprint
+
     app = Flask(__name__)
     app.config.from_mapping(_defaults())
     if config:
         app.config.from_mapping(config)
+    app.config["MAX_CONTENT_LENGTH"] = int(app.config["CAAS_MAX_BODY_BYTES"])
     mode = _make_mode(str(app.config["CAAS_MODE"]), app, settings_of(app.config))
     app.extensions[EXTENSION_KEY] = mode
     register_error_handlers(app)
@@ -143,6 +136,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
 def shutdown(app: Flask) -> None:
     """Release what the app's mode holds (clients, loops, the bridge). Idempotent."""
+    from .views import EXTENSION_KEY
+
     mode: Mode | None = app.extensions.get(EXTENSION_KEY)
     if mode is not None:
         mode.close()
@@ -150,6 +145,8 @@ def shutdown(app: Flask) -> None:
 
 def begin_shutdown(app: Flask) -> None:
     """Ask open ``/track`` streams to end now (the server is about to stop)."""
+    from .views import EXTENSION_KEY
+
     mode: Mode | None = app.extensions.get(EXTENSION_KEY)
     if mode is not None:
         mode.begin_shutdown()

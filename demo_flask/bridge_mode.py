@@ -85,7 +85,10 @@ class BridgeMode(AsyncMode):
         )
 
     def stats(self) -> dict[str, Any]:
-        return {"bridge": self.ext.get_bridge(self._app).stats().as_dict()}
+        """The worker's bridge counters; loop lags in seconds, named ``*_seconds``."""
+        figures = self.ext.get_bridge(self._app).stats().as_dict()
+        return {"bridge": {f"{key}_seconds" if key.startswith("loop_lag_") else key: value
+                           for key, value in figures.items()}}  # fmt: skip
 
     def close(self) -> None:
         super().close()

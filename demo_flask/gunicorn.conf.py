@@ -26,13 +26,17 @@ import signal
 import tempfile
 from typing import Any
 
-# Set before the app (and prometheus_client) is imported, in the master, so
-# that every worker writes its figures to the same directory. The marker says
-# which directory this file made, even when a HUP reads the file again.
+# gunicorn sets raw_env in the master before it loads the app (even with
+# --preload), so prometheus_client starts in multiprocess mode and every worker
+# writes to the same directory. Reading this file changes nothing (tests read
+# it); the marker says the directory is ours, even when a HUP reads it again.
 _OWN_DIR_MARKER = "CAAS_OWN_METRICS_DIR"
-if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="caas-metrics-")
-    os.environ[_OWN_DIR_MARKER] = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+_metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _metrics_dir is None or os.environ.get(_OWN_DIR_MARKER) == _metrics_dir:
+    _metrics_dir = _metrics_dir or os.path.join(
+        tempfile.gettempdir(), f"caas-metrics-{os.getpid()}"
+    )
+    raw_env = [f"PROMETHEUS_MULTIPROC_DIR={_metrics_dir}", f"{_OWN_DIR_MARKER}={_metrics_dir}"]
 
 wsgi_app = "demo_flask:create_app()"
 bind = ["127.0.0.1:8000"]  # loopback only
@@ -95,8 +99,13 @@ def worker_exit(server: Any, worker: Any) -> None:
 
 
 def on_starting(server: Any) -> None:
-    """In the master, once: start from empty metrics (figures of an earlier run are stale)."""
-    for stale in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
+    """In the master, once, before any worker: an empty metrics directory.
+
+    Figures left by an earlier run are stale.
+    """
+    path = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    os.makedirs(path, exist_ok=True)
+    for stale in glob.glob(os.path.join(path, "*.db")):
         os.remove(stale)
 
 

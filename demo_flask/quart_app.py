@@ -137,6 +137,7 @@ def create_quart_app(config: Mapping[str, Any] | None = None) -> Quart:
     app.config.from_mapping(default_config())
     if config:
         app.config.from_mapping(config)
+    app.config["MAX_CONTENT_LENGTH"] = int(app.config["CAAS_MAX_BODY_BYTES"])
     settings = settings_of(app.config)
     # A /track stream may last CAAS_SSE_MAX_SECONDS; Quart's own cut-off is 60 s.
     app.config["RESPONSE_TIMEOUT"] = settings.sse_max_seconds + 30

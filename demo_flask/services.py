@@ -28,7 +28,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 
+from .interrupts import signals_deferred
+
 __all__ = (
+    "GRANIAN_FACTORY",
     "HOST",
     "SERVERS",
     "ExternalRedis",
@@ -208,32 +211,39 @@ class _Service(abc.ABC):
         if self.running:
             return self
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the child
-        self._proc = subprocess.Popen(
-            self._command(),
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=self._env(),
-            cwd=_REPO_ROOT,
-            start_new_session=True,  # Ctrl-C goes to the owner, which stops us in order
-        )
+        try:
+            # A Ctrl-C lands before the child exists or once self._proc holds it.
+            with signals_deferred():
+                self._proc = subprocess.Popen(
+                    self._command(),
+                    stdout=self._log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=self._env(),
+                    cwd=_REPO_ROOT,
+                    start_new_session=True,  # Ctrl-C goes to the owner, which stops us in order
+                )
+            self._wait_until_ready()
+        except BaseException:
+            self.stop()  # failed, timed out or interrupted while starting: never left running
+            raise
+        return self
+
+    def _wait_until_ready(self) -> None:
+        assert self._proc is not None
         deadline = time.monotonic() + self.startup_timeout
         while not self._ready():
             if self._proc.poll() is not None:
-                output = self.output()
-                self._close_log()
                 raise ServiceError(
-                    f"{self.name} exited with code {self._proc.returncode} at start:\n{output}"
+                    f"{self.name} exited with code {self._proc.returncode} at start:\n"
+                    f"{self.output()}"
                 )
             if time.monotonic() > deadline:
-                output = self.output()
-                self.stop()
                 raise ServiceError(
                     f"{self.name} did not answer on {HOST}:{self.port} "
-                    f"within {self.startup_timeout}s:\n{output}"
+                    f"within {self.startup_timeout}s:\n{self.output()}"
                 )
             time.sleep(0.02)
-        return self
 
     def stop(self, timeout: float = 5.0) -> None:
         """Terminate the child, wait at most ``timeout`` seconds, then kill it. Idempotent."""
@@ -419,6 +429,10 @@ class UpstreamServer(_Service):
 SERVERS = ("gunicorn", "uvicorn", "granian")
 
 
+#: The app factory granian serves (see :mod:`demo_flask.granian_app`).
+GRANIAN_FACTORY = "demo_flask.granian_app:create_app"
+
+
 def default_server(mode: str) -> str:
     """The server a mode runs on unless told otherwise: uvicorn for Quart, else gunicorn."""
     return "uvicorn" if mode == "quart" else "gunicorn"
@@ -432,7 +446,7 @@ def default_worker_class(mode: str) -> str:
 def server_command(
     server: str, *, mode: str, port: int, workers: int, threads: int, graceful_timeout: int,
     worker_class: str | None = None, preload: bool = False, dev_mode: bool = False,
-    app_config: dict[str, Any] | None = None,
+    app_config: dict[str, Any] | None = None, granian_factory: str = GRANIAN_FACTORY,
 ) -> list[str]:  # fmt: skip
     """The command line serving the demo in ``mode`` on 127.0.0.1:``port``.
 
@@ -440,7 +454,9 @@ def server_command(
     gthread by default, gevent for the ``gevent`` mode); ``uvicorn`` runs
     :mod:`demo_flask.uvicorn_server` (the Quart rewrite, or a Flask mode through
     a2wsgi; one process); ``granian`` serves the Flask app on its WSGI
-    interface, ``threads`` blocking threads per worker.
+    interface, ``threads`` blocking threads per worker, the app made by
+    ``granian_factory`` (default :data:`GRANIAN_FACTORY`, which stops the
+    bridge when a worker exits).
 
     Raises:
         ValueError: an unknown server, or a combination that does not exist.
@@ -465,7 +481,7 @@ def server_command(
                 "--port", str(port), "--workers", str(workers),
                 "--blocking-threads", str(threads), "--no-ws", "--log-level", "warning",
                 "--workers-kill-timeout", str(graceful_timeout),
-                "--factory", "demo_flask:create_app"]  # fmt: skip
+                "--factory", granian_factory]  # fmt: skip
     return [
         *python, "-m", "gunicorn",
         "--config", str(_REPO_ROOT / "demo_flask" / "gunicorn.conf.py"),
@@ -498,12 +514,15 @@ class GunicornServer(_Service):
             ``quart``, else gunicorn); see :func:`server_command`.
         worker_class: gunicorn's worker class (default: gevent for the
             ``gevent`` mode, else gthread).
+        env: more environment variables for the app (``AIOBRIDGE_UVLOOP``...).
 
     ``stop()`` is graceful: SIGTERM to the master, a wait of
     ``graceful_timeout`` plus a margin, then SIGKILL to the whole process group.
     """
 
     name = "gunicorn"
+    #: The ``module:function`` granian serves when ``server="granian"``.
+    granian_factory = GRANIAN_FACTORY
 
     def __init__(
         self,
@@ -521,6 +540,7 @@ class GunicornServer(_Service):
         startup_timeout: float = 60.0,
         server: str | None = None,
         worker_class: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         super().__init__(port=port, startup_timeout=startup_timeout)
         self.mode = mode
@@ -534,6 +554,7 @@ class GunicornServer(_Service):
         self.app_config = app_config
         self.server = server or default_server(mode)
         self.worker_class = worker_class
+        self.extra_env = dict(env or {})
         self.name = self.server
         self._metrics_dir: str | None = None
 
@@ -552,12 +573,12 @@ class GunicornServer(_Service):
             self.server, mode=self.mode, port=self.port, workers=self.workers,
             threads=self.threads, graceful_timeout=self.graceful_timeout,
             worker_class=self.worker_class, preload=self.preload, dev_mode=self.dev_mode,
-            app_config=self.app_config,
+            app_config=self.app_config, granian_factory=self.granian_factory,
         )  # fmt: skip
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ, CAAS_MODE=self.mode, REDIS_URL=self.redis_url,
-                   UPSTREAM_URL=self.upstream_url)  # fmt: skip
+                   UPSTREAM_URL=self.upstream_url, **self.extra_env)  # fmt: skip
         path = env.get("PYTHONPATH")
         env["PYTHONPATH"] = str(_REPO_ROOT) + (os.pathsep + path if path else "")
         if "PROMETHEUS_MULTIPROC_DIR" not in env:

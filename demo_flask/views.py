@@ -6,6 +6,7 @@ Blocking modes get plain ``def`` views, async modes the same views written
 
 from __future__ import annotations
 
+import os
 from typing import Any, cast
 
 import redis.exceptions
@@ -68,11 +69,16 @@ def stats_body(
     mode: str, billed: int | None, redis_error: str | None = None,
     figures: dict[str, Any] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """``/stats``'s JSON: the billing count (or why it is missing) and the mode's figures."""
-    billing: dict[str, Any] = {"dog": billed}
+    """``/stats``'s JSON: which worker answered, the billing count (or why it is
+    missing) and the mode's figures.
+
+    Billing is one counter in Redis, shared by every worker; the rest is this
+    worker process's own: each gunicorn worker answers for itself.
+    """
+    billing: dict[str, Any] = {"dog_requests": billed}
     if redis_error is not None:
         billing["error"] = f"redis is unavailable: {redis_error}"
-    return {"mode": mode, "billing": billing, **(figures or {})}
+    return {"mode": mode, "worker_pid": os.getpid(), "billing": billing, **(figures or {})}
 
 
 def _stats(mode: Mode, billed: int | None, redis_error: str | None = None) -> Response:

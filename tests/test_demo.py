@@ -7,6 +7,7 @@ Real Redis and the real upstream service run on 127.0.0.1 (fixtures from
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -111,7 +112,8 @@ def test_every_dog_request_is_billed(client: FlaskClient, redis_sync: redis.Redi
     stats = client.get("/stats")
     assert stats.status_code == 200
     assert stats.json is not None
-    assert stats.json["billing"] == {"dog": len(DOGS)}
+    assert stats.json["billing"] == {"dog_requests": len(DOGS)}
+    assert stats.json["worker_pid"] == os.getpid()  # the test client runs the app in-process
 
 
 def test_delay_fans_out(client: FlaskClient) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from demo_flask.__main__ import _parser, _server_command
+from demo_flask.launcher import _parser, _server_command
 from demo_flask.services import HOST, GunicornServer, UpstreamServer
 
 from .helpers import run_python
@@ -115,6 +115,8 @@ def test_concurrent_calls_overlap_in_one_worker(gevent_server: GeventGunicorn) -
     assert {body["pid"] for _, body in replies} == {warm["pid"]}  # one worker served them all
     assert all(body["reply"] == {"slept": _UPSTREAM_SECONDS} for _, body in replies)
     assert elapsed < _CONCURRENT_BOUND, f"{_CONCURRENT} calls took {elapsed:.2f} s"
+    # Shown with -rP: the figure docs/gevent.md quotes.
+    print(f"{gevent_server.variant}: {_CONCURRENT} x {_UPSTREAM_SECONDS} s in {elapsed:.2f} s")
 
 
 def test_loop_runs_in_its_own_os_thread(gevent_server: GeventGunicorn) -> None:
@@ -192,7 +194,7 @@ _PATCHED_PROCESS = """
     from gevent import monkey
     monkey.patch_all()
 
-    import asyncio, threading, time
+    import asyncio, contextlib, threading, time
     import gevent
     import aiobridge
 
@@ -224,6 +226,13 @@ _PATCHED_PROCESS = """
     # The only greenlet waits for the loop: no LoopExit from an idle hub.
     assert bridge.run(asyncio.sleep(0.2, result="alone")) == "alone"
     assert bridge.submit(asyncio.sleep(0.2, result="future")).result(timeout=5) == "future"
+
+    async def ticks_of(n):
+        for i in range(n):
+            await asyncio.sleep(0.05)
+            yield i
+    with contextlib.closing(bridge.iterate(ticks_of(3))) as items:
+        assert list(items) == [0, 1, 2]
 
     # Executor threads are real threads; the request side sees no running loop.
     assert bridge.run(asyncio.to_thread(threading.get_native_id)) != threading.get_native_id()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -14,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from aiobridge import AioThread, BridgeTimeoutError, metrics
 from aiobridge.flask import AioBridge
 
-from .helpers import run_in_fork
+from .helpers import run_in_fork, run_python
 
 
 @pytest.fixture
@@ -204,7 +205,44 @@ def test_install_again_on_the_same_registry_reuses_its_metrics() -> None:
     registry = CollectorRegistry()
     try:
         first = metrics.install(registry)
+        assert metrics.install(registry) is first
+        with pytest.raises(RuntimeError, match="uninstall"):
+            metrics.install(CollectorRegistry())  # would silently export nothing there
         metrics.uninstall()
         assert metrics.install(registry) is first  # no "Duplicated timeseries"
     finally:
         metrics.uninstall()
+
+
+def test_multiprocess_mode_in_a_fresh_interpreter(tmp_path: Path) -> None:
+    # prometheus_client picks multiprocess mode at import: a process of its own.
+    result = run_python(f"""
+        import asyncio, os, time
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = {str(tmp_path)!r}
+        from prometheus_client.parser import text_string_to_metric_families
+        from aiobridge import AioThread, metrics
+
+        def figures():
+            body, _ = metrics.generate()
+            return {{(s.name, s.labels.get("outcome")): s.value
+                    for f in text_string_to_metric_families(body.decode())
+                    for s in f.samples if s.labels.get("bridge") == "mp"}}
+
+        async def block():
+            time.sleep(0.3)
+
+        assert metrics.install().lag_window == metrics.DEFAULT_LAG_WINDOW
+        with AioThread(name="mp", slow_callback_duration=0.05) as bridge:
+            bridge.run(block())
+            bridge.run(asyncio.sleep(0.2))
+            first, second = figures(), figures()
+        print(first[("aiobridge_calls_total", "completed")],
+              first[("aiobridge_calls_in_flight", None)],
+              first[("aiobridge_loop_lag_max_seconds", None)] >= 0.2,
+              second[("aiobridge_loop_lag_max_seconds", None)] >= 0.2)
+    """)
+    assert result.returncode == 0, result.stderr
+    # A scrape resets no worker's lag maximum in this mode (it could not reset them all).
+    assert result.stdout.split() == ["2.0", "0.0", "True", "True"]
+    assert sorted(p.name.split("_")[0] for p in tmp_path.glob("*.db")) == [
+        "counter", "gauge", "gauge", "histogram"]

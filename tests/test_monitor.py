@@ -41,3 +41,27 @@ def test_healthy_loop_reports_small_lag_and_no_slow_callbacks() -> None:
     assert stats.slow_callbacks == 0
     assert 0 <= stats.loop_lag_p50 < 0.25
     assert stats.as_dict()["slow_callbacks"] == 0
+
+
+@pytest.mark.parametrize("loop", ["default", "uvloop"])
+def test_an_idle_loop_thread_is_seen_idle_by_the_watchdog(loop: str) -> None:
+    import sys
+
+    from aiobridge.monitor import _is_idle
+
+    factory = None
+    if loop == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        factory = uvloop.new_event_loop
+    with AioThread(name=f"idle-{loop}", loop_factory=factory) as bridge:
+        bridge.run(asyncio.sleep(0))
+        thread = bridge.thread
+        assert thread is not None and thread.ident is not None
+        # Starved of the GIL while idle, the thread must not be reported as stuck.
+        deadline = time.monotonic() + 10
+        while True:
+            frame = sys._current_frames()[thread.ident]
+            if _is_idle(frame) or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)  # caught between two callbacks: look again
+        assert _is_idle(frame), frame.f_code

@@ -82,6 +82,8 @@ def test_every_outcome_reaches_the_observer(recorders: dict[str, Recorder]) -> N
             bridge.run(boom())
         with pytest.raises(BridgeTimeoutError):
             bridge.run(asyncio.sleep(30), timeout=0.05)
+        # The caller gave up; the loop reports the cancelled task a moment later.
+        _wait_for(lambda: len(recorders["observed"].outcomes) == 3)
         gate = bridge.run(_make_event())
         future = bridge.submit(slow(gate))
         _wait_for(lambda: recorders["observed"].in_flight_now == 1)

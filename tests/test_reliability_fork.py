@@ -47,7 +47,7 @@ def test_forked_child_of_a_serving_app_rebuilds_its_pools(
             finally:
                 probe.close()
             shutdown(app)  # closes the child's pools on the child's loop
-            return json.dumps({"dogs": dogs, "billed": stats.get("billing", {}).get("dog"),
+            return json.dumps({"dogs": dogs, "billed": stats.get("billing", {}).get("dog_requests"),
                                "new_ids": sorted(now - before_fork)})  # fmt: skip
 
         result = json.loads(run_in_fork(in_child, timeout=WAIT * 2))

@@ -24,8 +24,8 @@ import pytest
 import redis
 
 from demo_flask import MODES, create_app, shutdown
-from demo_flask.__main__ import _parser, _server_command
 from demo_flask.catalog import TRACK_CHANNEL_PREFIX
+from demo_flask.launcher import _parser, _server_command
 from demo_flask.services import HOST, RedisServer, UpstreamServer
 from tests.test_reliability_faults import Gunicorn, gunicorn
 
