@@ -153,9 +153,10 @@ def _dogs(url: str, count: int, threads: int = 4) -> list[dict[str, Any]]:
 
 
 # -- gunicorn ---------------------------------------------------------------------
-def test_gunicorn_sync_preload_max_requests(launch: Any, redis_sync: redis.Redis,
+def test_gunicorn_sync_preload_max_requests_hup(launch: Any, redis_sync: redis.Redis,
                                             tag: str) -> None:  # fmt: skip
-    """The master warms the bridge at import (--preload); workers recycle (--max-requests)."""
+    """The master warms the bridge at import (--preload); workers recycle (--max-requests,
+    HUP)."""
     port = free_port()
     server = launch([sys.executable, "-X", "dev", "-m", "gunicorn", "--worker-class", "sync",
                      "--workers", "2", "--preload", "--max-requests", "3",
@@ -167,6 +168,13 @@ def test_gunicorn_sync_preload_max_requests(launch: Any, redis_sync: redis.Redis
     served_by = {d["pid"] for d in dogs}
     assert server.proc.pid not in served_by
     assert get_json(server.url + "/threads")["loop_threads"] == 1
+    # HUP: gunicorn replaces every worker; the new ones serve with their own bridges.
+    server.signal(signal.SIGHUP)
+    deadline = time.monotonic() + START_TIMEOUT
+    while not (after_hup := {d["pid"] for d in _dogs(server.url, 4, threads=2)}) - served_by:
+        assert time.monotonic() < deadline, f"no new worker after HUP:\n{server.output()}"
+        time.sleep(0.1)
+    served_by |= after_hup
     server.signal(signal.SIGTERM)
     assert server.wait_exit() == 0
     closed = closed_pids(redis_sync, tag)
