@@ -45,7 +45,7 @@ MODES = ("bridge", "flask-recipe", "flask-async", "sync", "gevent", "quart")
 #: ``--quick`` (part of ``python -m benchmarks --quick``, which must stay within 180 s):
 #: the bridge against the recipe, a hang called after QUICK_DEADLINE seconds.
 QUICK_MODES = ("bridge", "flask-recipe")
-QUICK_DEADLINE = 4.0
+QUICK_DEADLINE = 3.0
 SCENARIOS = ("upstream hangs", "--preload fork", "shutdown in flight", "loop killed")
 APP_DEADLINE = 2.0
 HUNG_SECONDS = 20
