@@ -547,7 +547,7 @@ def _generic_rows(rows: list[dict[str, Any]]) -> str:
 def _micro_tables(document: dict[str, Any]) -> list[str]:
     out = []
     for name, result in document.get("benchmarks", {}).items():
-        if name == "load_demo":
+        if name in ("load_demo", "faults"):  # faults: in the section on the real alternatives
             continue
         out += ["", f"## {name}", ""]
         if "error" in result:

@@ -31,6 +31,7 @@ from typing import IO, Any, Self
 from .interrupts import signals_deferred
 
 __all__ = (
+    "GRANIAN_FACTORY",
     "HOST",
     "SERVERS",
     "ExternalRedis",
@@ -428,6 +429,10 @@ class UpstreamServer(_Service):
 SERVERS = ("gunicorn", "uvicorn", "granian")
 
 
+#: The app factory granian serves (see :mod:`demo_flask.granian_app`).
+GRANIAN_FACTORY = "demo_flask.granian_app:create_app"
+
+
 def default_server(mode: str) -> str:
     """The server a mode runs on unless told otherwise: uvicorn for Quart, else gunicorn."""
     return "uvicorn" if mode == "quart" else "gunicorn"
@@ -441,7 +446,7 @@ def default_worker_class(mode: str) -> str:
 def server_command(
     server: str, *, mode: str, port: int, workers: int, threads: int, graceful_timeout: int,
     worker_class: str | None = None, preload: bool = False, dev_mode: bool = False,
-    app_config: dict[str, Any] | None = None,
+    app_config: dict[str, Any] | None = None, granian_factory: str = GRANIAN_FACTORY,
 ) -> list[str]:  # fmt: skip
     """The command line serving the demo in ``mode`` on 127.0.0.1:``port``.
 
@@ -449,7 +454,9 @@ def server_command(
     gthread by default, gevent for the ``gevent`` mode); ``uvicorn`` runs
     :mod:`demo_flask.uvicorn_server` (the Quart rewrite, or a Flask mode through
     a2wsgi; one process); ``granian`` serves the Flask app on its WSGI
-    interface, ``threads`` blocking threads per worker.
+    interface, ``threads`` blocking threads per worker, the app made by
+    ``granian_factory`` (default :data:`GRANIAN_FACTORY`, which stops the
+    bridge when a worker exits).
 
     Raises:
         ValueError: an unknown server, or a combination that does not exist.
@@ -474,7 +481,7 @@ def server_command(
                 "--port", str(port), "--workers", str(workers),
                 "--blocking-threads", str(threads), "--no-ws", "--log-level", "warning",
                 "--workers-kill-timeout", str(graceful_timeout),
-                "--factory", "demo_flask:create_app"]  # fmt: skip
+                "--factory", granian_factory]  # fmt: skip
     return [
         *python, "-m", "gunicorn",
         "--config", str(_REPO_ROOT / "demo_flask" / "gunicorn.conf.py"),
@@ -514,6 +521,8 @@ class GunicornServer(_Service):
     """
 
     name = "gunicorn"
+    #: The ``module:function`` granian serves when ``server="granian"``.
+    granian_factory = GRANIAN_FACTORY
 
     def __init__(
         self,
@@ -564,7 +573,7 @@ class GunicornServer(_Service):
             self.server, mode=self.mode, port=self.port, workers=self.workers,
             threads=self.threads, graceful_timeout=self.graceful_timeout,
             worker_class=self.worker_class, preload=self.preload, dev_mode=self.dev_mode,
-            app_config=self.app_config,
+            app_config=self.app_config, granian_factory=self.granian_factory,
         )  # fmt: skip
 
     def _env(self) -> dict[str, str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ import requests
 from benchmarks.bm_faults import Scenarios
 from demo_flask import create_app, shutdown
 from demo_flask.catalog import BILLING_KEY, DOGS, IMAGES_DIR, TRACK_CHANNEL_PREFIX
+from demo_flask.launcher import _parser, _server_command
 from demo_flask.services import GunicornServer, UpstreamServer
 from tests.test_demo import BAD_REQUESTS, eventually
 
@@ -216,3 +218,40 @@ def test_after_a_preload_fork_only_the_recipe_hangs(
     assert row["hang"] is hangs, row
     if not hangs:
         assert row["outcome"].startswith("200 in ")
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["--mode", "quart"], ["-m", "demo_flask.uvicorn_server", "--app", "quart"]),
+    (["--mode", "gevent"], ["--worker-class", "gevent"]),
+    (["--mode", "flask-recipe"], ["--worker-class", "gthread"]),
+    (["--server", "granian"], ["--interface", "wsgi"]),
+    (["--server", "uvicorn"], ["-m", "demo_flask.uvicorn_server", "--app", "flask"]),
+])  # fmt: skip
+def test_the_launcher_serves_each_mode_on_its_server(argv: list[str], expected: list[str]) -> None:
+    command = _server_command(_parser().parse_args(argv))
+    start = command.index(expected[0])
+    assert command[start:start + len(expected)] == expected
+
+
+@pytest.mark.parametrize("argv", [["--mode", "quart", "--preload"],
+                                  ["--mode", "quart", "--workers", "2"],
+                                  ["--mode", "quart", "--server", "gunicorn"],
+                                  ["--server", "granian", "--preload"]])  # fmt: skip
+def test_the_launcher_refuses_what_a_server_cannot_do(argv: list[str]) -> None:
+    with pytest.raises(ValueError, match=r"uvicorn|granian"):
+        _server_command(_parser().parse_args(argv))
+
+
+def test_a_granian_worker_stops_its_bridge_when_it_exits(
+    upstream: UpstreamServer, redis_url: str, tmp_path: Path
+) -> None:
+    """granian's workers exit through multiprocessing, which skips atexit: the factory's
+    finalizer must stop the bridge (drain, close the pools) all the same."""
+    marker = tmp_path / "stopped"
+    server = GunicornServer("bridge", redis_url=redis_url, upstream_url=upstream.url,
+                            server="granian", env={"PROBE_STOPPED_FILE": str(marker)})  # fmt: skip
+    server.granian_factory = "tests.granian_probe:create_app"
+    with server:
+        assert requests.get(f"{server.url}/dog?latency=1", timeout=TIMEOUT).status_code == 200
+        assert server.terminate(timeout=30), server.output()
+    assert marker.read_text(encoding="utf-8") == "stopped", server.output()

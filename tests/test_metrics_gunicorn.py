@@ -1,10 +1,12 @@
-"""aiobridge.metrics under a real gunicorn with 2 workers (prometheus_client multiprocess mode).
+"""aiobridge.metrics under a real gunicorn with several workers (multiprocess mode).
 
 The demo (bridge mode) serves ``/metrics``; the scrape is parsed with
 prometheus_client's own parser. Known traffic is sent, and the figures summed
 over both workers must match it; calls held in flight show in the gauge; a
 worker killed with SIGKILL stops counting in it (gunicorn's ``child_exit``
-marks it dead) while its finished calls stay in the counters.
+marks it dead) while another worker's call still counts and the dead worker's
+finished calls stay in the counters. The metrics directory is made and removed
+by the launcher, or by the demo's config when none is given.
 """
 
 from __future__ import annotations
