@@ -198,7 +198,25 @@ def _uwsgi() -> str:
 def _uwsgi_command(port: int, *extra: str) -> list[str]:
     return [_uwsgi(), "--http-socket", f"{HOST}:{port}", "--master", "--module",
             "tests.server_app:app", "--need-app", "--die-on-term", "--vacuum",
-            "--worker-reload-mercy", "20", "--home", sys.prefix, *extra]  # fmt: skip
+            "--worker-reload-mercy", "20", "--home", sys.prefix,
+            "--master-fifo", str(_fifo_path(port)), *extra]  # fmt: skip
+
+
+def _fifo_path(port: int) -> Path:
+    return Path(tempfile.gettempdir()) / f"aiobridge-test-uwsgi-{port}.fifo"
+
+
+def _uwsgi_graceful_stop(server: Server) -> None:
+    """uWSGI's graceful shutdown ('q' on the master FIFO): workers finish, then exit.
+
+    SIGTERM with --die-on-term kills the workers with SIGINT instead, and uWSGI
+    skips the exit hooks of a worker it considers busy.
+    """
+    fd = os.open(_fifo_path(server.port), os.O_WRONLY | os.O_NONBLOCK)
+    try:
+        os.write(fd, b"q")
+    finally:
+        os.close(fd)
 
 
 def _threads_per_worker(url: str, calls: int) -> dict[int, int]:
@@ -226,7 +244,7 @@ def test_uwsgi_prefork_with_threads(launch: Any, redis_sync: redis.Redis, tag: s
     served_by = {d["pid"] for d in dogs}
     per_worker = _threads_per_worker(server.url, 32)
     assert set(per_worker.values()) == {1}, per_worker
-    server.signal(signal.SIGTERM)
+    _uwsgi_graceful_stop(server)
     server.wait_exit()
     closed = closed_pids(redis_sync, tag)
     assert served_by <= closed, (served_by, closed, server.output())
