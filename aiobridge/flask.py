@@ -234,7 +234,8 @@ def _check_async_to_sync_is_flasks(app: Flask) -> None:
 def _add_metrics_endpoint(app: Flask, path: str) -> None:
     from . import metrics  # the "metrics" extra: imported only when asked for
 
-    metrics.install()
+    if metrics.installed() is None:
+        metrics.install()
 
     def aiobridge_metrics() -> Response:
         body, content_type = metrics.generate()
@@ -295,8 +296,9 @@ class AioBridge:
         Name of the loop thread.
     ``AIOBRIDGE_METRICS_ENDPOINT`` (``None``)
         A path such as ``"/metrics"`` (or ``True`` for that one) serves the
-        Prometheus metrics of :mod:`aiobridge.metrics` (installed then; needs
-        the ``metrics`` extra). Off by default.
+        Prometheus metrics of :mod:`aiobridge.metrics` (installed then with the
+        default registry, unless already installed; needs the ``metrics``
+        extra). Off by default.
 
     Context variables set by async views, hooks and handlers (a request id,
     structlog's ``bind_contextvars``) are seen by the code that runs after

@@ -39,13 +39,14 @@ from typing import Any
 from . import _fork
 from ._calls import Call, Waker, wake_now
 from ._cancelling import DroppedCancellations
+from ._hosts import check_host
 from ._redeliver import Redeliverer
 from ._sweep import cancel_remaining
 from ._threads import NativeLock, PlainThreads, for_this_process
 from .errors import BridgeClosedError, BridgeError
 from .monitor import Counters, LoopMonitor, Observer, Outcome, observer_for
 
-__all__ = ("LoopThread", "State")
+__all__ = ("LoopThread", "State", "stop_all")
 
 logger = logging.getLogger("aiobridge")
 
@@ -178,6 +179,7 @@ class LoopThread:
                     f"bridge {self.name!r} is {self.state.value}; a stopped bridge cannot be "
                     "restarted, create a new AioThread"
                 )
+            check_host(self.name)
             self.observer = self.monitor.observer = observer_for(self)
             # Chosen now, not at import: gevent may have patched the process since.
             threads = self._threads = for_this_process()
@@ -622,16 +624,26 @@ def _reset_all_after_fork() -> None:
         loop_thread._after_fork_in_child()
 
 
+def stop_all(timeout: float) -> int:
+    """Stop every loop thread running in this process; return how many were running.
+
+    Inherited ones (a fork without Python's fork hooks, as uWSGI makes them)
+    are only let go of: they belong to the parent.
+    """
+    stopped = 0
+    for loop_thread in list(_ALL):
+        if loop_thread.pid != os.getpid():
+            loop_thread._after_fork_in_child()
+        elif loop_thread.state is State.RUNNING:
+            loop_thread.stop(timeout)
+            stopped += 1
+    return stopped
+
+
 def _stop_all_at_exit() -> None:
     # atexit runs after non-daemon threads are joined but before daemon threads
     # are frozen: the last moment at which a loop can still close cleanly.
-    for loop_thread in list(_ALL):
-        if loop_thread.pid != os.getpid():
-            # Forked without Python's fork hooks (uWSGI) and never used here:
-            # the parent's objects must outlive this child's shutdown untouched.
-            loop_thread._after_fork_in_child()
-        elif loop_thread.state is State.RUNNING:
-            loop_thread.stop(_EXIT_TIMEOUT)
+    stop_all(_EXIT_TIMEOUT)
 
 
 _EXIT_TIMEOUT = 2.0

@@ -32,6 +32,7 @@ Example:
     >>> import asyncio
     >>> from prometheus_client import CollectorRegistry
     >>> from aiobridge import AioThread, metrics
+    >>> metrics.uninstall()  # start from scratch: one registry at a time
     >>> registry = CollectorRegistry()
     >>> _ = metrics.install(registry)
     >>> with AioThread(name="api") as bridge:
@@ -251,12 +252,16 @@ def install(
     in a forked child).
 
     Args:
-        registry: see :class:`BridgeMetrics`; a second call returns the metrics
-            of the first whatever it passes.
+        registry: see :class:`BridgeMetrics`.
         lag_window: see :class:`BridgeMetrics`.
 
     Returns:
-        The installed :class:`BridgeMetrics`.
+        The installed :class:`BridgeMetrics` (the same on a second call with the
+        same registry).
+
+    Raises:
+        RuntimeError: the metrics are already installed with another registry
+            (call :func:`uninstall` first).
 
     Example:
         >>> from aiobridge import metrics
@@ -264,6 +269,11 @@ def install(
     """
     global _installed
     with _install_lock:
+        if _installed is not None and _installed.registry is not registry:
+            raise RuntimeError(
+                "aiobridge.metrics is already installed with another registry; "
+                "call aiobridge.metrics.uninstall() first"
+            )
         if _installed is None:
             made = None if registry is None else _made.get(registry)
             if made is None:

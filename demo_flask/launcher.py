@@ -31,6 +31,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from email.message import Message
 from pathlib import Path
 from typing import Protocol
 
@@ -175,14 +176,15 @@ def _banner(args: argparse.Namespace, app_url: str, redis_url: str, upstream_url
     ])  # fmt: skip
 
 
-def _fetch(url: str) -> tuple[int, str, dict[str, str], bytes]:
+def _fetch(url: str) -> tuple[int, str, Message, bytes]:
+    """Status, content type, headers (case-insensitive) and body of one GET."""
     try:
         with urllib.request.urlopen(url, timeout=CHECK_TIMEOUT) as response:
-            return response.status, response.headers.get_content_type(), dict(
-                response.headers), response.read()  # fmt: skip
+            return (response.status, response.headers.get_content_type(), response.headers,
+                    response.read())  # fmt: skip
     except urllib.error.HTTPError as error:
         with error:
-            return error.code, error.headers.get_content_type(), dict(error.headers), error.read()
+            return error.code, error.headers.get_content_type(), error.headers, error.read()
 
 
 def _check(app_url: str, mode: str) -> int:
@@ -191,7 +193,7 @@ def _check(app_url: str, mode: str) -> int:
     if status != 200 or kind != "image/jpeg" or not headers.get("X-Dog-Name"):
         _say(f"check failed: mode {mode}: GET /dog answered {status} {kind}")
         return 1
-    name = headers["X-Dog-Name"]
+    name = headers["X-Dog-Name"]  # a server may send it lower-case: Message ignores case
     for path in ("/delay?seconds=0&n=2", "/stats"):
         status, kind, _, body = _fetch(app_url + path)
         if status != 200 or kind != "application/json":

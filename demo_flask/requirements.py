@@ -49,7 +49,7 @@ COMMON = (
 #: What each mode needs beyond :data:`COMMON`.
 MODE_NEEDS: dict[str, tuple[Need, ...]] = {
     "sync": (),
-    "gevent": (Need("gevent", "gevent"),),
+    "gevent": (Need("gevent", "gunicorn[gevent]"), Need("packaging", "gunicorn[gevent]")),
     "embedded": (),
     "embedded-thread": (),
     # Flask runs async views through asgiref, which only its "async" extra installs.
@@ -69,7 +69,8 @@ SERVER_NEEDS: dict[str, tuple[Need, ...]] = {
 #: What each gunicorn worker class needs beyond gunicorn.
 WORKER_CLASS_NEEDS: dict[str, tuple[Need, ...]] = {
     "gthread": (),
-    "gevent": (Need("gevent", "gevent"),),
+    # gunicorn's gevent worker imports packaging, which only gunicorn[gevent] installs.
+    "gevent": (Need("gevent", "gunicorn[gevent]"), Need("packaging", "gunicorn[gevent]")),
 }
 
 

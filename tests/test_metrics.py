@@ -205,6 +205,9 @@ def test_install_again_on_the_same_registry_reuses_its_metrics() -> None:
     registry = CollectorRegistry()
     try:
         first = metrics.install(registry)
+        assert metrics.install(registry) is first
+        with pytest.raises(RuntimeError, match="uninstall"):
+            metrics.install(CollectorRegistry())  # would silently export nothing there
         metrics.uninstall()
         assert metrics.install(registry) is first  # no "Duplicated timeseries"
     finally:
