@@ -320,3 +320,16 @@ def test_the_watchdog_kills_a_run_that_ignores_its_stop() -> None:
     assert "killing its children" in done.stderr
     child = int(done.stdout.split()[0])
     assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
+
+
+def test_readme_and_report_are_rendered_from_the_committed_run() -> None:
+    """The README's claims match the committed report: both come from one results JSON."""
+    document = json.loads((REPO_ROOT / readme.RESULTS).read_text(encoding="utf-8"))
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index(report.HEADLINE_START)
+    end = text.index(report.HEADLINE_END) + len(report.HEADLINE_END)
+    hint = "run `python -m benchmarks.readme --rerender` (or publish a new run)"
+    assert text[start:end] == readme.published_readme_block(document), hint
+    committed = (REPO_ROOT / readme.REPORT).read_text(encoding="utf-8")
+    assert committed == readme.published_report(document), hint
+    assert document["command"] in committed  # the Reproduce line is the command run
