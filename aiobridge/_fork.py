@@ -80,6 +80,11 @@ def detach_loop(loop: asyncio.AbstractEventLoop) -> None:
         loop._selector = _DetachedSelector(selector.get_map())  # type: ignore[attr-defined]
     # Complaints of the parent's objects are the parent's business, not the child's.
     loop.set_exception_handler(_ignore)
+    # Debug mode would check, in every call_soon() a closing transport makes, that
+    # it runs on the loop's (the parent's) thread, and raise in that finaliser.
+    # The attribute, not set_debug(): that one would wake the parent's loop.
+    if isinstance(getattr(loop, "_debug", None), bool):
+        loop._debug = False  # type: ignore[attr-defined]
 
 
 def _ignore(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:

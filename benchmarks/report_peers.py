@@ -86,60 +86,93 @@ def _table(document: dict[str, Any], labels: list[str], best: str | None) -> lis
     return lines
 
 
+def _shared(document: dict[str, Any]) -> str:
+    """What the machine's load says about the figures."""
+    before = (document.get("machine") or {}).get("load_average")
+    after = document.get("load_average_after")
+    if not before and not after:
+        return ""
+    return (f"The machine was shared with other work during the run (load average "
+            f"before {before}, after {after}): a process's req/s also carries the share of "
+            f"the CPU it happened to get, so the worker CPU per answer is the steadier "
+            f"figure.")  # fmt: skip
+
+
 def _mean(document: dict[str, Any], label: str | None, key: str) -> float | None:
     values = [p[key] for c in PEER_CONCURRENCY
               if (p := _at(document, label, c)) is not None and p.get(key) is not None]
     return sum(values) / len(values) if values else None
 
 
+def _cpu_ratio(document: dict[str, Any], label: str | None, peer: str) -> float | None:
+    """``label``'s worker CPU per answer over ``peer``'s, averaged over the peer points."""
+    mine, theirs = (_mean(document, label, "worker_cpu_ms_per_request"),
+                    _mean(document, peer, "worker_cpu_ms_per_request"))  # fmt: skip
+    return mine / theirs if mine and theirs else None
+
+
+def _span(values: list[float]) -> str:
+    low, high = min(values), max(values)
+    return f"{low:.2f}x" if abs(high - low) < 0.005 else f"{low:.2f}x to {high:.2f}x"
+
+
 def choose(document: dict[str, Any]) -> str:
-    """"Which should I choose": when a rewrite pays and when the bridge is enough, from numbers."""
+    """"Which should I choose": when a rewrite pays and when the bridge is enough, from numbers.
+
+    The verdict on Quart follows the worker CPU per answer (what a worker costs,
+    and what bounds its throughput on a CPU-bound host); the req/s ratios of
+    the run are stated beside it, since on a shared machine they also carry
+    the share of the CPU each process happened to get.
+    """
     best = best_label(document)
     if best is None:
         return "No bridge deployment was measured without errors at the peer points."
     ratios = {peer: [r["median"] for c in PEER_CONCURRENCY
                      if (r := _ratio(_at(document, best, c), _at(document, peer, c)))]
               for peer in ("quart", "gevent", "flask-recipe")}  # fmt: skip
-    cpu_best, cpu_quart = _mean(document, best, "worker_cpu_ms_per_request"), _mean(
-        document, "quart", "worker_cpu_ms_per_request")
+    at = " and ".join(map(str, PEER_CONCURRENCY))
     parts = []
+    cpu = _cpu_ratio(document, best, "quart")
     quart = ratios["quart"]
-    if quart:
-        low, high = min(quart), max(quart)
-        span = f"{low:.2f}x" if abs(high - low) < 0.005 else f"{low:.2f}x to {high:.2f}x"
-        if low >= 0.9:
+    if quart or cpu:
+        served = (f"it served {_span(quart)} Quart's requests/s at {at} clients (median of "
+                  f"the rounds)") if quart else ""  # fmt: skip
+        if cpu is not None and cpu <= 1 / 0.9:
             parts.append(f"**Keep Flask and add the bridge** unless you are rewriting anyway: "
-                         f"at {' and '.join(map(str, PEER_CONCURRENCY))} clients the bridge "
-                         f"({best}, {_describe(best)}) served {span} Quart's requests/s, "
-                         f"so a rewrite in Quart buys at most about "
-                         f"{max(0.0, 1 / low - 1):.0%} more per worker.")  # fmt: skip
+                         f"behind {_describe(best)} ({best}) a request cost the worker "
+                         f"{cpu:.2f}x the CPU it cost Quart on uvicorn, so a rewrite buys at "
+                         f"most {max(0.0, cpu - 1):.0%} more requests per worker"
+                         f"{'; ' + served if served else ''}.")  # fmt: skip
+        elif cpu is not None:
+            parts.append(f"**A rewrite in Quart pays when per-worker throughput is the bill**: "
+                         f"behind {_describe(best)} ({best}) a request cost the worker "
+                         f"{cpu:.2f}x the CPU it cost Quart on uvicorn, so Quart does about "
+                         f"{cpu - 1:.0%} more per worker{'; ' + served if served else ''}.")
         else:
-            parts.append(f"**A rewrite in Quart pays when one worker's throughput is what you "
-                         f"buy**: the bridge ({best}, {_describe(best)}) served {span} "
-                         f"Quart's requests/s, so Quart on uvicorn does up to "
-                         f"{1 / low - 1:.0%} more per worker.")  # fmt: skip
-        if cpu_best and cpu_quart:
-            parts.append(f"Per answer the bridge's worker used {cpu_best:.2f} ms of CPU and "
-                         f"Quart's {cpu_quart:.2f} ms ({cpu_best / cpu_quart:.2f}x): on a "
-                         f"CPU-bound host that is the ratio of workers you need.")  # fmt: skip
+            parts.append(f"Against Quart on uvicorn {served}.")
     gevent, recipe = ratios["gevent"], ratios["flask-recipe"]
     if gevent:
+        cpu_g = _cpu_ratio(document, "gevent", best)
         parts.append(f"Against gunicorn's gevent workers (monkeypatched requests and redis-py, "
-                     f"no code change either) the bridge served {min(gevent):.2f}x to "
-                     f"{max(gevent):.2f}x the requests/s, without patching the standard "
-                     f"library.")  # fmt: skip
+                     f"no code change either) the bridge served {_span(gevent)} the "
+                     f"requests/s" + (f" (a gevent worker spent {cpu_g:.2f}x the bridge's CPU "
+                                      f"per answer)" if cpu_g else "") +
+                     ", without patching the standard library.")  # fmt: skip
     if recipe:
         hung = _hangs(document)
+        cpu_r = _cpu_ratio(document, "flask-recipe", best)
         after = ""
         if hung.get("flask-recipe") and not hung.get("bridge"):
-            after = (f", and it answered in every fault scenario, where the recipe hung in "
+            after = (f"; it answered in every fault scenario, where the recipe hung in "
                      f"{len(hung['flask-recipe'])} ({', '.join(hung['flask-recipe'])})")
         parts.append(f"Against Flask's documented loop-thread recipe it served "
-                     f"{min(recipe):.2f}x to {max(recipe):.2f}x{after}.")  # fmt: skip
+                     f"{_span(recipe)} the requests/s" +
+                     (f" (the recipe's worker spent {cpu_r:.2f}x the bridge's CPU per answer)"
+                      if cpu_r else "") +
+                     f"{after}.")  # fmt: skip
     parts.append("Choose the rewrite when the code is being rewritten anyway or when per-worker "
                  "throughput is the bill; choose the bridge when the Flask views, extensions "
-                 "and tests should stay as they are and a fraction of a worker is cheaper "
-                 "than a migration.")  # fmt: skip
+                 "and tests should stay as they are.")  # fmt: skip
     return " ".join(parts)
 
 
@@ -182,7 +215,8 @@ def peer_section(document: dict[str, Any]) -> list[str]:
         "",
         f"`GET /dog`, {TARGET_LATENCY_MS} ms upstream, one worker process each, the same "
         f"interleaved rounds as every mode. The best bridge deployment (most req/s at "
-        f"{' and '.join(map(str, PEER_CONCURRENCY))} clients, no errors) is **{best}**.",
+        f"{' and '.join(map(str, PEER_CONCURRENCY))} clients, no errors) is **{best}**. "
+        f"{_shared(document)}",
         "",
         "### Which should I choose",
         "",
@@ -195,6 +229,9 @@ def peer_section(document: dict[str, Any]) -> list[str]:
         "### Deployments of the bridge mode",
         "",
         *_table(document, deployments, best),
+        "",
+        "Where a request's CPU goes in each deployment and in Quart (py-spy), and what "
+        "would close the rest: [How it compares](compare.md#where-aiobridge-loses).",
         *_faults(document),
         "",
     ]

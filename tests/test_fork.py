@@ -88,11 +88,12 @@ def test_default_bridge_in_forked_child() -> None:
     assert wait_child(pid) == 0
 
 
-def test_multiprocessing_fork_child_uses_the_bridge(bridge: AioThread) -> None:
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_multiprocessing_child_uses_the_bridge(bridge: AioThread, method: str) -> None:
     import multiprocessing
 
     bridge.run(pid_and_value(0))
-    context = multiprocessing.get_context("fork")
+    context = multiprocessing.get_context(method)
     with context.Pool(2) as pool:
         results = pool.map_async(_square_on_bridge, range(6)).get(timeout=30)
     assert results == [i * i for i in range(6)]

@@ -76,3 +76,64 @@ def test_child_exit_leaves_the_parents_pools_alone(
         assert err.rstrip().endswith("LookupError: the child fails"), err
         err = err[: err.index("Traceback")]
     assert err == ""  # no "Unclosed client session", no ResourceWarning, nothing
+
+
+APP_HELD = """
+import asyncio, json, os, sys, time, warnings
+import aiohttp
+from aiobridge import AioThread
+
+url = sys.argv[1]
+bridge = AioThread(name="parent", slow_callback_duration=10).start()
+
+
+async def make():
+    return aiohttp.ClientSession()
+
+
+session = bridge.run(make())  # held by the app itself, not by a bridge resource
+
+
+async def status():
+    async with session.get(url + "/health") as response:
+        return response.status
+
+
+assert bridge.run(status(), timeout=10) == 200
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    pid = os.fork()
+if pid == 0:
+    os.close(2)  # the child's complaints about the session it drops are not under test
+    del session  # finalised in the child: its connector closes the inherited transports
+    os._exit(0)
+deadline = time.monotonic() + 30
+while not os.waitpid(pid, os.WNOHANG)[0]:
+    assert time.monotonic() < deadline, "the child did not exit"
+    time.sleep(0.01)
+after = bridge.run(status(), timeout=5)
+
+
+async def close():
+    await session.close()
+
+
+bridge.run(close(), timeout=5)
+bridge.stop()
+print(json.dumps({"after": after}))
+"""
+
+
+def test_child_dropping_an_app_held_session_leaves_the_parent_alone(
+    upstream: UpstreamServer,
+) -> None:
+    """Objects the app holds outside ``bridge.resource()`` are finalised in the child.
+
+    Their transports then close, but the inherited loop no longer reaches the
+    epoll instance it shares with the parent: the parent's keep-alive
+    connection still works.
+    """
+    proc = run_python(APP_HELD, args=[upstream.url], timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert json.loads(proc.stdout) == {"after": 200}

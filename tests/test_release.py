@@ -60,3 +60,11 @@ def test_the_pytest_plugin_is_registered_by_entry_point() -> None:
     assert [line.strip() for line in entry_points.strip().splitlines()] == [
         "aiobridge = aiobridge.pytest_plugin"
     ]
+
+
+def test_every_file_the_readme_names_exists() -> None:
+    # The README names docs pages as plain paths (see the link test above).
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"`((?:docs/)?[\w./-]+\.md|LICENSE)`", readme))
+    assert "docs/api.md" in named
+    assert sorted(name for name in named if not (ROOT / name).exists()) == []

@@ -153,9 +153,10 @@ def _dogs(url: str, count: int, threads: int = 4) -> list[dict[str, Any]]:
 
 
 # -- gunicorn ---------------------------------------------------------------------
-def test_gunicorn_sync_preload_max_requests(launch: Any, redis_sync: redis.Redis,
+def test_gunicorn_sync_preload_max_requests_hup(launch: Any, redis_sync: redis.Redis,
                                             tag: str) -> None:  # fmt: skip
-    """The master warms the bridge at import (--preload); workers recycle (--max-requests)."""
+    """The master warms the bridge at import (--preload); workers recycle (--max-requests,
+    HUP)."""
     port = free_port()
     server = launch([sys.executable, "-X", "dev", "-m", "gunicorn", "--worker-class", "sync",
                      "--workers", "2", "--preload", "--max-requests", "3",
@@ -167,6 +168,13 @@ def test_gunicorn_sync_preload_max_requests(launch: Any, redis_sync: redis.Redis
     served_by = {d["pid"] for d in dogs}
     assert server.proc.pid not in served_by
     assert get_json(server.url + "/threads")["loop_threads"] == 1
+    # HUP: gunicorn replaces every worker; the new ones serve with their own bridges.
+    server.signal(signal.SIGHUP)
+    deadline = time.monotonic() + START_TIMEOUT
+    while not (after_hup := {d["pid"] for d in _dogs(server.url, 4, threads=2)}) - served_by:
+        assert time.monotonic() < deadline, f"no new worker after HUP:\n{server.output()}"
+        time.sleep(0.1)
+    served_by |= after_hup
     server.signal(signal.SIGTERM)
     assert server.wait_exit() == 0
     closed = closed_pids(redis_sync, tag)
@@ -190,7 +198,25 @@ def _uwsgi() -> str:
 def _uwsgi_command(port: int, *extra: str) -> list[str]:
     return [_uwsgi(), "--http-socket", f"{HOST}:{port}", "--master", "--module",
             "tests.server_app:app", "--need-app", "--die-on-term", "--vacuum",
-            "--worker-reload-mercy", "20", "--home", sys.prefix, *extra]  # fmt: skip
+            "--worker-reload-mercy", "20", "--home", sys.prefix,
+            "--master-fifo", str(_fifo_path(port)), *extra]  # fmt: skip
+
+
+def _fifo_path(port: int) -> Path:
+    return Path(tempfile.gettempdir()) / f"aiobridge-test-uwsgi-{port}.fifo"
+
+
+def _uwsgi_graceful_stop(server: Server) -> None:
+    """uWSGI's graceful shutdown ('q' on the master FIFO): workers finish, then exit.
+
+    SIGTERM with --die-on-term kills the workers with SIGINT instead, and uWSGI
+    skips the exit hooks of a worker it considers busy.
+    """
+    fd = os.open(_fifo_path(server.port), os.O_WRONLY | os.O_NONBLOCK)
+    try:
+        os.write(fd, b"q")
+    finally:
+        os.close(fd)
 
 
 def _threads_per_worker(url: str, calls: int) -> dict[int, int]:
@@ -218,7 +244,7 @@ def test_uwsgi_prefork_with_threads(launch: Any, redis_sync: redis.Redis, tag: s
     served_by = {d["pid"] for d in dogs}
     per_worker = _threads_per_worker(server.url, 32)
     assert set(per_worker.values()) == {1}, per_worker
-    server.signal(signal.SIGTERM)
+    _uwsgi_graceful_stop(server)
     server.wait_exit()
     closed = closed_pids(redis_sync, tag)
     assert served_by <= closed, (served_by, closed, server.output())
@@ -296,6 +322,7 @@ def test_uwsgi_without_threads_is_refused(launch: Any) -> None:
     server.wait_ready()
     with pytest.raises(urllib.error.HTTPError) as refused:
         get_json(server.url + "/dog")
+    refused.value.close()  # the error holds the response's socket
     assert refused.value.code == 500
     server.signal(signal.SIGTERM)
     server.wait_exit()
