@@ -3,18 +3,15 @@
 Everything a reader sees about the benchmarks comes from one run, so the
 README's claims always match the committed report:
 
-* ``docs/benchmark-results.json``: the run's ``results.json``;
-* ``docs/benchmark-report.md``: its report, and its PNG charts beside it
+* ``docs/benchmark-report.md``: the run's report, and its PNG charts beside it
   (``headline.png`` becomes ``docs/benchmark-headline.png``);
 * the README's headline block (between :data:`benchmarks.report.HEADLINE_START`
   and :data:`~benchmarks.report.HEADLINE_END`), which states each target met or
   missed and the command that was run. It has no image: README.md is also the
   package index page, where a relative image link would break.
 
-``python -m benchmarks.readme --rerender`` renders the report and the README
-block again from the committed JSON (after a change to :mod:`benchmarks.report`),
-without running anything. ``tests/test_benchmarks.py`` fails when they differ.
-Publish a full run made on a quiet machine::
+``tests/test_benchmarks.py`` fails when a line of the README's block is not in
+the committed report. Publish a full run made on a quiet machine::
 
     python -m benchmarks --out results && python -m benchmarks.readme results
 """
@@ -35,7 +32,6 @@ __all__ = ("CHART", "DOCS", "main", "published_readme_block", "published_report"
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DOCS = Path("docs")
-RESULTS = DOCS / "benchmark-results.json"
 REPORT = DOCS / "benchmark-report.md"
 #: The headline chart, and its name as the report (in docs/) links it.
 CHART = DOCS / "benchmark-headline.png"
@@ -75,37 +71,27 @@ def _publish(root: Path, document: dict[str, Any], readme: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Publish a results directory (or re-render the committed one); returns the exit status."""
+    """Publish a results directory into the README and docs/; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.readme",
                                      description=__doc__.splitlines()[0])  # fmt: skip
-    parser.add_argument("results", type=Path, nargs="?", help="the --out directory of a run")
-    parser.add_argument("--rerender", action="store_true",
-                        help=f"render again from the committed {RESULTS}")  # fmt: skip
+    parser.add_argument("results", type=Path, help="the --out directory of a run")
     parser.add_argument("--readme", type=Path, default=REPO_ROOT / "README.md",
                         help="the README to update; docs/ is beside it")  # fmt: skip
     args = parser.parse_args(argv)
     root: Path = args.readme.parent
     (root / DOCS).mkdir(parents=True, exist_ok=True)
-    if args.rerender == (args.results is not None):
-        parser.error("give a results directory, or --rerender")
-    if args.results is not None:
-        source = args.results / "results.json"
-        document = json.loads(source.read_text(encoding="utf-8"))
-        shutil.copyfile(source, root / RESULTS)
-        if (args.results / "headline.png").exists():
-            shutil.copyfile(args.results / "headline.png", root / CHART)
-        for name in CHARTS:
-            if (args.results / name).exists():
-                shutil.copyfile(args.results / name, root / DOCS / name)
-    else:
-        document = json.loads((root / RESULTS).read_text(encoding="utf-8"))
+    document = json.loads((args.results / "results.json").read_text(encoding="utf-8"))
+    if (args.results / "headline.png").exists():
+        shutil.copyfile(args.results / "headline.png", root / CHART)
+    for name in CHARTS:
+        if (args.results / name).exists():
+            shutil.copyfile(args.results / name, root / DOCS / name)
     try:
         _publish(root, document, args.readme)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"updated {args.readme}, {REPORT} and the charts in {DOCS}/ from "
-          f"{args.results or RESULTS}")  # fmt: skip
+    print(f"updated {args.readme}, {REPORT} and the charts in {DOCS}/ from {args.results}")
     return 0
 
 
