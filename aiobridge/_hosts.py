@@ -6,6 +6,7 @@ read its ``uwsgi`` module only if the process already has it (never import it).
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -60,8 +61,10 @@ def _in_uwsgi_master_before_fork(uwsgi: Any) -> bool:
     if options.get("py-call-uwsgi-fork-hooks"):
         return False
     try:
-        worker = int(uwsgi.worker_id())
+        if options.get("master"):
+            # Only the master itself: mules and the spooler have worker id 0 too.
+            return bool(os.getpid() == int(uwsgi.masterpid()))
         processes = int(options.get("processes") or options.get("workers") or 1)
+        return processes > 1 and int(uwsgi.worker_id()) == 0
     except (AttributeError, TypeError, ValueError):
         return False
-    return worker == 0 and (bool(options.get("master")) or processes > 1)

@@ -55,7 +55,7 @@ def _style(mode: str, modes: list[str]) -> tuple[str, str]:
 
 def _plain_ms(ax: Axes) -> None:
     """Log-scale y ticks written as plain numbers (5, 10, 20, 50 ...), not 10^1."""
-    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     ax.yaxis.set_minor_formatter(NullFormatter())
 

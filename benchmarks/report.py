@@ -567,7 +567,8 @@ def _micro_tables(document: dict[str, Any]) -> list[str]:
     return out
 
 
-def render(document: dict[str, Any], charts: list[str]) -> str:
+def render(document: dict[str, Any], charts: list[str],
+           headline_chart: str | None = "headline.png") -> str:  # fmt: skip
     """The whole report as markdown (``charts``: PNG file names beside it)."""
     machine = document.get("machine", {})
     load_before = machine.get("load_average")
@@ -585,7 +586,7 @@ def render(document: dict[str, Any], charts: list[str]) -> str:
           else []),
         "## Headline",
         "",
-        headline(document, machine=False),
+        headline(document, headline_chart, machine=False),
         "",
         "## Targets",
         "",

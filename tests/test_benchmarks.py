@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -320,3 +321,25 @@ def test_the_watchdog_kills_a_run_that_ignores_its_stop() -> None:
     assert "killing its children" in done.stderr
     child = int(done.stdout.split()[0])
     assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
+
+
+def test_readme_claims_are_the_committed_reports() -> None:
+    """Every line of the README's benchmark block is in the committed report (one run)."""
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    block = text[text.index(report.HEADLINE_START) + len(report.HEADLINE_START):
+                 text.index(report.HEADLINE_END)]  # fmt: skip
+    committed = (REPO_ROOT / readme.REPORT).read_text(encoding="utf-8")
+    hint = "publish the README block and the report from one run: python -m benchmarks.readme"
+    machine = [line for line in block.splitlines() if line.startswith("Machine: ")]
+    assert len(machine) == 1, block
+    for line in block.splitlines():
+        if line.strip() and line not in machine:
+            assert line in committed, f"{line!r} is not in {readme.REPORT}: {hint}"
+    # The machine and run the README names are the report's.
+    described, run = machine[0].removeprefix("Machine: ").split(". Run: ", 1)
+    assert f"Machine: {described}." in committed, hint
+    assert f"Run: {run.rstrip('.')}" in committed, hint
+    # The README says which targets were missed (the fan-out one included, when missed).
+    missed = re.findall(r"^\| load_demo \| (.+?) \| .* \| \*\*missed\*\* \|$", committed, re.M)
+    for label in missed:
+        assert label in block, f"the README does not say {label!r} was missed: {hint}"
