@@ -114,11 +114,15 @@ def _by_concurrency(document: dict[str, Any], out: Path, key: str, label: str,
         if log:
             ax.set_yscale("log")
             _plain_ms(ax)
-        else:
-            ax.set_ylim(bottom=0)
         ax.set_title(f"/dog, upstream latency {latency} ms")
         ax.set_xlabel("concurrent clients")
         ax.grid(True, alpha=0.3)
+    if not log:
+        # Once every panel is drawn: set_ylim on one shared axis freezes the top
+        # at what that panel had, and would clip a higher line in a later panel.
+        top = max((p[key] for m in modes for p in m["points"] if p[key] is not None),
+                  default=1.0)  # fmt: skip
+        axes[0][0].set_ylim(0, top * 1.05)
     axes[0][0].set_ylabel(label)
     handles, labels = axes[0][0].get_legend_handles_labels()
     for ax in axes[0][1:]:  # a mode measured only in a later panel still gets its entry

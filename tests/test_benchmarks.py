@@ -23,7 +23,7 @@ from typing import Any
 import psutil
 import pytest
 
-from benchmarks import load_client, readme, report
+from benchmarks import charts, load_client, readme, report
 from benchmarks._watchdog import EXIT_OVERRAN
 from demo_flask.services import UpstreamServer
 from tests.helpers import run_python
@@ -343,3 +343,33 @@ def test_readme_claims_are_the_committed_reports() -> None:
     missed = re.findall(r"^\| load_demo \| (.+?) \| .* \| \*\*missed\*\* \|$", committed, re.M)
     for label in missed:
         assert label in block, f"the README does not say {label!r} was missed: {hint}"
+
+
+def test_requests_chart_shows_every_point_of_every_panel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The panels share one y scale; the highest point of a later panel must fit in it.
+    figures: list[Any] = []
+
+    def keep(fig: Any, path: Path, *, layout: bool = True) -> Path:
+        figures.append(fig)
+        return path
+
+    monkeypatch.setattr(charts, "_save", keep)
+
+    def point(latency: int, concurrency: int, rps: float) -> dict[str, Any]:
+        return {"latency_ms": latency, "concurrency": concurrency, "rps": rps, "p99_ms": 5.0}
+
+    modes = [
+        {"mode": "bridge", "points": [point(0, 1, 300.0), point(20, 64, 600.0)]},
+        {"mode": "quart", "points": [point(0, 1, 200.0), point(20, 64, 1000.0)]},
+    ]
+    document = {"benchmarks": {"load_demo": {"result": {"modes": modes}}}}
+    charts._by_concurrency(document, tmp_path, "rps", "requests/s", "rps.png", log=False)
+    (figure,) = figures
+    panels = [ax for ax in figure.axes if ax.get_title()]
+    assert len(panels) == 2
+    for ax in panels:
+        bottom, top = ax.get_ylim()
+        assert bottom == 0 and top >= 1000.0, (ax.get_title(), bottom, top)
+    charts.plt.close(figure)
