@@ -11,10 +11,10 @@ States::
      └──── os.fork() ───┘   (in the child: the parent's loop thread does not exist)
 
 Hand-off: a caller appends its call to ``inbox`` (a deque: append and popleft
-are atomic) and wakes the loop with ``call_soon_threadsafe`` only if no wake-up
-is already pending, so a burst of calls from many threads costs the loop one
-wake-up. The loop thread creates every task itself: asyncio tasks are not
-thread-safe.
+are atomic) and rings the loop's doorbell (an eventfd, see ``_doorbell``; else
+``call_soon_threadsafe``) only if no wake-up is already pending, so a burst of
+calls from many threads costs the loop one wake-up. The loop thread creates
+every task itself: asyncio tasks are not thread-safe.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import errno
 import functools
 import logging
 import os
-import selectors
 import sys
 import threading
 import time
@@ -36,11 +35,12 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from . import _fork
+from . import _doorbell, _fork
 from ._calls import Call, Waker, wake_now
 from ._cancelling import DroppedCancellations
 from ._hosts import check_host
 from ._redeliver import Redeliverer
+from ._selector import WakingSelector, waking_selector
 from ._sweep import cancel_remaining
 from ._threads import NativeLock, PlainThreads, for_this_process
 from .errors import BridgeClosedError, BridgeError
@@ -61,44 +61,6 @@ _clock = time.perf_counter
 _get_ident = threading.get_ident
 
 Closer = Callable[[], Awaitable[None]]
-
-
-class _WakingSelector(selectors.BaseSelector):
-    """A selector, plus wake-ups that run just before the loop blocks.
-
-    A caller woken while the loop thread still holds the GIL would wake only to
-    wait for the GIL again. Waking callers right before ``select()`` (where the
-    loop releases the GIL) costs each caller one thread switch instead of two,
-    and wakes a burst of callers together. Mixed into the selector class the
-    threads provider chooses (see :func:`_waking_selector`).
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.pending: list[Callable[[], None]] = []
-
-    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-        if self.pending:
-            self.flush()
-        return super().select(timeout)
-
-    def flush(self) -> None:
-        # Cleared in place: the loop thread holds the bound ``pending.append``.
-        batch = self.pending.copy()
-        self.pending.clear()
-        for notify in batch:
-            notify()
-
-
-_WAKING_CLASSES: dict[type[selectors.BaseSelector], type[_WakingSelector]] = {}
-
-
-def _waking_selector(base: type[selectors.BaseSelector]) -> _WakingSelector:
-    """A new selector of class ``base`` with the wake-ups of :class:`_WakingSelector`."""
-    cls = _WAKING_CLASSES.get(base)
-    if cls is None:
-        cls = _WAKING_CLASSES[base] = type(f"Waking{base.__name__}", (_WakingSelector, base), {})
-    return cls()
 
 
 class State(enum.Enum):
@@ -150,9 +112,15 @@ class LoopThread:
         self.dropped_cancellations = DroppedCancellations()
         self.monitor = LoopMonitor(self._slow_callback_duration)
         self.observer: Observer | None = None
+        # The gauges the observer was last told (see _report_gauges).
+        self._shown_in_flight = 0
+        self._shown_queued = 0
+        self._report_each_call = True
         self.restarted_after_fork = restarted_after_fork
         self._transition = threading.Lock()
         self._wake_pending = False
+        # Kept for the thread's whole life (see _doorbell: a late ring must find it open).
+        self._doorbell: _doorbell.Doorbell | None = None
         self._active: set[Call[Any]] = set()
         self._waiting: deque[Call[Any]] = deque()
         self._closers: list[Closer] = []
@@ -203,10 +171,10 @@ class LoopThread:
             self.thread = thread
 
     def _main(self, ready: NativeLock, threads: PlainThreads) -> None:
-        selector: _WakingSelector | None = None
+        selector: WakingSelector | None = None
         try:
             if self._loop_factory is None:
-                selector = _waking_selector(threads.selector_class())
+                selector = waking_selector(threads.selector_class())
                 loop: asyncio.AbstractEventLoop = threads.new_loop(selector)
                 self._wake = selector.pending.append
             else:
@@ -221,7 +189,18 @@ class LoopThread:
             self._startup_error = exc
             ready.release()
             return
+        try:
+            self._doorbell = _doorbell.install(loop, self._drain_inbox)
+        except BaseException as exc:
+            self._startup_error = exc
+            ready.release()
+            loop.close()
+            return
         self.loop = loop
+        if selector is not None and self.observer is not None:
+            # Gauges told when the loop next waits, not on every call (see _report_gauges).
+            selector.before_wait = self.monitor.on_beat = self._report_gauges
+            self._report_each_call = False
         self.redeliverer = Redeliverer(loop)
         self.thread_ident = _get_ident()
         self.pid = os.getpid()
@@ -250,8 +229,11 @@ class LoopThread:
             self.state = State.STOPPED
             self._wake = wake_now
             if selector is not None:
+                self._report_gauges()
                 selector.flush()
             self.monitor.stop()
+            if self._doorbell is not None:
+                self._doorbell.detach()
             self._abandon_everything(loop)
             asyncio.set_event_loop(None)
             with contextlib.suppress(OSError):  # a descriptor already closed under the loop
@@ -315,11 +297,15 @@ class LoopThread:
             self._refuse(call)
         if not self._wake_pending:
             self._wake_pending = True
-            loop = self.loop
-            assert loop is not None
+            doorbell = self._doorbell
             try:
-                loop.call_soon_threadsafe(self._drain_inbox)
-            except RuntimeError:  # the loop closed under us
+                if doorbell is not None:
+                    doorbell.ring()
+                else:
+                    loop = self.loop
+                    assert loop is not None
+                    loop.call_soon_threadsafe(self._drain_inbox)
+            except (RuntimeError, OSError):  # the loop closed, or its descriptor, under us
                 self._refuse(call)
 
     def _refuse(self, call: Call[Any]) -> None:
@@ -383,15 +369,15 @@ class LoopThread:
         limit = self._max_in_flight
         if limit is not None and not call.spawned and counters.in_flight >= limit:
             self._waiting.append(call)
-            if self.observer is not None:
-                self.observer.queued(1)
+            if self._report_each_call:
+                self._report_gauges()
             return
         self._launch(call, eager=_EAGER)
 
     def _launch(self, call: Call[Any], *, eager: bool = False) -> None:
         self.counters.in_flight += 1
-        if self.observer is not None:
-            self.observer.in_flight(1)
+        if self._report_each_call:
+            self._report_gauges()
         self._active.add(call)
         loop = self.loop
         assert loop is not None
@@ -411,8 +397,8 @@ class LoopThread:
         call.started = True
         if call.cancel_requested:  # cancelled before its first step
             counters.in_flight -= 1
-            if observer is not None:
-                observer.in_flight(-1)
+            if self._report_each_call:
+                self._report_gauges()
             self._active.discard(call)
             self._settle_unstarted(call)
             return
@@ -447,7 +433,8 @@ class LoopThread:
         finally:
             counters.in_flight -= 1
             if observer is not None:
-                observer.in_flight(-1)
+                if self._report_each_call:
+                    self._report_gauges()
                 observer.finished(outcome, _clock() - began)
             self._active.discard(call)
             if call.timer is not None:
@@ -477,8 +464,8 @@ class LoopThread:
             self._cancel_task(call)
         elif call in self._waiting:
             self._waiting.remove(call)
-            if self.observer is not None:
-                self.observer.queued(-1)
+            if self._report_each_call:
+                self._report_gauges()
             self._settle_unstarted(call)
         else:
             call.cancel_requested = True  # still in the inbox: refused when drained
@@ -502,9 +489,31 @@ class LoopThread:
         self.counters.cancel_redelivered += 1
 
     def _next_waiting(self) -> Call[Any]:
-        if self.observer is not None:
-            self.observer.queued(-1)
-        return self._waiting.popleft()
+        call = self._waiting.popleft()
+        if self._report_each_call:
+            self._report_gauges()
+        return call
+
+    def _report_gauges(self) -> None:
+        """Tell the observer how the number of calls running and waiting changed.
+
+        With the default loop this runs only before callers are woken, before the
+        loop waits for I/O and at each probe beat, so a call that starts and ends
+        while the loop is busy costs no gauge update; whoever a call wakes, and
+        anyone looking while the loop is idle, sees the gauges up to date. With a
+        ``loop_factory`` (no such hook) it runs after every change.
+        """
+        observer = self.observer
+        if observer is None:
+            return
+        running = self.counters.in_flight
+        if running != self._shown_in_flight:
+            observer.in_flight(running - self._shown_in_flight)
+            self._shown_in_flight = running
+        waiting = len(self._waiting)
+        if waiting != self._shown_queued:
+            observer.queued(waiting - self._shown_queued)
+            self._shown_queued = waiting
 
     def _settle_unstarted(self, call: Call[Any]) -> None:
         """Settle a call whose awaitable never ran, closing it so it never warns."""

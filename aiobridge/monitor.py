@@ -125,10 +125,19 @@ class Observer:
         """The loop thread started; ``after_fork``: it replaces the parent's in a forked child."""
 
     def in_flight(self, delta: int) -> None:
-        """A call started running (+1) or stopped running (-1) on the loop."""
+        """The number of calls running on the loop changed by ``delta``.
+
+        With the default loop, changes are told in batches: before a caller is
+        woken, before the loop waits for I/O and at each probe beat (so a call
+        that starts and ends while the loop is busy may never show); with a
+        ``loop_factory``, after every change.
+        """
 
     def queued(self, delta: int) -> None:
-        """A call began (+1) or stopped (-1) waiting for a slot (``max_in_flight``)."""
+        """The number of calls waiting for a slot (``max_in_flight``) changed by ``delta``.
+
+        Told like :meth:`in_flight`.
+        """
 
     def finished(self, outcome: Outcome, seconds: float | None) -> None:
         """A call ended; ``seconds`` it ran on the loop, or None if it never ran."""
@@ -203,6 +212,8 @@ class LoopMonitor:
         self.slow_callbacks = 0
         self.lag_max = 0.0
         self.observer: Observer | None = None
+        #: Called on the loop thread at each beat, before the observer hears of the lag.
+        self.on_beat: Callable[[], None] | None = None
         self._lags: deque[float] = deque(maxlen=_LAG_SAMPLES)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handle: asyncio.TimerHandle | None = None
@@ -239,6 +250,8 @@ class LoopMonitor:
         self._lags.append(lag)
         if lag > self.lag_max:
             self.lag_max = lag
+        if self.on_beat is not None:
+            self.on_beat()
         if self.observer is not None:
             self.observer.lag(lag)
         self._last_beat = time.monotonic()

@@ -184,3 +184,29 @@ def test_a_failing_observer_factory_leaves_the_bridge_working(
     finally:
         set_observer_factory(None)
     assert any("runs unobserved" in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.parametrize("loop_factory", [None, asyncio.new_event_loop],
+                         ids=["default loop", "loop_factory"])  # fmt: skip
+def test_gauges_are_up_to_date_for_whoever_a_call_wakes(
+    recorders: dict[str, Recorder], loop_factory: object
+) -> None:
+    """Batched or not, a caller that got its result sees the gauges counting it out."""
+
+    async def seen_running(name: str) -> int:
+        await asyncio.sleep(0)  # a later pass of the loop: told by now in both modes
+        return recorders[name].in_flight_now
+
+    with AioThread(name="gauged", loop_factory=loop_factory) as bridge:  # type: ignore[arg-type]
+        for _ in range(50):
+            bridge.run(asyncio.sleep(0))
+            assert recorders["gauged"].in_flight_now == 0
+        gate = bridge.run(_make_event())
+        held = [bridge.submit(gate.wait()) for _ in range(3)]
+        _wait_for(lambda: recorders["gauged"].in_flight_now == 3)
+        assert bridge.run(seen_running("gauged")) in (3, 4)  # 4 if told while it ran
+        bridge.call_soon(gate.set)
+        for future in held:
+            future.result(10)
+        assert recorders["gauged"].in_flight_now == 0
+        assert recorders["gauged"].in_flight_peak <= 4
