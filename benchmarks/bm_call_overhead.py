@@ -19,6 +19,25 @@ can run a coroutine today:
 Reported per variant: µs per call (wall time / calls), calls/s, p50 and p99 of
 the per-call latency, and the ratio of µs/call to ``raw-rct`` in the same run.
 
+Where the caller and the loop thread run decides most of a single caller's
+time, so the single caller is measured in three placements (Linux, two CPUs
+or more; elsewhere only the last):
+
+* ``one CPU``: every thread of the process pinned to one CPU. A hand-off is
+  then a plain thread switch, and the time is the CPU work of a call on both
+  sides: the figure this library controls, steady from run to run. The
+  single-caller targets are checked on it.
+* ``two CPUs``: the caller on one CPU, every other thread on another. Each
+  hand-off wakes a thread on the other CPU; on a virtual machine whose idle
+  CPUs halt, that wake-up costs tens of µs, paid twice per call by every
+  variant alike, so the ratios there tend to 1.
+* ``unpinned``: where the scheduler puts them. Each loop thread settles into
+  one of the two regimes above for seconds at a time, so a variant's figure
+  moves between them from round to round (spreads of 0.1x-2x are common on a
+  virtual machine): shown as measured, not used for a target.
+
+Many caller threads are measured unpinned only.
+
 Run: ``python -m benchmarks.bm_call_overhead [--quick]``.
 """
 
@@ -27,6 +46,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import statistics
 import threading
 import time
@@ -38,6 +58,9 @@ from ._spread import ratio_rounds, spread, text
 NAME = "call_overhead"
 THREAD_COUNTS = (1, 32)
 BASELINE = "raw-rct"
+ONE_CPU, TWO_CPUS, UNPINNED = "one CPU", "two CPUs", "unpinned"
+#: The placement the single-caller targets are checked on, when it can be made.
+TARGET_PLACEMENT = ONE_CPU
 
 Caller = Callable[[], object]
 
@@ -144,16 +167,65 @@ VARIANTS: dict[str, tuple[Callable[[], contextlib.AbstractContextManager[Caller]
 # -- measurement ------------------------------------------------------------------------
 
 
-def measure(call: Caller, threads: int, calls_per_thread: int) -> tuple[float, list[float]]:
-    """Run the calls; return (wall seconds, per-call latencies in seconds)."""
+# -- placement: which CPUs the caller and the other threads run on --------------------
+
+
+def placements() -> list[str]:
+    """The placements this machine can make: all three on Linux with two CPUs or more."""
+    if not hasattr(os, "sched_setaffinity") or not os.path.isdir("/proc/self/task"):
+        return [UNPINNED]
+    if len(os.sched_getaffinity(0)) < 2:
+        return [UNPINNED]
+    return [ONE_CPU, TWO_CPUS, UNPINNED]
+
+
+def _process_threads() -> list[int]:
+    return [int(tid) for tid in os.listdir("/proc/self/task")]
+
+
+def _set_affinity(tid: int, cpus: set[int]) -> None:
+    with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+        os.sched_setaffinity(tid, cpus)
+
+
+@contextlib.contextmanager
+def placed(placement: str, callers: list[int]) -> Iterator[None]:
+    """Pin the ``callers`` (native thread ids) and every other thread for ``placement``.
+
+    Threads started meanwhile inherit their starter's CPUs. Every thread gets
+    the process's original CPUs back afterwards.
+    """
+    if placement == UNPINNED:
+        yield
+        return
+    allowed = sorted(os.sched_getaffinity(0))
+    caller_cpus = {allowed[0]}
+    other_cpus = {allowed[0]} if placement == ONE_CPU else {allowed[1]}
+    try:
+        for tid in _process_threads():
+            _set_affinity(tid, caller_cpus if tid in callers else other_cpus)
+        yield
+    finally:
+        for tid in _process_threads():
+            _set_affinity(tid, set(allowed))
+
+
+def measure(
+    call: Caller, threads: int, calls_per_thread: int, placement: str = UNPINNED
+) -> tuple[float, list[float]]:
+    """Run the calls in ``placement``; return (wall seconds, per-call latencies in seconds)."""
     latencies: list[list[float]] = [[] for _ in range(threads)]
+    ready = threading.Barrier(threads + 1)
     barrier = threading.Barrier(threads + 1)
     errors: list[BaseException] = []
+    callers: list[int] = []
 
     def worker(index: int) -> None:
         record = latencies[index].append
         clock = time.perf_counter
+        callers.append(threading.get_native_id())
         try:
+            ready.wait(60)
             barrier.wait(60)
             for _ in range(calls_per_thread):
                 start = clock()
@@ -168,10 +240,12 @@ def measure(call: Caller, threads: int, calls_per_thread: int) -> tuple[float, l
     pool = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(threads)]
     for thread in pool:
         thread.start()
-    barrier.wait(60)
-    started = time.perf_counter()
-    barrier.wait(600)
-    wall = time.perf_counter() - started
+    ready.wait(60)
+    with placed(placement, callers):
+        barrier.wait(60)
+        started = time.perf_counter()
+        barrier.wait(600)
+        wall = time.perf_counter() - started
     for thread in pool:
         thread.join(60)
     if errors:
@@ -189,8 +263,9 @@ def run_benchmark(
     rows: list[dict[str, Any]] = []
     for threads in THREAD_COUNTS:
         per_thread = calls_single if threads == 1 else calls_per_thread
-        walls: dict[str, list[float]] = {}
-        lats: dict[str, list[float]] = {}
+        where = placements() if threads == 1 else [UNPINNED]
+        walls: dict[tuple[str, str], list[float]] = {}
+        lats: dict[tuple[str, str], list[float]] = {}
         with contextlib.ExitStack() as stack:
             callers = {}
             for name, (factory, thread_safe) in VARIANTS.items():
@@ -200,20 +275,24 @@ def run_benchmark(
                 for _ in range(min(200, per_thread)):  # warm-up
                     callers[name]()
             for round_index in range(rounds):
-                for name, call in callers.items():
-                    progress(f"{threads} thread(s), round {round_index + 1}/{rounds}: {name}")
-                    wall, latencies = measure(call, threads, per_thread)
-                    walls.setdefault(name, []).append(wall)
-                    lats.setdefault(name, []).extend(latencies)
+                for placement in where:
+                    for name, call in callers.items():
+                        progress(f"{threads} thread(s), {placement}, round "
+                                 f"{round_index + 1}/{rounds}: {name}")  # fmt: skip
+                        wall, latencies = measure(call, threads, per_thread, placement)
+                        walls.setdefault((name, placement), []).append(wall)
+                        lats.setdefault((name, placement), []).extend(latencies)
         calls = threads * per_thread
-        for name in walls:
-            us = statistics.median(walls[name]) / calls * 1e6
-            ordered = sorted(lats[name])
-            ratio = spread(ratio_rounds(walls[name], walls[BASELINE]))
+        for name, placement in walls:
+            key = (name, placement)
+            us = statistics.median(walls[key]) / calls * 1e6
+            ordered = sorted(lats[key])
+            ratio = spread(ratio_rounds(walls[key], walls[(BASELINE, placement)]))
             rows.append(
                 {
                     "variant": name,
                     "threads": threads,
+                    "placement": placement,
                     "calls_per_round": calls,
                     "rounds": rounds,
                     "us_per_call": round(us, 2),
@@ -222,7 +301,7 @@ def run_benchmark(
                     "p99_us": round(percentile(ordered, 0.99) * 1e6, 2),
                     "ratio_to_raw": ratio["median"] if ratio else None,
                     "ratio_to_raw_spread": ratio,
-                    "wall_rounds": [round(wall, 6) for wall in walls[name]],
+                    "wall_rounds": [round(wall, 6) for wall in walls[key]],
                 }
             )
     return rows
@@ -231,24 +310,31 @@ def run_benchmark(
 def check_targets(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The targets of the call-overhead issue, evaluated on this run's ratios."""
 
-    def walls(variant: str, threads: int) -> list[float]:
+    single = TARGET_PLACEMENT if any(
+        row.get("placement") == TARGET_PLACEMENT for row in rows) else UNPINNED  # fmt: skip
+
+    def walls(variant: str, threads: int, placement: str) -> list[float]:
         for row in rows:
-            if row["variant"] == variant and row["threads"] == threads:
+            if (row["variant"], row["threads"], row.get("placement", UNPINNED)) == (
+                    variant, threads, placement):  # fmt: skip
                 return [float(wall) for wall in row["wall_rounds"]]
         raise KeyError(variant)
 
     def slower(a: str, b: str, threads: int = 1) -> dict[str, Any] | None:
         """``a``'s time per call over ``b``'s, round by round."""
-        return spread(ratio_rounds(walls(a, threads), walls(b, threads)))
+        placement = single if threads == 1 else UNPINNED
+        return spread(ratio_rounds(walls(a, threads, placement), walls(b, threads, placement)))
 
+    on = f" ({single})"
     targets = {
-        "single caller <= 0.85x raw rct": (slower("aiobridge", BASELINE), "<=", 0.85),
-        "metrics on, single caller <= 0.75x raw rct": (
+        f"single caller <= 0.7x raw rct{on}": (slower("aiobridge", BASELINE), "<=", 0.7),
+        f"metrics on, single caller <= 0.75x raw rct{on}": (
             slower("aiobridge+metrics", BASELINE), "<=", 0.75),
-        "uvloop single caller <= 0.65x raw rct": (
+        f"uvloop single caller <= 0.65x raw rct{on}": (
             slower("aiobridge-uvloop", BASELINE), "<=", 0.65),
-        ">= 4x faster than asgiref": (slower("asgiref", "aiobridge"), ">=", 4.0),
-        ">= 1.5x faster than anyio portal": (slower("anyio-portal", "aiobridge"), ">=", 1.5),
+        f">= 4x faster than asgiref{on}": (slower("asgiref", "aiobridge"), ">=", 4.0),
+        f">= 1.5x faster than anyio portal{on}": (
+            slower("anyio-portal", "aiobridge"), ">=", 1.5),
         "32 threads >= 1.3x raw calls/s": (slower(BASELINE, "aiobridge", 32), ">=", 1.3),
     }
     out = {}
@@ -261,13 +347,14 @@ def check_targets(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| variant | threads | µs/call | calls/s | p50 µs | p99 µs "
+        "| variant | threads | placement | µs/call | calls/s | p50 µs | p99 µs "
         "| x raw rct, median (min-max over rounds) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         lines.append(
-            f"| {row['variant']} | {row['threads']} | {row['us_per_call']:.1f} | "
+            f"| {row['variant']} | {row['threads']} | {row.get('placement', UNPINNED)} | "
+            f"{row['us_per_call']:.1f} | "
             f"{row['calls_per_s']:,.0f} | {row['p50_us']:.1f} | {row['p99_us']:.1f} | "
             f"{text(row.get('ratio_to_raw_spread'))} |"
         )

@@ -208,19 +208,22 @@ def _call_overhead(document: dict[str, Any], out: Path) -> Path | None:
     rows = bench.get("rows") or []
     if not rows:
         return None
-    threads = sorted({r["threads"] for r in rows})
+    # One group of bars per (caller threads, placement), in the order measured.
+    groups = list(dict.fromkeys((r["threads"], r.get("placement", "unpinned")) for r in rows))
     variants = list(dict.fromkeys(r["variant"] for r in rows))
-    fig, ax = plt.subplots(figsize=(9, 4.8))
-    width = 0.8 / len(threads)
+    fig, ax = plt.subplots(figsize=(10, 5))
+    width = 0.8 / len(groups)
     missing: list[str] = []
-    for index, count in enumerate(threads):
-        values = {r["variant"]: r["us_per_call"] for r in rows if r["threads"] == count}
+    for index, (count, placement) in enumerate(groups):
+        values = {r["variant"]: r["us_per_call"] for r in rows
+                  if (r["threads"], r.get("placement", "unpinned")) == (count, placement)}
         present = [(i, v) for i, v in enumerate(variants) if v in values]
+        label = f"{count} caller thread{'s' if count > 1 else ''}, {placement}"
         bars = ax.bar([i + index * width for i, _ in present], [values[v] for _, v in present],
-                      width, label=f"{count} caller thread{'s' if count > 1 else ''}")  # fmt: skip
-        _label_bars(ax, bars, [f"{values[v]:.3g}" for _, v in present], fontsize=7)
+                      width, label=label)  # fmt: skip
+        _label_bars(ax, bars, [f"{values[v]:.3g}" for _, v in present], fontsize=6)
         missing += [variant for variant in variants if variant not in values]
-    ax.set_xticks([i + width * (len(threads) - 1) / 2 for i in range(len(variants))], variants,
+    ax.set_xticks([i + width * (len(groups) - 1) / 2 for i in range(len(variants))], variants,
                   rotation=15, fontsize=8)  # fmt: skip
     ax.set_yscale("log")
     _plain_ms(ax)
@@ -231,8 +234,13 @@ def _call_overhead(document: dict[str, Any], out: Path) -> Path | None:
     ax.grid(True, axis="y", alpha=0.3)
     notes = ["raw-rct: asyncio.run_coroutine_threadsafe(coro, loop).result() on a loop "
              "thread started by hand (the baseline)."]
+    if len(groups) > 2:
+        notes.append("one CPU: every thread pinned to one CPU (the CPU work of a call); two "
+                     "CPUs: caller and loop on different CPUs (each hand-off wakes the other "
+                     "CPU); unpinned: where the scheduler puts them.")  # fmt: skip
     if missing:
-        notes.append(f"No {max(threads)}-thread bar for {', '.join(sorted(set(missing)))}: "
+        notes.append(f"No {max(c for c, _ in groups)}-thread bar for "
+                     f"{', '.join(sorted(set(missing)))}: "
                      f"a loop that cannot be shared between threads.")  # fmt: skip
     fig.text(0.01, 0.01, "\n".join(notes), fontsize=7, va="bottom")
     fig.tight_layout(rect=(0, 0.01 + 0.03 * len(notes), 1, 1))
