@@ -98,6 +98,25 @@ def _is_idle(frame: types.FrameType) -> bool:
     return code.co_name in _LOOP_RUNNERS and code.co_filename.endswith("loop_thread.py")
 
 
+def _cpu_clock(thread_ident: int) -> Callable[[], float]:
+    """The CPU seconds used so far by thread ``thread_ident``; 0.0 where unknown."""
+    get_clock = getattr(time, "pthread_getcpuclockid", None)
+    try:
+        clock = get_clock(thread_ident) if get_clock is not None else None
+    except OSError:
+        clock = None
+    if clock is None:
+        return lambda: 0.0
+
+    def used() -> float:
+        try:
+            return time.clock_gettime(clock)
+        except OSError:  # the thread has ended
+            return 0.0
+
+    return used
+
+
 #: The functions of loop_thread.py that call ``loop.run_forever()``.
 _LOOP_RUNNERS = frozenset({"_main", "_run_until_stopped"})
 
@@ -277,10 +296,24 @@ class LoopMonitor:
 
     def _watch_until(self, stop: NativeLock) -> None:
         period = max(0.005, self.slow_callback_duration / 2)
+        loop_cpu = _cpu_clock(self._loop_thread_id)
+        woke = time.monotonic()
+        held_up = 0.0  # how long this thread could not run since the beat it watches
+        watched, cpu_then = self._last_beat, loop_cpu()
         while not stop.acquire(True, period):
+            now = time.monotonic()
+            late, woke = now - woke - period, now
             beat = self._last_beat
-            stalled = time.monotonic() - beat - self.interval
-            if stalled <= self.slow_callback_duration or self._reported_beat == beat:
+            if beat != watched:
+                watched, held_up, cpu_then = beat, 0.0, loop_cpu()
+            held_up += max(0.0, late)
+            stalled = now - beat - self.interval
+            # A stall this thread sat through too belongs to the whole process: the
+            # GIL held by C code in another thread (a garbage collection, the
+            # interpreter exiting) or the process suspended; the lag probe shows it.
+            # It is the loop's own if the loop thread spent it on the CPU.
+            own = max(stalled - held_up, loop_cpu() - cpu_then)
+            if own <= self.slow_callback_duration or self._reported_beat == beat:
                 continue
             frame = sys._current_frames().get(self._loop_thread_id)
             if frame is None or _is_idle(frame):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 
 import pytest
@@ -65,3 +66,38 @@ def test_an_idle_loop_thread_is_seen_idle_by_the_watchdog(loop: str) -> None:
                 break
             time.sleep(0.01)  # caught between two callbacks: look again
         assert _is_idle(frame), frame.f_code
+
+
+def _hold_the_gil(seconds: float) -> None:
+    """Keep the GIL in C code (as a garbage collection does) for about ``seconds``."""
+    started = time.perf_counter()
+    sum(range(1_000_000))
+    per_million = time.perf_counter() - started
+    sum(range(int(seconds / max(per_million, 1e-6) * 1_000_000)))
+
+
+def test_a_stall_of_the_whole_process_is_not_blamed_on_the_loop(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The GIL held elsewhere stalls the loop mid-callback; the watchdog, stalled as
+    well, must not report it as blocking code in a coroutine."""
+    caplog.set_level(logging.WARNING, logger="aiobridge")
+    spinning = threading.Event()
+    stop = threading.Event()
+
+    async def always_in_a_callback() -> None:  # never idle in select()
+        spinning.set()
+        while not stop.is_set():
+            await asyncio.sleep(0)
+
+    with AioThread(name="starved", slow_callback_duration=0.05) as bridge:
+        busy = bridge.submit(always_in_a_callback())
+        assert spinning.wait(10)
+        for _ in range(5):
+            _hold_the_gil(0.3)
+            bridge.run(asyncio.sleep(0.1))  # a few watchdog periods after each stall
+        stop.set()
+        busy.result(10)
+        stats = bridge.stats()
+    assert stats.loop_lag_max >= 0.2  # the stall happened, and the lag probe saw it
+    assert stats.slow_callbacks == 0, [r.getMessage() for r in caplog.records]
