@@ -448,6 +448,8 @@ class LoopThread:
         """The call's task went on after its cancellation: count, log, settle as cancelled."""
         counters = self.counters
         counters.cancel_ignored += 1
+        if self.observer is not None:
+            self.observer.cancel_ignored()
         counters.cancelled += 1
         self.dropped_cancellations.ignored(call.awaitable, error)
         call.cancelled(self._wake)
@@ -487,6 +489,8 @@ class LoopThread:
 
     def _cancel_redelivered(self, call: Call[Any]) -> None:
         self.counters.cancel_redelivered += 1
+        if self.observer is not None:
+            self.observer.cancel_redelivered()
 
     def _next_waiting(self) -> Call[Any]:
         call = self._waiting.popleft()

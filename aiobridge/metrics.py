@@ -14,6 +14,8 @@ outcomes are ``completed``, ``failed``, ``cancelled`` and ``timed_out``:
 | `aiobridge_loop_lag_seconds` | histogram | how late the loop's probe ran (each sample) |
 | `aiobridge_loop_lag_max_seconds` | gauge | the largest lag since the last scrape |
 | `aiobridge_slow_callbacks_total` | counter | callbacks that held the loop too long |
+| `aiobridge_cancel_ignored_total` | counter | calls that went on after being cancelled |
+| `aiobridge_cancel_redelivered_total` | counter | dropped cancellations delivered again |
 | `aiobridge_loop_restarts_total` | counter | loops started again in a forked child |
 | `aiobridge_queue_items` | gauge | items held in the bridge's janus queues |
 
@@ -133,6 +135,13 @@ class BridgeMetrics:
         self.slow_callbacks = Counter("aiobridge_slow_callbacks",
                                       "Callbacks that held the loop longer than "
                                       "slow_callback_duration.", labels, registry=registry)
+        self.cancel_ignored = Counter("aiobridge_cancel_ignored",
+                                      "Calls that went on after aiobridge cancelled them "
+                                      "(a library swallowed the cancellation).", labels,
+                                      registry=registry)
+        self.cancel_redelivered = Counter("aiobridge_cancel_redelivered",
+                                          "Cancellations a task dropped that aiobridge "
+                                          "delivered again.", labels, registry=registry)
         self.restarts = Counter("aiobridge_loop_restarts",
                                 "Loop threads started again in a forked child.", labels,
                                 registry=registry)
@@ -174,6 +183,8 @@ class _BridgeObserver(Observer):
         self._lag_max = metrics.lag_max.labels(name)
         self._slow = metrics.slow_callbacks.labels(name)
         self._restarts = metrics.restarts.labels(name)
+        self._cancel_ignored = metrics.cancel_ignored.labels(name)
+        self._cancel_redelivered = metrics.cancel_redelivered.labels(name)
         self._queue_items = metrics.queue_items.labels(name)
         self._window = metrics.lag_window
         self._loop_thread = weakref.ref(loop_thread)
@@ -205,6 +216,12 @@ class _BridgeObserver(Observer):
 
     def slow_callback(self) -> None:
         self._slow.inc()
+
+    def cancel_ignored(self) -> None:
+        self._cancel_ignored.inc()
+
+    def cancel_redelivered(self) -> None:
+        self._cancel_redelivered.inc()
 
     def lag(self, seconds: float) -> None:
         self._lag.observe(seconds)

@@ -167,6 +167,12 @@ class Observer:
     def slow_callback(self) -> None:
         """A callback held the loop longer than ``slow_callback_duration``."""
 
+    def cancel_ignored(self) -> None:
+        """A call went on after aiobridge cancelled it (``BridgeStats.cancel_ignored``)."""
+
+    def cancel_redelivered(self) -> None:
+        """A dropped cancellation was delivered again (``BridgeStats.cancel_redelivered``)."""
+
 
 ObserverFactory = Callable[["LoopThread"], Observer | None]
 _observer_factory: ObserverFactory | None = None

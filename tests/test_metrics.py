@@ -73,6 +73,32 @@ def test_calls_are_counted_by_outcome_with_their_duration(registry: CollectorReg
     assert value(registry, "aiobridge_calls_in_flight", bridge="api") == 0
 
 
+def test_dropped_cancellations_are_counted(registry: CollectorRegistry) -> None:
+    async def drops_once() -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            pass  # dropped: aiobridge delivers it again at the next await
+        await asyncio.sleep(30)
+
+    async def swallows() -> str:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            pass
+        return "went on"  # nothing left to cancel: the call is ignored-cancelled
+
+    with AioThread(name="cancels") as bridge:
+        for coroutine in (drops_once(), swallows()):
+            with pytest.raises(BridgeTimeoutError):
+                bridge.run(coroutine, timeout=0.05)
+        wait_until(lambda: bridge.stats().in_flight == 0)
+        stats = bridge.stats()
+    assert (stats.cancel_redelivered, stats.cancel_ignored) == (1, 1), stats
+    assert value(registry, "aiobridge_cancel_redelivered_total", bridge="cancels") == 1
+    assert value(registry, "aiobridge_cancel_ignored_total", bridge="cancels") == 1
+
+
 def test_in_flight_and_queued_gauges_follow_the_calls(registry: CollectorRegistry) -> None:
     with AioThread(name="narrow", max_in_flight=2) as bridge:
         gate = bridge.run(_event())
