@@ -235,9 +235,11 @@ def _call_overhead(document: dict[str, Any], out: Path) -> Path | None:
     notes = ["raw-rct: asyncio.run_coroutine_threadsafe(coro, loop).result() on a loop "
              "thread started by hand (the baseline)."]
     if len(groups) > 2:
-        notes.append("one CPU: every thread pinned to one CPU (the CPU work of a call); two "
-                     "CPUs: caller and loop on different CPUs (each hand-off wakes the other "
-                     "CPU); unpinned: where the scheduler puts them.")  # fmt: skip
+        notes.append("one CPU: every thread pinned to one CPU (the CPU work of a call); "
+                     "two CPUs: caller and loop on different CPUs (each hand-off wakes the "
+                     "other CPU);")  # fmt: skip
+        notes.append("unpinned: where the scheduler puts them (a loop thread switches "
+                     "between those two for seconds at a time).")  # fmt: skip
     if missing:
         notes.append(f"No {max(c for c, _ in groups)}-thread bar for "
                      f"{', '.join(sorted(set(missing)))}: "
