@@ -268,10 +268,8 @@ class Engine:
         if not callable(fn):
             raise TypeError(f"AioThread.call_soon() takes a callable, got {describe(fn)}")
         self.ensure_running()
-        loop = self.core.loop
-        assert loop is not None
         try:
-            loop.call_soon_threadsafe(fn, *args, context=_copy_context())
+            self.core.call_soon_threadsafe(fn, *args, context=_copy_context())
         except RuntimeError as exc:
             raise BridgeClosedError(f"bridge {self.name!r} is closed") from exc
 

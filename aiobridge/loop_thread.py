@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import contextvars
 import enum
 import errno
 import functools
@@ -317,13 +318,33 @@ class LoopThread:
             f"bridge {self.name!r} is {self.state.value} and accepts no new work"
         )
 
+    def call_soon_threadsafe(
+        self, callback: Callable[..., object], *args: Any,
+        context: contextvars.Context | None = None,
+    ) -> None:
+        """``loop.call_soon_threadsafe``, run after every call handed off before it.
+
+        Hand-offs wake the loop through the doorbell, other callbacks through the
+        loop's own queue, so a callback could overtake a call its thread handed
+        off just before (a ``call_soon`` or a cancel right after a ``submit``);
+        the callback first takes in the inbox, as ``call_soon_threadsafe`` alone
+        used to. Raises ``RuntimeError`` if the loop is closed or gone.
+        """
+        loop = self.loop
+        if loop is None:
+            raise RuntimeError("the loop thread has no loop")
+        loop.call_soon_threadsafe(self._in_order, callback, args, context=context)
+
+    def _in_order(self, callback: Callable[..., object], args: tuple[Any, ...]) -> None:
+        self._drain_inbox()
+        callback(*args)
+
     def request_cancel(self, call: Call[Any], *, timed_out: bool = False) -> None:
         """Ask the loop to cancel ``call`` (from any thread); never blocks."""
-        loop = self.loop
-        if loop is None or call.settled:
+        if self.loop is None or call.settled:
             return
         with contextlib.suppress(RuntimeError):  # loop already closed: nothing to cancel
-            loop.call_soon_threadsafe(self._cancel, call, timed_out)
+            self.call_soon_threadsafe(self._cancel, call, timed_out)
 
     def abandon(self, call: Call[Any]) -> None:
         """The caller of ``call`` was interrupted during its hand-off or its wait.

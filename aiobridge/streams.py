@@ -243,10 +243,8 @@ def _consume(
 def _close_channel(engine: Engine, channel: _Channel[Any]) -> None:
     if channel.finished.is_set():
         return
-    loop = engine.core.loop
-    if loop is not None:
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(channel.halt)
+    with contextlib.suppress(RuntimeError):  # no loop, or closed: nothing to halt
+        engine.core.call_soon_threadsafe(channel.halt)
     if engine.on_loop_thread():
         return  # dropped on the loop thread itself: it cannot wait for itself
     if not channel.finished.wait(CLOSE_TIMEOUT):

@@ -73,3 +73,20 @@ def test_a_loop_without_add_reader_is_woken_with_call_soon_threadsafe() -> None:
         if hasattr(os, "eventfd"):
             assert _eventfds() == before  # the one made for it was closed again
         assert [bridge.run(asyncio.sleep(0, result=i)) for i in range(100)] == list(range(100))
+
+
+def test_a_callback_never_overtakes_a_call_handed_off_before_it() -> None:
+    """``submit`` then ``call_soon`` (or a cancel) from one thread: the loop takes
+    in the call first, as it did when both went through ``call_soon_threadsafe``."""
+    seen: list[tuple[int, int]] = []
+
+    with AioThread(name="ordered") as bridge:
+        base = bridge.stats().submitted
+        for index in range(200):
+            future = bridge.submit(asyncio.sleep(0))
+            bridge.call_soon(lambda i=index: seen.append((i, bridge.stats().submitted)))
+            future.result(10)
+        bridge.run(asyncio.sleep(0))  # the last callback has run
+    # The callback after the i-th submit sees it accepted (and maybe later ones).
+    overtaken = [(index, count) for index, count in seen if count < base + index + 1]
+    assert len(seen) == 200 and not overtaken, overtaken
