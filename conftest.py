@@ -28,6 +28,7 @@ from sybil.parsers.rest import DocTestParser
 
 import aiobridge.pytest_plugin
 from aiobridge import AioThread
+from aiobridge.loop_thread import stop_all
 from aiobridge.pytest_plugin import bridge_guard
 
 pytest_plugins = ["tests.servers", "pytester"]
@@ -40,6 +41,17 @@ def pytest_configure(config: pytest.Config) -> None:
     # point; a checkout on PYTHONPATH, or an install older than the plugin, does not.
     if not config.pluginmanager.has_plugin("aiobridge"):
         config.pluginmanager.register(aiobridge.pytest_plugin, "aiobridge")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stop the bridges examples leave running (``aiobridge.run``'s default bridge).
+
+    The exit hook would stop them anyway, but only once the interpreter is
+    exiting, where another thread can hold the GIL long enough for asyncio's
+    debug mode (``-X dev``) to report the loop's next callback as slow.
+    """
+    stop_all(2.0)
 
 
 @pytest.fixture
