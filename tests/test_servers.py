@@ -20,6 +20,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -313,6 +314,11 @@ def test_uwsgi_without_threads_is_refused(launch: Any) -> None:
     command[0] = binary
     server = launch(command, port)
     server.wait_exit()
+    embedded = re.search(r"Python version: (\d+\.\d+)", server.output())
+    running = f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert embedded is None or embedded.group(1) == running, (
+        f"UWSGI_NO_THREADS_BIN={binary} embeds Python {embedded.group(1)}, the tests run "
+        f"on {running}: build uWSGI 2.0.26 with this Python (see .ci/run)")
     assert "Start uWSGI with --enable-threads" in server.output(), server.output()
     # Without it: the bridge itself refuses to start, on the first call.
     port = free_port()
