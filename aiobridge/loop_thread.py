@@ -116,7 +116,8 @@ class LoopThread:
         # The gauges the observer was last told (see _report_gauges).
         self._shown_in_flight = 0
         self._shown_queued = 0
-        self._report_each_call = True
+        # An observer without the selector's hook (a loop_factory loop): told per change.
+        self._report_each_call = False
         self.restarted_after_fork = restarted_after_fork
         self._transition = threading.Lock()
         self._wake_pending = False
@@ -198,10 +199,12 @@ class LoopThread:
             loop.close()
             return
         self.loop = loop
-        if selector is not None and self.observer is not None:
-            # Gauges told when the loop next waits, not on every call (see _report_gauges).
-            selector.before_wait = self.monitor.on_beat = self._report_gauges
-            self._report_each_call = False
+        if self.observer is not None:
+            if selector is not None:
+                # Gauges told when the loop next waits, not on every call (see _report_gauges).
+                selector.before_wait = self.monitor.on_beat = self._report_gauges
+            else:
+                self._report_each_call = True
         self.redeliverer = Redeliverer(loop)
         self.thread_ident = _get_ident()
         self.pid = os.getpid()

@@ -394,8 +394,7 @@ def _overhead_findings(document: dict[str, Any]) -> list[str]:
     # The single caller's figures where they are steadiest (one CPU), if measured there.
     placement = "one CPU" if any(r.get("placement") == "one CPU" for r in rows) else "unpinned"
     us = {(r["variant"], r["threads"]): r["us_per_call"] for r in rows
-          if r.get("placement", "unpinned") in (placement, "unpinned") and
-          (r["threads"] > 1 or r.get("placement", "unpinned") == placement)}
+          if r["threads"] > 1 or r.get("placement", "unpinned") == placement}
     out = []
     bridge, loop = us.get(("aiobridge", 1)), us.get(("embedded-loop", 1))
     if bridge and loop and loop < bridge:
