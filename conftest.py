@@ -28,7 +28,7 @@ from sybil.parsers.rest import DocTestParser
 
 import aiobridge.pytest_plugin
 from aiobridge import AioThread
-from aiobridge.loop_thread import stop_all
+from aiobridge._core.process import stop_all
 from aiobridge.pytest_plugin import bridge_guard
 
 pytest_plugins = ["tests.servers", "pytester"]
@@ -87,7 +87,7 @@ def _page_setup(namespace: dict[str, Any]) -> None:
 
 def _stop_leftovers(namespace: dict[str, Any]) -> None:
     """Stop what a page left running, then fail it: examples must clean up."""
-    from aiobridge import _default
+    from aiobridge import bridge as _default
 
     left = [
         name for name, value in namespace.items() if isinstance(value, AioThread) and value.running

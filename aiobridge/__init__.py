@@ -8,15 +8,15 @@ Example:
     42
 """
 
-from ._default import default_bridge as default_bridge
-from ._default import run as run
+from ._features.resources import Resource as Resource
 from .bridge import AioThread as AioThread
+from .bridge import default_bridge as default_bridge
+from .bridge import run as run
 from .errors import BridgeClosedError as BridgeClosedError
 from .errors import BridgeDeadlockError as BridgeDeadlockError
 from .errors import BridgeError as BridgeError
 from .errors import BridgeTimeoutError as BridgeTimeoutError
 from .monitor import BridgeStats as BridgeStats
-from .resources import Resource as Resource
 
 __all__ = (
     "AioThread",

@@ -1,4 +1,4 @@
-"""``AioThread``: the synchronous face of one long-lived event loop."""
+"""``AioThread``: the synchronous face of one long-lived event loop, and the process default."""
 
 from __future__ import annotations
 
@@ -12,15 +12,17 @@ from typing import Any, ParamSpec, TypeVar, overload
 
 import janus
 
-from . import _combinators
-from . import queues as _queues
-from . import streams as _streams
-from ._engine import Engine, check_timeout
+from ._core.fork import process_lock
+from ._core.observers import BridgeStats
+from ._core.portal import Portal, check_timeout
+from ._core.state import State
+from ._features import combinators as _combinators
+from ._features import queues as _queues
+from ._features import streams as _streams
+from ._features.resources import Resource
 from .errors import BridgeDeadlockError
-from .monitor import BridgeStats
-from .resources import Resource
 
-__all__ = ("AioThread",)
+__all__ = ("AioThread", "default_bridge", "run")
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -73,13 +75,12 @@ class AioThread:
         default_timeout: float | None = None,
         max_in_flight: int | None = None,
     ) -> None:
-        self._engine = Engine.create(
+        self._portal = Portal.create(
             name, loop_factory, debug, slow_callback_duration, default_timeout, max_in_flight
         )
-        self._core = self._engine.core
 
     def __repr__(self) -> str:
-        return f"<AioThread {self._core.name!r} {self._core.state.value}>"
+        return f"<AioThread {self._portal.name!r} {self._portal.state.value}>"
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self) -> AioThread:
@@ -88,7 +89,7 @@ class AioThread:
         Raises:
             BridgeClosedError: the bridge was stopped.
         """
-        self._core.start()
+        self._portal.start()
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -107,12 +108,12 @@ class AioThread:
             BridgeDeadlockError: called from the loop thread itself.
         """
         check_timeout(timeout, "timeout")
-        if self._engine.on_loop_thread():
+        if self._portal.on_loop_thread():
             raise BridgeDeadlockError(
                 "AioThread.stop() was called from the bridge's own loop thread, where it "
                 "would wait for itself; call it from another thread"
             )
-        self._core.stop(timeout)
+        self._portal.stop(timeout)
 
     def __enter__(self) -> AioThread:
         return self.start()
@@ -123,24 +124,25 @@ class AioThread:
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
         """The bridge's event loop (starts the bridge if needed)."""
-        self._engine.ensure_running()
-        assert self._core.loop is not None
-        return self._core.loop
+        self._portal.ensure_running()
+        loop = self._portal.loop
+        assert loop is not None
+        return loop
 
     @property
     def thread(self) -> threading.Thread | None:
         """The loop thread, or None before start."""
-        return self._core.thread
+        return self._portal.thread
 
     @property
     def running(self) -> bool:
         """True while the loop thread accepts work in this process."""
-        return self._engine.running
+        return self._portal.running
 
     @property
     def name(self) -> str:
         """The loop thread's name."""
-        return self._core.name
+        return self._portal.name
 
     # -- calls ---------------------------------------------------------------------
     def run(self, awaitable: Awaitable[T], *, timeout: float | None = None) -> T:
@@ -177,7 +179,7 @@ class AioThread:
             >>> bridge.run(add(1, 2), timeout=2.0)
             3
         """
-        return self._engine.run(awaitable, timeout)
+        return self._portal.run(awaitable, timeout)
 
     def submit(
         self, awaitable: Awaitable[T], *, timeout: float | None = None
@@ -204,7 +206,7 @@ class AioThread:
             >>> future.result(timeout=5)
             'done'
         """
-        return self._engine.submit(awaitable, timeout, spawned=False, where="AioThread.submit()")
+        return self._portal.submit(awaitable, timeout, spawned=False, where="AioThread.submit()")
 
     def spawn(self, awaitable: Awaitable[T]) -> concurrent.futures.Future[T]:
         """Start a tracked background task and return its future.
@@ -222,7 +224,7 @@ class AioThread:
             >>> refreshed
             [True]
         """
-        return self._engine.spawn(awaitable)
+        return self._portal.spawn(awaitable)
 
     def call_soon(self, fn: Callable[..., object], *args: object) -> None:
         """Run the plain callback ``fn(*args)`` on the loop thread, soon. Non-blocking.
@@ -236,7 +238,7 @@ class AioThread:
             >>> event.wait(5)
             True
         """
-        self._engine.call_soon(fn, args)
+        self._portal.call_soon(fn, args)
 
     @overload
     def wrap(
@@ -265,8 +267,8 @@ class AioThread:
         """
         check_timeout(timeout, "timeout")
         if async_fn is None:
-            return functools.partial(self._engine.blocking, timeout=timeout)
-        return self._engine.blocking(async_fn, timeout)
+            return functools.partial(self._portal.blocking, timeout=timeout)
+        return self._portal.blocking(async_fn, timeout)
 
     # -- several awaitables ----------------------------------------------------------
     def gather(
@@ -288,7 +290,7 @@ class AioThread:
             >>> bridge.gather(get_user(1), get_orders(1))
             [{'id': 1}, ['order-1']]
         """
-        return _combinators.gather(self._engine, awaitables, return_exceptions, timeout)
+        return _combinators.gather(self._portal, awaitables, return_exceptions, timeout)
 
     def first(self, *awaitables: Awaitable[T], timeout: float | None = None) -> T:
         """Return the first successful result; the other awaitables are cancelled.
@@ -302,7 +304,7 @@ class AioThread:
             >>> bridge.first(mirror("slow", 5), mirror("fast", 0))
             'fast'
         """
-        return _combinators.first(self._engine, awaitables, timeout)
+        return _combinators.first(self._portal, awaitables, timeout)
 
     def as_completed(
         self,
@@ -325,7 +327,7 @@ class AioThread:
             >>> sorted(bridge.as_completed([square(n) for n in range(6)], limit=4))
             [0, 1, 4, 9, 16, 25]
         """
-        return _combinators.as_completed(self._engine, awaitables, limit, timeout)
+        return _combinators.as_completed(self._portal, awaitables, limit, timeout)
 
     # -- streams and shared resources ----------------------------------------------
     def iterate(
@@ -375,7 +377,7 @@ class AioThread:
             ...     print(list(items))
             [0, 1, 2]
         """
-        return _streams.iterate(self._engine, async_iterable, buffer, timeout)
+        return _streams.iterate(self._portal, async_iterable, buffer, timeout)
 
     def enter(
         self, async_cm: AbstractAsyncContextManager[T], *, timeout: float | None = None
@@ -409,7 +411,7 @@ class AioThread:
             ...     response.status
             200
         """
-        return _streams.enter(self._engine, async_cm, timeout)
+        return _streams.enter(self._portal, async_cm, timeout)
 
     def queue(self, maxsize: int = 0) -> janus.Queue[Any]:
         """A ``janus.Queue`` bound to this bridge's loop, closed when it stops.
@@ -430,7 +432,7 @@ class AioThread:
             >>> received.result(timeout=5)
             {'event': 'signup'}
         """
-        return _queues.make_queue(self._engine, maxsize)
+        return _queues.make_queue(self._portal, maxsize)
 
     @overload
     def resource(
@@ -465,7 +467,7 @@ class AioThread:
             >>> bridge.run(hits()) >= 1
             True
         """
-        return Resource(self._engine, factory, close)
+        return Resource(self._portal, factory, close)
 
     # -- introspection -----------------------------------------------------------
     def stats(self) -> BridgeStats:
@@ -475,4 +477,44 @@ class AioThread:
             >>> bridge.stats().in_flight
             0
         """
-        return self._engine.stats()
+        return self._portal.stats()
+
+
+# -- the process-wide default bridge ---------------------------------------------------
+
+_default: AioThread | None = None
+
+
+def default_bridge() -> AioThread:
+    """The process-wide bridge, created and started on first use.
+
+    It is fork-aware: in a forked child (gunicorn ``--preload``,
+    ``multiprocessing`` with fork) the first call starts a fresh loop thread.
+    If it was stopped, the next call makes a new one. It is stopped at exit.
+
+    Example:
+        >>> import aiobridge
+        >>> aiobridge.default_bridge().running
+        True
+    """
+    global _default
+    bridge = _default
+    if bridge is not None and bridge.running:
+        return bridge
+    # A lock of this process: one inherited through fork() may be held by a dead thread.
+    with process_lock("aiobridge-default"):
+        bridge = _default
+        if bridge is None or bridge._portal.state is State.STOPPED:
+            bridge = _default = AioThread(name="aiobridge-default")
+        return bridge.start()
+
+
+def run(awaitable: Awaitable[T], *, timeout: float | None = None) -> T:
+    """Run ``awaitable`` on the default bridge and return its result.
+
+    Example:
+        >>> import asyncio, aiobridge
+        >>> aiobridge.run(asyncio.sleep(0, result="done"))
+        'done'
+    """
+    return default_bridge().run(awaitable, timeout=timeout)

@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable
 from types import FrameType
 
-from .loop_thread import stop_all as _stop_all
+from ._core.process import stop_all as _stop_all
 
 __all__ = ("stop_all", "stop_on_signals")
 

@@ -29,11 +29,9 @@ Only this module and :mod:`aiobridge._flask_request` import Flask.
 
 from __future__ import annotations
 
-import atexit
 import concurrent.futures
 import contextvars
 import functools
-import threading
 import weakref
 from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
@@ -43,12 +41,13 @@ from flask import Flask, Response, current_app, has_app_context, jsonify
 from flask.config import Config
 from flask.typing import ResponseReturnValue
 
-from . import _flask_request
+from ._core import process
+from ._flask import request_scope as _flask_request
 from .bridge import AioThread
 from .errors import BridgeClosedError, BridgeTimeoutError
 
 if TYPE_CHECKING:
-    from .resources import Resource
+    from ._features.resources import Resource
 
 __all__ = ("EXTENSION_KEY", "AioBridge", "shutdown", "startup")
 
@@ -92,22 +91,17 @@ class _AppState:
 
 # Bridges to stop when the interpreter exits (their loop threads are daemons).
 _LIVE_STATES: weakref.WeakSet[_AppState] = weakref.WeakSet()
-_ATEXIT_LOCK = threading.Lock()
-_atexit_registered = False
 
 
 def _stop_all_at_exit() -> None:
+    """Each app's bridge stops with its own ``AIOBRIDGE_STOP_TIMEOUT`` (the process's exit hook)."""
     for state in list(_LIVE_STATES):
         state.stop()
 
 
 def _track_for_exit(state: _AppState) -> None:
-    global _atexit_registered
-    with _ATEXIT_LOCK:
-        _LIVE_STATES.add(state)
-        if not _atexit_registered:
-            atexit.register(_stop_all_at_exit)
-            _atexit_registered = True
+    _LIVE_STATES.add(state)
+    process.before_exit(_stop_all_at_exit)
 
 
 def _state_of(app: Flask) -> _AppState | None:

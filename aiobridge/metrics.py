@@ -58,11 +58,11 @@ from prometheus_client import exposition as _exposition
 from prometheus_client import multiprocess as _multiprocess
 
 from . import monitor
-from . import queues as _queues
+from ._features import queues as _queues
 from .monitor import Observer, Outcome
 
 if TYPE_CHECKING:
-    from .loop_thread import LoopThread
+    from ._core.portal import Portal
 
 __all__ = (
     "BridgeMetrics",
@@ -149,9 +149,9 @@ class BridgeMetrics:
                                  "Items held in the bridge's janus queues.", labels,
                                  registry=registry, multiprocess_mode="livesum")
 
-    def observer(self, loop_thread: LoopThread) -> Observer:
-        """A new observer for ``loop_thread`` (the factory given to the core)."""
-        observer = _BridgeObserver(self, loop_thread)
+    def observer(self, bridge: Portal) -> Observer:
+        """A new observer for ``bridge`` (the factory set with ``set_observer_factory``)."""
+        observer = _BridgeObserver(self, bridge)
         with self._lock:
             self._observers.add(observer)
         return observer
@@ -173,8 +173,8 @@ def _window(lag_window: float | None) -> float | None:
 class _BridgeObserver(Observer):
     """Feeds one bridge's events into the metric children labelled with its name."""
 
-    def __init__(self, metrics: BridgeMetrics, loop_thread: LoopThread) -> None:
-        name = loop_thread.name
+    def __init__(self, metrics: BridgeMetrics, bridge: Portal) -> None:
+        name = bridge.name
         self._calls = {outcome: metrics.calls.labels(name, outcome) for outcome in OUTCOMES}
         self._duration = metrics.duration.labels(name)
         self._in_flight = metrics.in_flight.labels(name)
@@ -187,7 +187,7 @@ class _BridgeObserver(Observer):
         self._cancel_redelivered = metrics.cancel_redelivered.labels(name)
         self._queue_items = metrics.queue_items.labels(name)
         self._window = metrics.lag_window
-        self._loop_thread = weakref.ref(loop_thread)
+        self._bridge = weakref.ref(bridge)
         self._window_started = _clock()
         self._max_now = 0.0
         self._max_before = 0.0
@@ -245,15 +245,14 @@ class _BridgeObserver(Observer):
         self._lag_max.set(0.0)
 
     def _sample_queues(self) -> None:
-        loop_thread = self._loop_thread()
-        tracker = None if loop_thread is None else _queues.tracker_of(loop_thread)
+        bridge = self._bridge()
+        tracker = None if bridge is None else _queues.tracker_of(bridge)
         items = 0 if tracker is None else sum(q.sync_q.qsize() for q in list(tracker.queues))
         if items != self._shown_items:
             self._shown_items = items
             self._queue_items.set(items)
 
 
-_installed: BridgeMetrics | None = None
 _install_lock = threading.Lock()
 # A registry refuses a second family of the same name: one BridgeMetrics per registry.
 _made: weakref.WeakKeyDictionary[CollectorRegistry, BridgeMetrics] = weakref.WeakKeyDictionary()
@@ -284,29 +283,33 @@ def install(
         >>> from aiobridge import metrics
         >>> metrics.install()  # doctest: +SKIP
     """
-    global _installed
     with _install_lock:
-        if _installed is not None and _installed.registry is not registry:
+        current = installed()
+        if current is not None and current.registry is not registry:
             raise RuntimeError(
                 "aiobridge.metrics is already installed with another registry; "
                 "call aiobridge.metrics.uninstall() first"
             )
-        if _installed is None:
-            made = None if registry is None else _made.get(registry)
-            if made is None:
-                made = BridgeMetrics(registry, lag_window=lag_window)
+        if current is None:
+            current = None if registry is None else _made.get(registry)
+            if current is None:
+                current = BridgeMetrics(registry, lag_window=lag_window)
                 if registry is not None:
-                    _made[registry] = made
+                    _made[registry] = current
             else:
-                made.lag_window = _window(lag_window)
-            _installed = made
-        monitor.set_observer_factory(_installed.observer)
-        return _installed
+                current.lag_window = _window(lag_window)
+        monitor.set_observer_factory(current.observer)
+        return current
 
 
 def installed() -> BridgeMetrics | None:
-    """The metrics made by :func:`install`, if any."""
-    return _installed
+    """The metrics made by :func:`install`, while they are the bridges' observer factory.
+
+    Read from the observer factory itself (:func:`aiobridge.monitor.observer_factory`),
+    so a factory replaced or cleared with ``set_observer_factory`` uninstalls them.
+    """
+    owner = getattr(monitor.observer_factory(), "__self__", None)
+    return owner if isinstance(owner, BridgeMetrics) else None
 
 
 def uninstall() -> None:
@@ -318,9 +321,7 @@ def uninstall() -> None:
         >>> from aiobridge import metrics
         >>> metrics.uninstall()
     """
-    global _installed
     with _install_lock:
-        _installed = None
         monitor.set_observer_factory(None)
 
 
@@ -343,10 +344,11 @@ def generate(registry: CollectorRegistry | None = None) -> tuple[bytes, str]:
         target = CollectorRegistry()
         _multiprocess.MultiProcessCollector(target, path=path)  # type: ignore[no-untyped-call]
         return _exposition.generate_latest(target), _exposition.CONTENT_TYPE_LATEST
-    target = registry if registry is not None else _registry_of(_installed)
+    current = installed()
+    target = registry if registry is not None else _registry_of(current)
     body = _exposition.generate_latest(target)
-    if _installed is not None:
-        _installed.scraped()
+    if current is not None:
+        current.scraped()
     return body, _exposition.CONTENT_TYPE_LATEST
 
 

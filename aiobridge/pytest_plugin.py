@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from ._core.awaitables import await_chain, code_of
 from .bridge import AioThread
 
 if TYPE_CHECKING:
@@ -146,14 +147,11 @@ def _install_handler(loop: asyncio.AbstractEventLoop, problems: BridgeProblems) 
 def _describe_task(task: asyncio.Task[Any]) -> str:
     """The task's name and the chain of coroutines it is suspended in, ours left out."""
     steps: list[str] = []
-    awaitable: Any = task.get_coro()
-    while awaitable is not None:
-        code = getattr(awaitable, "cr_code", None) or getattr(awaitable, "gi_code", None)
-        frame = getattr(awaitable, "cr_frame", None) or getattr(awaitable, "gi_frame", None)
+    for awaitable, frame in await_chain(task.get_coro()):
+        code = code_of(awaitable)
         if code is not None and not code.co_filename.startswith(_PACKAGE_DIR):
             where = f"{code.co_filename}:{frame.f_lineno}" if frame is not None else "done"
             steps.append(f"{code.co_qualname}() at {where}")
-        awaitable = getattr(awaitable, "cr_await", None) or getattr(awaitable, "gi_yieldfrom", None)
     return f"task {task.get_name()!r}: " + (" -> ".join(steps) or repr(task))
 
 

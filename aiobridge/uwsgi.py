@@ -23,9 +23,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from types import ModuleType
 
-from ._hosts import check_threads
+from ._core.process import forget_parent_loop_threads
+from ._core.server_checks import check_threads
 from .exit import STOP_TIMEOUT, stop_all
-from .loop_thread import _reset_all_after_fork
 
 __all__ = ("setup",)
 
@@ -54,7 +54,7 @@ def setup(*, stop_timeout: float = STOP_TIMEOUT) -> None:
     _installed = True
     from uwsgidecorators import postfork  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
-    postfork(_reset_all_after_fork)
+    postfork(forget_parent_loop_threads)
     previous: Callable[[], object] | None = getattr(uwsgi, "atexit", None)
 
     def at_exit() -> None:

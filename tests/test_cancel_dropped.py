@@ -15,7 +15,8 @@ import threading
 
 import pytest
 
-from aiobridge import AioThread, _redeliver
+from aiobridge import AioThread
+from aiobridge._core import cancellation as _redeliver
 from tests.helpers import run_python
 
 WAIT = 10.0

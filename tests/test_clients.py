@@ -245,7 +245,7 @@ def test_core_imports_without_aiohttp_and_redis() -> None:
         import asyncio, sys
         for name in ("aiohttp", "redis", "redis.asyncio"):
             sys.modules[name] = None  # makes "import name" raise ImportError
-        import aiobridge, aiobridge.clients, aiobridge.streams, aiobridge.resources
+        import aiobridge, aiobridge.clients, aiobridge._features, aiobridge._core
         from aiobridge.clients import http_session, redis_client
 
         with aiobridge.AioThread() as bridge:

@@ -33,7 +33,7 @@ FORKS = 5
 SCRIPT = """
 import asyncio, ctypes, json, os, sys, threading, time, traceback
 from aiobridge import AioThread
-from aiobridge.loop_thread import LoopThread
+from aiobridge._core.loop_thread import LoopThread
 
 THREADS, FORKS, WAIT = int(sys.argv[1]), int(sys.argv[2]), 30.0
 

@@ -48,8 +48,6 @@ def test_healthy_loop_reports_small_lag_and_no_slow_callbacks() -> None:
 def test_an_idle_loop_thread_is_seen_idle_by_the_watchdog(loop: str) -> None:
     import sys
 
-    from aiobridge.monitor import _is_idle
-
     factory = None
     if loop == "uvloop":
         uvloop = pytest.importorskip("uvloop")
@@ -58,14 +56,15 @@ def test_an_idle_loop_thread_is_seen_idle_by_the_watchdog(loop: str) -> None:
         bridge.run(asyncio.sleep(0))
         thread = bridge.thread
         assert thread is not None and thread.ident is not None
+        is_idle = bridge._portal._lt.monitor.is_idle
         # Starved of the GIL while idle, the thread must not be reported as stuck.
         deadline = time.monotonic() + 10
         while True:
             frame = sys._current_frames()[thread.ident]
-            if _is_idle(frame) or time.monotonic() > deadline:
+            if is_idle(frame) or time.monotonic() > deadline:
                 break
             time.sleep(0.01)  # caught between two callbacks: look again
-        assert _is_idle(frame), frame.f_code
+        assert is_idle(frame), frame.f_code
 
 
 def _hold_the_gil(seconds: float) -> None:

@@ -7,11 +7,11 @@ import concurrent.futures
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from aiobridge import AioThread, BridgeTimeoutError
-from aiobridge.loop_thread import LoopThread
 from aiobridge.monitor import Observer, Outcome, set_observer_factory
 
 from .helpers import run_in_fork
@@ -58,7 +58,7 @@ class Recorder(Observer):
 def recorders() -> Iterator[dict[str, Recorder]]:
     made: dict[str, Recorder] = {}
 
-    def factory(loop_thread: LoopThread) -> Recorder:
+    def factory(loop_thread: Any) -> Recorder:
         made[loop_thread.name] = recorder = Recorder(loop_thread.name)
         return recorder
 
@@ -154,7 +154,7 @@ def test_a_loop_restarted_in_a_forked_child_is_reported(recorders: dict[str, Rec
 def test_no_observer_without_a_factory() -> None:
     with AioThread(name="plain") as bridge:
         bridge.run(asyncio.sleep(0))
-        assert bridge._core.observer is None
+        assert bridge._portal._lt.observer is None
 
 
 async def _make_event() -> asyncio.Event:
@@ -173,14 +173,14 @@ def _wait_for(condition: object, timeout: float = 10.0) -> None:
 def test_a_failing_observer_factory_leaves_the_bridge_working(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    def broken(loop_thread: LoopThread) -> Observer:
+    def broken(loop_thread: Any) -> Observer:
         raise OSError("metrics directory is gone")
 
     set_observer_factory(broken)
     try:
         with AioThread(name="unobserved") as bridge:
             assert bridge.run(asyncio.sleep(0, result=7)) == 7
-            assert bridge._core.observer is None
+            assert bridge._portal._lt.observer is None
     finally:
         set_observer_factory(None)
     assert any("runs unobserved" in record.getMessage() for record in caplog.records)

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from aiobridge import AioThread
-from aiobridge._calls import Call
+from aiobridge._core.calls import Call
 
 WAIT = 10.0
 
@@ -55,23 +55,23 @@ def own_bridge() -> Iterator[AioThread]:
 
 def _interrupt_hand_off(bridge: AioThread, when: str, body: Body) -> Callable[[], None]:
     """Make the next hand-off raise KeyboardInterrupt at ``when``; returns the undo."""
-    core = bridge._core
-    original = core.hand_off
+    inbox = bridge._portal._lt.inbox
+    original = inbox.hand_off
 
     def interrupted(call: Call[Any]) -> None:
-        core.hand_off = original  # type: ignore[method-assign]  # once
+        inbox.hand_off = original  # type: ignore[method-assign]  # once
         if when == "before":  # nothing handed over yet
             raise KeyboardInterrupt
         if when == "lost-wake-up":  # queued, wake-up marked pending but never scheduled
-            core.inbox.append(call)
-            core._wake_pending = True
+            inbox.calls.append(call)
+            inbox.wake_pending = True
             raise KeyboardInterrupt
         original(call)  # "running": handed over, and the loop already runs it
         assert body.started.wait(WAIT)
         raise KeyboardInterrupt
 
-    core.hand_off = interrupted  # type: ignore[method-assign]
-    return lambda: setattr(core, "hand_off", original)
+    inbox.hand_off = interrupted  # type: ignore[method-assign]
+    return lambda: setattr(inbox, "hand_off", original)
 
 
 def _eventually(condition: Callable[[], bool]) -> bool:
@@ -121,16 +121,16 @@ def test_interrupt_while_waiting_for_a_slot_cancels_the_waiting_call() -> None:
         assert blocker.started.wait(WAIT)
         waiting = Body()
         coro = waiting.run()
-        core = bridge._core
-        original = core.hand_off
+        inbox = bridge._portal._lt.inbox
+        original = inbox.hand_off
 
         def interrupted(call: Call[Any]) -> None:
-            core.hand_off = original  # type: ignore[method-assign]
+            inbox.hand_off = original  # type: ignore[method-assign]
             original(call)
             assert _eventually(lambda: bridge.stats().queued == 1)
             raise KeyboardInterrupt
 
-        core.hand_off = interrupted  # type: ignore[method-assign]
+        inbox.hand_off = interrupted  # type: ignore[method-assign]
         with pytest.raises(KeyboardInterrupt):
             bridge.run(coro)
         assert _eventually(lambda: bridge.stats().queued == 0)

@@ -58,12 +58,11 @@ from typing import TYPE_CHECKING, Any
 
 import janus
 
-from ._awaitables import describe
+from .._core.awaitables import describe
 from .resources import keep_after_fork
 
 if TYPE_CHECKING:
-    from ._engine import Engine
-    from .loop_thread import LoopThread
+    from .._core.portal import Portal
 
 __all__ = ("make_queue", "tracker_of")
 
@@ -86,44 +85,43 @@ class _Queues:
             await queue.wait_closed()
 
 
-_TRACKERS: weakref.WeakKeyDictionary[LoopThread, _Queues] = weakref.WeakKeyDictionary()
+_TRACKERS: weakref.WeakKeyDictionary[Portal, _Queues] = weakref.WeakKeyDictionary()
 _TRACKERS_LOCK = threading.Lock()
 
 
-def _track(engine: Engine, queue: janus.Queue[Any]) -> None:
-    core = engine.core
-    loop = core.loop
+def _track(portal: Portal, queue: janus.Queue[Any]) -> None:
+    loop = portal.loop
     assert loop is not None
     with _TRACKERS_LOCK:
-        tracker = _TRACKERS.get(core)
+        tracker = _TRACKERS.get(portal)
         if tracker is None or tracker.loop is not loop:
             if tracker is not None:
                 keep_after_fork(tracker)  # the parent's queues, bound to the parent's loop
-            tracker = _TRACKERS[core] = _Queues(loop)
-            core.add_closer(tracker.close_all)
+            tracker = _TRACKERS[portal] = _Queues(loop)
+            portal.add_closer(tracker.close_all)
         tracker.queues.add(queue)
 
 
-def tracker_of(core: LoopThread) -> _Queues | None:
-    """The queues made on ``core``'s current loop, if any (read on the loop thread)."""
-    tracker = _TRACKERS.get(core)
-    return tracker if tracker is not None and tracker.loop is core.loop else None
+def tracker_of(portal: Portal) -> _Queues | None:
+    """The queues made on the bridge's current loop, if any (read on the loop thread)."""
+    tracker = _TRACKERS.get(portal)
+    return tracker if tracker is not None and tracker.loop is portal.loop else None
 
 
-async def _new_queue(engine: Engine, maxsize: int) -> janus.Queue[Any]:
+async def _new_queue(portal: Portal, maxsize: int) -> janus.Queue[Any]:
     queue: janus.Queue[Any] = janus.Queue(maxsize)
     await queue.async_q.join()  # nothing to wait for: binds the queue to this loop
-    _track(engine, queue)
+    _track(portal, queue)
     return queue
 
 
-def make_queue(engine: Engine, maxsize: int) -> janus.Queue[Any]:
+def make_queue(portal: Portal, maxsize: int) -> janus.Queue[Any]:
     """The implementation of :meth:`aiobridge.AioThread.queue`."""
     if isinstance(maxsize, bool) or not isinstance(maxsize, int):
         raise TypeError(f"maxsize must be an int, got {describe(maxsize)}")
-    if engine.on_loop_thread():
+    if portal.on_loop_thread():
         # In a coroutine on the bridge: janus binds it to this loop on first async use.
         queue: janus.Queue[Any] = janus.Queue(maxsize)
-        _track(engine, queue)
+        _track(portal, queue)
         return queue
-    return engine.run(_new_queue(engine, maxsize), CREATE_TIMEOUT)
+    return portal.run(_new_queue(portal, maxsize), CREATE_TIMEOUT)

@@ -10,7 +10,7 @@ import os
 import sys
 from typing import Any
 
-from .errors import BridgeError
+from ..errors import BridgeError
 
 __all__ = ("check_host", "check_threads")
 

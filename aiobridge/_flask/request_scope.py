@@ -20,9 +20,9 @@ from typing import Any, ParamSpec, TypeVar
 from flask import Flask, Response, g, has_app_context, has_request_context, request
 from flask.signals import request_finished, request_started
 
-from ._awaitables import close_awaitables
-from ._context import copy_back
-from .errors import BridgeTimeoutError
+from .._core.awaitables import close_awaitables
+from .._core.context import copy_back
+from ..errors import BridgeTimeoutError
 
 __all__ = ("Scope", "current_scope", "install")
 

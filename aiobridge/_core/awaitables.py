@@ -1,14 +1,17 @@
-"""Checks that turn common mistakes with awaitables into clear ``TypeError``\\ s."""
+"""Awaitables as the bridge sees them: checks with clear errors, closing what never ran,
+and the chain of coroutines a task is suspended in (read by cancellation and the
+pytest plugin)."""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
 import inspect
-from collections.abc import Iterable
+import types
+from collections.abc import Awaitable, Iterable, Iterator
 from typing import Any
 
-__all__ = ("check_awaitable", "close_awaitables", "describe")
+__all__ = ("await_chain", "check_awaitable", "close_awaitables", "code_of", "describe", "location")
 
 
 def describe(obj: object) -> str:
@@ -51,12 +54,45 @@ def check_awaitable(obj: object, where: str) -> None:
     )
 
 
-def close_awaitables(items: Iterable[Any]) -> None:
-    """Close refused coroutines so they never warn "coroutine ... was never awaited"."""
+def close_awaitables(items: Iterable[Any], *, cancel_futures: bool = True) -> None:
+    """Close coroutines that will never run, so they never warn "was never awaited".
+
+    Args:
+        items: the awaitables refused or abandoned.
+        cancel_futures: also cancel the asyncio futures among them (a caller's
+            refused call); the loop side passes False and leaves them alone.
+    """
     for item in items:
         if inspect.iscoroutine(item):
             item.close()
-        elif isinstance(item, asyncio.Future) and not item.done():
+        elif cancel_futures and isinstance(item, asyncio.Future) and not item.done():
             loop = item.get_loop()
             if not loop.is_closed():
                 loop.call_soon_threadsafe(item.cancel)
+
+
+def await_chain(awaitable: object) -> Iterator[tuple[object, types.FrameType | None]]:
+    """Each coroutine or generator ``awaitable`` waits through, outermost first, with its frame.
+
+    The last item is the innermost object waited on (a future, or a finished
+    coroutine whose frame is None).
+    """
+    current: object = awaitable
+    while current is not None:
+        frame = getattr(current, "cr_frame", None) or getattr(current, "gi_frame", None)
+        yield current, frame
+        current = getattr(current, "cr_await", None) or getattr(current, "gi_yieldfrom", None)
+
+
+def code_of(awaitable: object) -> types.CodeType | None:
+    """The code object of a coroutine or generator, else None."""
+    return getattr(awaitable, "cr_code", None) or getattr(awaitable, "gi_code", None)
+
+
+def location(awaitable: Awaitable[Any]) -> str:
+    """Where an awaitable comes from: ``qualname (file:line)`` of its code, or its type."""
+    code = code_of(awaitable)
+    if code is not None:
+        return f"{code.co_qualname} ({code.co_filename}:{code.co_firstlineno})"
+    kind = type(awaitable)
+    return f"{kind.__module__}.{kind.__qualname__}"

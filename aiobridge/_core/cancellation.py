@@ -1,22 +1,31 @@
-"""Cancel a task, and cancel it again if something on its way dropped the cancellation.
+"""Every cancellation the bridge makes, in one place.
 
-``task.cancel()`` throws ``CancelledError`` into the coroutine once. A library
-that catches it and goes on (``asyncio.wait_for`` on Python 3.11 does so when
-the cancellation lands as the awaited operation finishes, CPython gh-86296)
-lets the coroutine run on to its end. :class:`Redeliverer` watches a task it
-cancelled, on the following passes of the loop, and tells two situations
-apart from the coroutine frames the task is suspended in:
+Three things can go wrong when a task is cancelled, and this module owns them all:
 
-* the task resumed and now waits inside an ``except``/``finally`` block or an
-  ``async with`` exit: the cancellation is on its way up and the cleanup is
-  running, so it is left alone;
-* the task resumed and waits outside any exception handler: the cancellation
-  was dropped, so it is cancelled again (at most ``max_deliveries`` times).
+1. **The cancellation is dropped.** ``task.cancel()`` throws ``CancelledError``
+   into the coroutine once. A library that catches it and goes on
+   (``asyncio.wait_for`` on Python 3.11 does so when the cancellation lands as
+   the awaited operation finishes, CPython gh-86296) lets the coroutine run on
+   to its end. :class:`Redeliverer` watches a task it cancelled, on the
+   following passes of the loop, and tells two situations apart from the
+   coroutine frames the task is suspended in:
 
-Whether a frame is inside a handler is read from its code's exception table
-(:func:`dis.Bytecode`), checked once at import against a known function; where
-that check fails (a Python whose bytecode differs), nothing is re-delivered and
-dropped cancellations are only counted (see :mod:`aiobridge._cancelling`).
+   * the task resumed and now waits inside an ``except``/``finally`` block or
+     an ``async with`` exit: the cancellation is on its way up and the cleanup
+     is running, so it is left alone;
+   * the task resumed and waits outside any exception handler: the
+     cancellation was dropped, so it is cancelled again (at most
+     :data:`MAX_DELIVERIES` times).
+
+   Whether a frame is inside a handler is read from its code's exception table
+   (:func:`dis.Bytecode`), checked once at import against a known function;
+   where that check fails (a Python whose bytecode differs), nothing is
+   re-delivered and dropped cancellations are only counted.
+2. **The coroutine ends anyway** (returns, or raises something else): the
+   caller still gets its timeout or cancellation; :meth:`Redeliverer.ignored`
+   logs where to look, once per location.
+3. **A task never ends** at shutdown: :func:`cancel_remaining` cancels every
+   task left on a stopping loop, as ``asyncio.run`` does, but bounded.
 """
 
 from __future__ import annotations
@@ -26,10 +35,12 @@ import dis
 import functools
 import logging
 import types
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-__all__ = ("REDELIVERY_AVAILABLE", "Redeliverer")
+from .awaitables import await_chain, location
+
+__all__ = ("MAX_DELIVERIES", "REDELIVERY_AVAILABLE", "Redeliverer", "cancel_remaining")
 
 logger = logging.getLogger("aiobridge")
 
@@ -93,16 +104,24 @@ def _in_handler(frame: types.FrameType) -> bool:
 
 def _await_chain(task: asyncio.Task[Any]) -> tuple[object, list[types.FrameType]]:
     """The innermost object the task waits on, and the frames of the coroutines on the way."""
-    frames: list[types.FrameType] = []
-    current: object = task.get_coro()
-    innermost = current
-    while current is not None:
-        innermost = current
-        frame = getattr(current, "cr_frame", None) or getattr(current, "gi_frame", None)
-        if frame is not None:
-            frames.append(frame)
-        current = getattr(current, "cr_await", None) or getattr(current, "gi_yieldfrom", None)
-    return innermost, frames
+    chain = list(await_chain(task.get_coro()))
+    return chain[-1][0], [frame for _, frame in chain if frame is not None]
+
+
+class _OncePerPlace:
+    """Remembers the places already logged, so each is logged once (bounded)."""
+
+    __slots__ = ("_seen",)
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+
+    def first_time(self, where: str) -> bool:
+        """True the first time ``where`` is seen (and while fewer than the cap are known)."""
+        if where in self._seen or len(self._seen) >= _MAX_LOCATIONS:
+            return False
+        self._seen.add(where)
+        return True
 
 
 def _self_check() -> bool:
@@ -143,14 +162,14 @@ class Redeliverer:
 
     Args:
         loop: the loop the tasks run on; every method runs on its thread.
-        enabled: re-deliver (False: cancel once, as ``task.cancel()`` does).
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, *, enabled: bool = True) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self.enabled = enabled and REDELIVERY_AVAILABLE
+        self.enabled = REDELIVERY_AVAILABLE
         self._watches: dict[asyncio.Task[Any], _Watch] = {}
-        self._logged: set[str] = set()
+        self._redelivered = _OncePerPlace()
+        self._ignored = _OncePerPlace()
 
     def cancel(
         self,
@@ -221,11 +240,82 @@ class Redeliverer:
             f"{f.f_code.co_qualname} ({f.f_code.co_filename}:{f.f_lineno})"
             for f in reversed(frames[-3:])
         )
-        if where in self._logged or len(self._logged) >= _MAX_LOCATIONS:
+        if self._redelivered.first_time(where):
+            logger.warning(
+                "aiobridge cancelled task %r, but the cancellation was dropped and the task "
+                "went on to %s; aiobridge cancelled it again (counted in "
+                "stats().cancel_redelivered; logged once per location)", task.get_name(), where,
+            )
+
+    def ignored(self, awaitable: Awaitable[Any], error: BaseException | None) -> None:
+        """``awaitable`` went on after its cancellation: it returned, or raised ``error``.
+
+        Its caller still gets the timeout or cancellation; this logs where to
+        look, once per location.
+        """
+        where = location(awaitable)
+        if not self._ignored.first_time(where):
             return
-        self._logged.add(where)
+        ended = "returned" if error is None else f"raised {type(error).__name__}"
         logger.warning(
-            "aiobridge cancelled task %r, but the cancellation was dropped and the task went "
-            "on to %s; aiobridge cancelled it again (counted in stats().cancel_redelivered; "
-            "logged once per location)", task.get_name(), where,
+            "aiobridge cancelled %s, but it %s instead of ending with CancelledError: "
+            "something it awaits dropped the cancellation (its caller still got the "
+            "timeout or cancellation; counted in stats().cancel_ignored; logged once "
+            "per location)", where, ended, exc_info=error,
         )
+
+
+# -- shutdown: every task left on a stopping loop ------------------------------------
+
+#: Re-cancellations of a task that swallowed its cancellation, before giving up.
+RECANCEL_ROUNDS = 3
+# Part of the grace kept for those re-cancellations; the rest is the cleanup time.
+_RECANCEL_SHARE = 0.25
+
+
+async def cancel_remaining(
+    cancelled: set[asyncio.Task[None]],
+    grace: float,
+    name: str,
+    *,
+    cancel: Callable[[asyncio.Task[Any]], object] = asyncio.Task.cancel,
+) -> None:
+    """Cancel every other task of the running loop; wait at most ``grace`` seconds.
+
+    Args:
+        cancelled: tasks the caller has cancelled already, its own way (a
+            task of a call that has not started must not be cancelled before
+            its first step); they are waited for too, and cancelled again only
+            if they outlive the first wait.
+        grace: seconds the tasks get, in total, to finish their cleanup.
+        name: the bridge's name, for the log line.
+        cancel: how to cancel a task the first time (the loop thread's
+            re-delivering cancel, which notices a dropped cancellation at once).
+    """
+    loop = asyncio.get_running_loop()
+    me = asyncio.current_task()
+    deadline = loop.time() + grace
+    pending = _others(me)
+    for task in pending - cancelled:
+        cancel(task)
+    if pending:
+        await asyncio.wait(pending, timeout=grace * (1 - _RECANCEL_SHARE))
+    for _ in range(RECANCEL_ROUNDS):
+        pending = _others(me)  # cleanup code may have started new tasks
+        remaining = deadline - loop.time()
+        if not pending or remaining <= 0:
+            break
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=remaining / 2)
+    pending = _others(me)
+    if pending:
+        logger.warning(
+            "aiobridge: bridge %r stopped although %d task(s) ignored cancellation for %s s; "
+            "they are abandoned: %s",
+            name, len(pending), grace, ", ".join(sorted(repr(t) for t in pending)[:5]),
+        )
+
+
+def _others(me: asyncio.Task[object] | None) -> set[asyncio.Task[object]]:
+    return {task for task in asyncio.all_tasks() if task is not me and not task.done()}

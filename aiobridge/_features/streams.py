@@ -23,13 +23,13 @@ from collections.abc import AsyncIterable, AsyncIterator, Generator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from ._awaitables import close_awaitables, describe
-from .errors import BridgeTimeoutError
+from .._core.awaitables import close_awaitables, describe
+from ..errors import BridgeTimeoutError
 
 if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
 
-    from ._engine import Engine
+    from .._core.portal import Portal
 
 __all__ = ("CLOSE_TIMEOUT", "enter", "iterate")
 
@@ -54,8 +54,8 @@ class _Channel(Generic[T]):
     fetching, taking an item costs no call to the loop.
     """
 
-    def __init__(self, engine: Engine, source: AsyncIterable[T], size: int) -> None:
-        self.engine = engine
+    def __init__(self, portal: Portal, source: AsyncIterable[T], size: int) -> None:
+        self.portal = portal
         self.source = source
         self.size = size
         self.credits = size
@@ -120,7 +120,7 @@ class _Channel(Generic[T]):
             if not self.consumers_waiting or self.notify_pending:
                 return
             self.notify_pending = True
-        self.engine.wake(self.notify_consumers)
+        self.portal.wake(self.notify_consumers)
 
     def notify_consumers(self) -> None:
         with self.mutex:
@@ -160,7 +160,7 @@ class _Channel(Generic[T]):
                     )
                 self.consumers_waiting += 1
                 try:
-                    with self.engine.core.hold_hub():  # under gevent: the hub keeps running
+                    with self.portal.waiting_for_loop():
                         self.ready.wait(remaining)
                 finally:
                     self.consumers_waiting -= 1
@@ -203,7 +203,7 @@ def _refused_coroutine(obj: object) -> str:
 
 
 def iterate(
-    engine: Engine, source: AsyncIterable[T], buffer: int, timeout: float | None
+    portal: Portal, source: AsyncIterable[T], buffer: int, timeout: float | None
 ) -> Generator[T, None, None]:
     """The implementation of :meth:`aiobridge.AioThread.iterate`."""
     if not hasattr(source, "__aiter__"):
@@ -215,17 +215,17 @@ def iterate(
         )
     if isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 1:
         raise ValueError(f"buffer must be an int >= 1, got {buffer!r}")
-    engine.check_may_block("iterate")
+    portal.check_may_block("iterate")
     # The producer starts at the first next(), maybe after the caller's context has
     # moved on (a span ended, a request finished): it runs in the context of this call.
     context = contextvars.copy_context()
-    return _consume(engine, _Channel(engine, source, buffer), engine.timeout(timeout), context)
+    return _consume(portal, _Channel(portal, source, buffer), portal.timeout(timeout), context)
 
 
 def _consume(
-    engine: Engine, channel: _Channel[T], timeout: float | None, context: contextvars.Context
+    portal: Portal, channel: _Channel[T], timeout: float | None, context: contextvars.Context
 ) -> Generator[T, None, None]:
-    future = context.run(engine.spawn, channel.produce())
+    future = context.run(portal.spawn, channel.produce())
     future.add_done_callback(channel.settled)
     try:
         while True:
@@ -237,15 +237,15 @@ def _consume(
             else:
                 raise value
     finally:
-        _close_channel(engine, channel)
+        _close_channel(portal, channel)
 
 
-def _close_channel(engine: Engine, channel: _Channel[Any]) -> None:
+def _close_channel(portal: Portal, channel: _Channel[Any]) -> None:
     if channel.finished.is_set():
         return
     with contextlib.suppress(RuntimeError):  # no loop, or closed: nothing to halt
-        engine.core.call_soon_threadsafe(channel.halt)
-    if engine.on_loop_thread():
+        portal.send(channel.halt)
+    if portal.on_loop_thread():
         return  # dropped on the loop thread itself: it cannot wait for itself
     if not channel.finished.wait(CLOSE_TIMEOUT):
         logger.warning(
@@ -259,9 +259,9 @@ class _Entered(Generic[T]):
     """The sync face of an async context manager entered on the loop."""
 
     def __init__(
-        self, engine: Engine, manager: AbstractAsyncContextManager[T], timeout: float | None
+        self, portal: Portal, manager: AbstractAsyncContextManager[T], timeout: float | None
     ) -> None:
-        self._engine = engine
+        self._portal = portal
         self._manager = manager
         self._timeout = timeout
         self._entered: concurrent.futures.Future[T] = concurrent.futures.Future()
@@ -308,8 +308,8 @@ class _Entered(Generic[T]):
     def __enter__(self) -> T:
         if self._outcome is not None:
             raise RuntimeError("a context manager from AioThread.enter() can be entered once")
-        self._engine.check_may_block("enter")
-        self._outcome = self._engine.spawn(self._hold())
+        self._portal.check_may_block("enter")
+        self._outcome = self._portal.spawn(self._hold())
         try:
             return self._entered.result(self._timeout)
         except concurrent.futures.TimeoutError:
@@ -364,7 +364,7 @@ def _leave_with(leave: asyncio.Future[BaseException | None], exc: BaseException 
 
 
 def enter(
-    engine: Engine, manager: AbstractAsyncContextManager[T], timeout: float | None
+    portal: Portal, manager: AbstractAsyncContextManager[T], timeout: float | None
 ) -> _Entered[T]:
     """The implementation of :meth:`aiobridge.AioThread.enter`."""
     if not (hasattr(manager, "__aenter__") and hasattr(manager, "__aexit__")):
@@ -374,4 +374,4 @@ def enter(
         raise TypeError(
             f"AioThread.enter() takes an async context manager, got {describe(manager)}{hint}"
         )
-    return _Entered(engine, manager, engine.timeout(timeout))
+    return _Entered(portal, manager, portal.timeout(timeout))

@@ -27,21 +27,19 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import contextvars
 import functools
 import importlib
 import os
 import queue
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from ._calls import FutureCall
-from ._threads import NativeLock, PlainThreads
+from .threads import NativeLock, OsThreads
 
 __all__ = ("GeventThreads", "GreenletLock", "NativeExecutor", "NativeThread", "active",
-           "hold_hub")
+           "keep_hub_running")
 
 T = TypeVar("T")
 
@@ -54,8 +52,8 @@ def active() -> bool:
     Never imports gevent: a process that has not imported it is not patched.
 
     Example:
-        >>> from aiobridge import _gevent
-        >>> _gevent.active()  # in a process without gevent
+        >>> from aiobridge._backends import gevent
+        >>> gevent.active()  # in a process without gevent
         False
     """
     monkey = sys.modules.get("gevent.monkey")
@@ -68,7 +66,7 @@ def _hub() -> Any:
 
 
 @contextlib.contextmanager
-def hold_hub() -> Iterator[None]:
+def keep_hub_running() -> Iterator[None]:
     """Keep this thread's gevent hub running while the block waits for another thread.
 
     A greenlet waiting on a ``threading`` condition is woken by a thread-safe
@@ -161,38 +159,6 @@ class GreenletLock:
 
     def __exit__(self, *exc_info: object) -> None:
         self.release()
-
-
-class HubFutureCall(FutureCall[T]):
-    """A ``submit()`` call that keeps its caller's gevent hub running until it is settled.
-
-    A greenlet waiting on ``future.result()`` is woken by a thread-safe
-    callback, which does not keep the hub alive: with no other greenlet or
-    server running, the hub would conclude the wait can never end
-    (``LoopExit``). A started ``async`` watcher holds the hub until the loop
-    thread ``send()``s it. Spawned tasks (long-lived) hold nothing.
-    """
-
-    __slots__ = ("keepalive",)
-
-    def __init__(
-        self,
-        awaitable: Awaitable[T],
-        context: contextvars.Context,
-        timeout: float | None = None,
-        spawned: bool = False,
-    ) -> None:
-        super().__init__(awaitable, context, timeout, spawned)
-        self.keepalive: Any = None
-        if not spawned:
-            watcher = self.keepalive = _hub().get_hub().loop.async_()
-            watcher.start(watcher.close)
-
-    def _notify(self) -> None:
-        super()._notify()
-        keepalive, self.keepalive = self.keepalive, None
-        if keepalive is not None:
-            keepalive.send()
 
 
 class NativeThread(threading.Thread):
@@ -371,24 +337,34 @@ class _OriginalResolverLoop(asyncio.SelectorEventLoop):
         return await self.run_in_executor(None, resolve, sockaddr, flags)
 
 
-class GeventThreads(PlainThreads):
+class GeventThreads(OsThreads):
     """Real OS threads, epoll and a real-thread executor in a gevent-patched process.
 
     One instance per loop thread (it owns that loop's executor).
     """
-
-    gevent = True
 
     def __init__(self) -> None:
         self._start_new_thread: Callable[..., int] = _original("_thread", "start_new_thread")
         self._allocate_lock: Callable[[], NativeLock] = _original("_thread", "allocate_lock")
         self._get_ident: Callable[[], int] = _original("_thread", "get_ident")
         self._executor: NativeExecutor | None = None
-        self.future_call = HubFutureCall
-        self.hold_hub = hold_hub
+        self.waiting_for_loop = keep_hub_running
         hub = _hub()
         greenlet_lock = functools.partial(GreenletLock, hub.get_hub, hub.Waiter)
         self.caller_lock = lambda: greenlet_lock(self._allocate_lock())
+
+    def submit_keepalive(self) -> Callable[[], None]:
+        """Keep the caller's hub running until its ``submit()`` call is settled.
+
+        A greenlet waiting on ``future.result()`` is woken by a thread-safe
+        callback, which does not keep the hub alive: with no other greenlet or
+        server running, the hub would conclude the wait can never end
+        (``LoopExit``). A started ``async`` watcher holds the hub until the
+        loop thread ``send()``s it (the returned function).
+        """
+        watcher = _hub().get_hub().loop.async_()
+        watcher.start(watcher.close)
+        return watcher.send  # type: ignore[no-any-return]
 
     def start_thread(self, target: Callable[[], None], name: str) -> threading.Thread:
         thread = NativeThread(target, name, self._start_new_thread)

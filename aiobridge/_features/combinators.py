@@ -15,11 +15,11 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._awaitables import close_awaitables, describe
-from .errors import BridgeTimeoutError
+from .._core.awaitables import close_awaitables, describe
+from ..errors import BridgeTimeoutError
 
 if TYPE_CHECKING:
-    from ._engine import Engine
+    from .._core.portal import Portal
 
 __all__ = (
     "as_completed",
@@ -190,29 +190,29 @@ def iterate_completed(
 
 # -- the thread side: the bodies of AioThread.gather, first and as_completed ------------
 def gather(
-    engine: Engine,
+    portal: Portal,
     awaitables: tuple[Awaitable[Any], ...],
     return_exceptions: bool,
     timeout: float | None,
 ) -> list[Any]:
     """The implementation of :meth:`aiobridge.AioThread.gather`: one hand-off for all."""
-    items = engine.check_all(awaitables, "AioThread.gather()")
-    return _run_group(engine, gather_all(items, return_exceptions), items, timeout)
+    items = portal.check_all(awaitables, "AioThread.gather()")
+    return _run_group(portal, gather_all(items, return_exceptions), items, timeout)
 
 
-def first(engine: Engine, awaitables: tuple[Awaitable[T], ...], timeout: float | None) -> T:
+def first(portal: Portal, awaitables: tuple[Awaitable[T], ...], timeout: float | None) -> T:
     """The implementation of :meth:`aiobridge.AioThread.first`."""
-    items = engine.check_all(awaitables, "AioThread.first()")
+    items = portal.check_all(awaitables, "AioThread.first()")
     if not items:
         raise ValueError("AioThread.first() needs at least one awaitable")
-    return _run_group(engine, first_of(items), items, timeout)
+    return _run_group(portal, first_of(items), items, timeout)
 
 
 def _run_group(
-    engine: Engine, driver: Awaitable[T], items: list[Awaitable[Any]], timeout: float | None
+    portal: Portal, driver: Awaitable[T], items: list[Awaitable[Any]], timeout: float | None
 ) -> T:
     try:
-        return engine.run(driver, timeout)
+        return portal.run(driver, timeout)
     except BaseException:
         # If the driver never ran, its awaitables were never awaited: close them.
         # Closing a finished coroutine is a no-op, so this is safe either way.
@@ -221,7 +221,7 @@ def _run_group(
 
 
 def as_completed(
-    engine: Engine,
+    portal: Portal,
     awaitables: Iterable[Awaitable[T]],
     limit: int | None,
     timeout: float | None,
@@ -233,18 +233,18 @@ def as_completed(
             "AioThread.as_completed() takes one iterable of awaitables, got "
             f"{describe(awaitables)}; pass a list: as_completed([a, b])"
         )
-    items = engine.check_all(tuple(awaitables), "AioThread.as_completed()")
+    items = portal.check_all(tuple(awaitables), "AioThread.as_completed()")
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         close_awaitables(items)
         raise ValueError(f"limit must be an int >= 1 or None, got {limit!r}")
     try:
-        engine.check_may_block("as_completed")
-        wait = engine.timeout(timeout)
+        portal.check_may_block("as_completed")
+        wait = portal.timeout(timeout)
     except BaseException:
         close_awaitables(items)
         raise
 
     def submit(coro: Coroutine[Any, Any, None]) -> concurrent.futures.Future[None]:
-        return engine.submit(coro, None, spawned=False, where="AioThread.as_completed()")
+        return portal.submit(coro, None, spawned=False, where="AioThread.as_completed()")
 
     return iterate_completed(submit, items, limit or max(1, len(items)), wait)

@@ -1,13 +1,18 @@
-"""The call rules shared by :class:`~aiobridge.AioThread` and its feature modules.
+"""The portal: the one object through which everything above the core reaches a loop thread.
 
-:class:`Engine` sits between the public facade (``bridge.py``) and the loop
-thread (``loop_thread.py``). It hands calls to the loop (``run``, ``submit``)
-and holds the checks every blocking feature needs: the deadlock guard, the
-default timeout, awaitable validation. ``streams``, ``queues`` and
-``resources`` take an :class:`Engine`, never an ``AioThread``, so every import
-points down::
+:class:`Portal` sits between the public facade (:class:`aiobridge.AioThread`),
+the features (``_features``: streams, queues, resources, combinators) and the
+loop thread. It hands calls to the loop (``run``, ``submit``), holds the
+checks every blocking feature needs (the deadlock guard, the default timeout,
+awaitable validation), and names each thing a feature may ask of the loop
+thread (a closer at stop, a callback in order, the loop itself). Nothing above
+it touches the loop thread::
 
-    bridge ──▶ streams, queues, resources ──▶ _engine ──▶ loop_thread, _calls
+    AioThread ──▶ _features ──▶ Portal ──▶ LoopThread (Inbox, Dispatcher, ...)
+
+The hot path of ``run()``: :meth:`Portal.run` → :meth:`.Inbox.hand_off` →
+(doorbell) → :meth:`.Dispatcher.drain` → ``accept`` → ``launch`` →
+``execute`` → :meth:`.Call.succeed` → the caller's lock.
 """
 
 from __future__ import annotations
@@ -22,17 +27,20 @@ import os
 import sys
 import threading
 import types
+import weakref
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from typing import ParamSpec, TypeVar
 
-from ._awaitables import check_awaitable, close_awaitables, describe
-from ._calls import BlockingCall, FutureCall
-from ._context import copy_back
-from .errors import BridgeClosedError, BridgeDeadlockError, BridgeTimeoutError
-from .loop_thread import LoopThread, State
-from .monitor import BridgeStats
+from ..errors import BridgeClosedError, BridgeDeadlockError, BridgeTimeoutError
+from .awaitables import check_awaitable, close_awaitables, describe
+from .calls import BlockingCall, FutureCall
+from .context import copy_back
+from .loop_thread import Closer, LoopThread
+from .observers import BridgeStats
+from .state import State
 
-__all__ = ("Engine", "check_timeout", "interpreter_debug_mode")
+__all__ = ("Portal", "check_timeout", "interpreter_debug_mode")
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -44,19 +52,23 @@ _getpid = os.getpid
 _copy_context = contextvars.copy_context
 
 
-class Engine:
+class Portal:
     """One loop thread plus the rules of handing calls to it.
 
+    Made with :meth:`create`; the loop thread starts on first use.
+
     Args:
-        core: the loop thread.
+        loop_thread: the loop thread.
         default_timeout: seconds applied when a call passes no timeout.
     """
 
-    __slots__ = ("core", "default_timeout")
+    __slots__ = ("__weakref__", "_lt", "default_timeout")
 
-    def __init__(self, core: LoopThread, default_timeout: float | None) -> None:
-        self.core = core
+    def __init__(self, loop_thread: LoopThread, default_timeout: float | None) -> None:
+        self._lt = loop_thread
         self.default_timeout = default_timeout
+        # An observer factory is told of the bridge through its portal.
+        loop_thread.observed_as = weakref.ref(self)
 
     @classmethod
     def create(
@@ -67,8 +79,8 @@ class Engine:
         slow_callback_duration: float,
         default_timeout: float | None,
         max_in_flight: int | None,
-    ) -> Engine:
-        """Check ``AioThread``'s options and make its engine (the thread starts later)."""
+    ) -> Portal:
+        """Check ``AioThread``'s options and make its portal (the thread starts later)."""
         if not isinstance(name, str) or not name:
             raise TypeError(f"name must be a non-empty str, got {name!r}")
         if loop_factory is not None and not callable(loop_factory):
@@ -84,31 +96,92 @@ class Engine:
             raise ValueError(f"max_in_flight must be an int >= 1 or None, got {max_in_flight!r}")
         if debug is None:
             debug = interpreter_debug_mode()
-        core = LoopThread(name, loop_factory, bool(debug), slow_callback_duration, max_in_flight)
-        return cls(core, default_timeout)
+        loop_thread = LoopThread(name, loop_factory, bool(debug), slow_callback_duration,
+                                 max_in_flight)
+        return cls(loop_thread, default_timeout)
 
+    # -- the loop thread's lifecycle ---------------------------------------------------
     @property
     def name(self) -> str:
         """The loop thread's name."""
-        return self.core.name
+        return self._lt.name
+
+    @property
+    def state(self) -> State:
+        """Where the loop thread is in its lifecycle (as this process sees it)."""
+        return self._lt.state
 
     @property
     def running(self) -> bool:
         """True while the loop thread accepts work in this process."""
-        core = self.core
-        return core.state is State.RUNNING and core.pid == _getpid()
+        lt = self._lt
+        return lt.state is State.RUNNING and lt.pid == _getpid()
 
-    # -- checks ----------------------------------------------------------------------
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop of the current life of the loop thread, or None before it starts."""
+        return self._lt.loop
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The loop thread, or None before start."""
+        return self._lt.thread
+
+    def start(self) -> None:
+        """Start the loop thread and return once it accepts work. Idempotent."""
+        self._lt.start()
+
+    def stop(self, timeout: float) -> None:
+        """Drain for up to ``timeout`` seconds, cancel the rest, close, join."""
+        self._lt.stop(timeout)
+
     def ensure_running(self) -> None:
         """Start the loop thread unless it already runs in this process."""
-        core = self.core
-        if core.state is not State.RUNNING or core.pid != _getpid():
-            core.start()
+        lt = self._lt
+        if lt.state is not State.RUNNING or lt.pid != _getpid():
+            lt.start()
 
+    # -- what features ask of the loop thread ------------------------------------------
+    def owns_loop(self, loop: asyncio.AbstractEventLoop | None) -> bool:
+        """True if ``loop`` is this bridge's loop, in this process."""
+        lt = self._lt
+        return loop is not None and loop is lt.loop and lt.pid == _getpid()
+
+    def add_closer(self, closer: Closer) -> None:
+        """Run ``closer()`` on the loop when the bridge stops, last added first (bounded)."""
+        self._lt.add_closer(closer)
+
+    def remove_closer(self, closer: Closer) -> None:
+        """Forget a closer added with :meth:`add_closer`."""
+        self._lt.remove_closer(closer)
+
+    def send(self, fn: Callable[..., object], *args: object) -> None:
+        """Run ``fn(*args)`` on the loop after every call handed off before; never blocks.
+
+        Raises ``RuntimeError`` if the loop is closed or gone.
+        """
+        self._lt.inbox.send(fn, *args)
+
+    def waiting_for_loop(self) -> AbstractContextManager[None]:
+        """Wrap a caller's wait on a ``threading`` condition that the loop thread ends.
+
+        Under gevent it keeps the caller's hub running; elsewhere it does nothing.
+        """
+        return self._lt.threads.waiting_for_loop()
+
+    def wake(self, notify: Callable[[], None]) -> None:
+        """On the loop: run ``notify`` (a thread wake-up) just before the loop next blocks."""
+        dispatcher = self._lt.dispatcher
+        if dispatcher is None:
+            notify()
+        else:
+            dispatcher.wake(notify)
+
+    # -- checks ----------------------------------------------------------------------
     def on_loop_thread(self) -> bool:
         """True when called on the loop thread itself."""
-        core = self.core
-        return core.thread_ident == _get_ident() and core.pid == _getpid()
+        lt = self._lt
+        return lt.thread_ident == _get_ident() and lt.pid == _getpid()
 
     def check_may_block(self, method: str) -> None:
         """Raise :class:`BridgeDeadlockError` if blocking here would never end.
@@ -138,8 +211,8 @@ class Engine:
         """Raise ``TypeError`` unless ``awaitable`` can run on this loop."""
         check_awaitable(awaitable, where)
         if isinstance(awaitable, asyncio.Future):
-            core = self.core
-            if core.loop is None or awaitable.get_loop() is not core.loop:
+            loop = self._lt.loop
+            if loop is None or awaitable.get_loop() is not loop:
                 raise TypeError(
                     f"{where} got an asyncio Future/Task bound to another event loop; "
                     f"bridge {self.name!r} can only await futures of its own loop. "
@@ -159,9 +232,10 @@ class Engine:
 
     def stats(self) -> BridgeStats:
         """A snapshot of the counters and loop-health figures (``AioThread.stats``)."""
-        core = self.core
-        c = core.counters
-        p50, p99 = core.monitor.lag_percentiles()
+        lt = self._lt
+        c = lt.counters
+        monitor = lt.monitor
+        p50, p99 = monitor.lag_percentiles()
         return BridgeStats(
             submitted=c.submitted,
             completed=c.completed,
@@ -169,34 +243,30 @@ class Engine:
             cancelled=c.cancelled,
             timed_out=c.timed_out,
             in_flight=c.in_flight,
-            queued=len(core._waiting),
+            queued=0 if lt.dispatcher is None else len(lt.dispatcher.waiting),
             spawned=c.spawned,
             loop_lag_p50=p50,
             loop_lag_p99=p99,
-            loop_lag_max=core.monitor.lag_max,
-            slow_callbacks=core.monitor.slow_callbacks,
+            loop_lag_max=monitor.lag_max,
+            slow_callbacks=monitor.slow_callbacks,
             cancel_ignored=c.cancel_ignored,
             cancel_redelivered=c.cancel_redelivered,
         )
-
-    def wake(self, notify: Callable[[], None]) -> None:
-        """On the loop: run ``notify`` (a thread wake-up) just before the loop next blocks."""
-        self.core._wake(notify)
 
     # -- calls -----------------------------------------------------------------------
     def run(self, awaitable: Awaitable[T], timeout: float | None) -> T:
         """Run ``awaitable`` on the loop and block until its result (``AioThread.run``)."""
         if type(awaitable) is not _CoroutineType:
             self.check_awaitable(awaitable, "AioThread.run()")
-        core = self.core
+        lt = self._lt
         call: BlockingCall[T] | None = None
         try:
             self.check_may_block("run")
             wait = self.timeout(timeout)
-            if core.state is not State.RUNNING or core.pid != _getpid():
-                core.start()
-            call = BlockingCall(awaitable, _copy_context(), core.new_lock)
-            core.hand_off(call)
+            if lt.state is not State.RUNNING or lt.pid != _getpid():
+                lt.start()
+            call = BlockingCall(awaitable, _copy_context(), lt.threads.caller_lock)
+            lt.inbox.hand_off(call)
             acquired = call.lock.acquire(True, -1 if wait is None else wait)
         except BaseException as exc:
             if call is None or isinstance(exc, BridgeClosedError):
@@ -204,10 +274,10 @@ class Engine:
             else:
                 # A KeyboardInterrupt during the hand-off or the wait: the loop may be
                 # running the coroutine already, so it is cancelled there, never closed here.
-                core.abandon(call)
+                lt.inbox.abandon(call)
             raise
         if not acquired and not call.lock.acquire(False):
-            core.request_cancel(call, timed_out=True)
+            lt.inbox.request_cancel(call, timed_out=True)
             raise BridgeTimeoutError(
                 f"AioThread.run() timed out after {timeout if timeout is not None else wait} s; "
                 "the task was cancelled on the loop"
@@ -230,27 +300,28 @@ class Engine:
         """Schedule ``awaitable`` on the loop; a future of its result (``submit``/``spawn``)."""
         if type(awaitable) is not _CoroutineType:
             self.check_awaitable(awaitable, where)
-        core = self.core
+        lt = self._lt
         call: FutureCall[T] | None = None
         try:
             limit = None if spawned else self.timeout(timeout)
-            if core.state is not State.RUNNING or core.pid != _getpid():
-                core.start()
-            call = core.future_call(awaitable, _copy_context(), limit, spawned)
+            if lt.state is not State.RUNNING or lt.pid != _getpid():
+                lt.start()
+            keepalive = None if spawned else lt.threads.submit_keepalive()
+            call = FutureCall(awaitable, _copy_context(), limit, spawned, keepalive)
             future = call.future
             accepted = call  # not Optional, for the closure
 
             def propagate_cancel(done: concurrent.futures.Future[T]) -> None:
                 if done.cancelled():
-                    core.request_cancel(accepted)
+                    lt.inbox.request_cancel(accepted)
 
             future.add_done_callback(propagate_cancel)
-            core.hand_off(call)
+            lt.inbox.hand_off(call)
         except BaseException as exc:
             if call is None or isinstance(exc, BridgeClosedError):
                 close_awaitables((awaitable,))  # never reached the loop
             else:
-                core.abandon(call)  # interrupted during the hand-off: see run()
+                lt.inbox.abandon(call)  # interrupted during the hand-off: see run()
             raise
         return future
 
@@ -269,7 +340,7 @@ class Engine:
             raise TypeError(f"AioThread.call_soon() takes a callable, got {describe(fn)}")
         self.ensure_running()
         try:
-            self.core.call_soon_threadsafe(fn, *args, context=_copy_context())
+            self._lt.inbox.send(fn, *args, context=_copy_context())
         except RuntimeError as exc:
             raise BridgeClosedError(f"bridge {self.name!r} is closed") from exc
 

@@ -1,11 +1,8 @@
-"""Where the loop thread gets its OS thread, its selector and its executor.
+"""The standard backend: the loop thread's OS thread, locks, selector and executor.
 
-:class:`PlainThreads` is the ordinary ``threading`` way. Under gevent's
-monkeypatching those same names make greenlets on gevent's hub instead of OS
-threads, so :func:`for_this_process` picks :class:`aiobridge._gevent.GeventThreads`,
-which asks gevent for the unpatched originals. The choice is made when a loop
-thread starts, so a process patched after ``import aiobridge`` (gunicorn
-``--preload``, then ``-k gevent``) still gets the right one.
+:class:`OsThreads` takes them straight from the standard library. The gevent
+backend (:mod:`.gevent`) subclasses it; :func:`aiobridge._backends.threads_for_this_process`
+chooses between them.
 """
 
 from __future__ import annotations
@@ -17,11 +14,9 @@ import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Protocol
 
-from ._calls import FutureCall
-
-__all__ = ("NativeLock", "PlainThreads", "for_this_process")
+__all__ = ("NativeLock", "OsThreads")
 
 
 class NativeLock(Protocol):
@@ -40,19 +35,23 @@ class NativeLock(Protocol):
     ) -> None: ...
 
 
-class PlainThreads:
+class OsThreads:
     """OS threads, locks, selector and executor straight from the standard library."""
-
-    #: True when the process is monkeypatched by gevent.
-    gevent = False
 
     def __init__(self) -> None:
         #: Makes the lock a blocking caller sleeps on until the loop releases it.
         self.caller_lock: Callable[[], NativeLock] = threading.Lock
-        #: The class of the calls behind ``submit()``.
-        self.future_call: type[FutureCall[Any]] = FutureCall
-        #: Wraps a wait on a ``threading`` condition that the loop thread ends.
-        self.hold_hub: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext
+        #: Wraps a caller's wait on a ``threading`` condition that the loop thread ends.
+        self.waiting_for_loop: Callable[[], AbstractContextManager[None]] = (
+            contextlib.nullcontext
+        )
+
+    def submit_keepalive(self) -> Callable[[], None] | None:
+        """Something to run once a ``submit()`` call is settled, made when it is handed off.
+
+        Nothing here; the gevent backend keeps the caller's hub running until then.
+        """
+        return None
 
     def start_thread(self, target: Callable[[], None], name: str) -> threading.Thread:
         """Start ``target`` in a daemon OS thread called ``name``."""
@@ -82,12 +81,3 @@ class PlainThreads:
     async def shutdown_executor(self, loop: asyncio.AbstractEventLoop) -> None:
         """Shut down the loop's default executor (``run_in_executor``, ``to_thread``)."""
         await loop.shutdown_default_executor()
-
-
-def for_this_process() -> PlainThreads:
-    """The threads provider for a loop thread starting now in this process."""
-    from . import _gevent
-
-    if _gevent.active():
-        return _gevent.GeventThreads()
-    return PlainThreads()

@@ -19,12 +19,12 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
-from . import _fork
-from ._awaitables import close_awaitables, describe
-from .errors import BridgeDeadlockError, BridgeError
+from .._core import fork as _fork
+from .._core.awaitables import close_awaitables, describe
+from ..errors import BridgeDeadlockError, BridgeError
 
 if TYPE_CHECKING:
-    from ._engine import Engine
+    from .._core.portal import Portal
 
 __all__ = ("Resource", "keep_after_fork")
 
@@ -38,7 +38,7 @@ def keep_after_fork(obj: object) -> None:
     """Keep an object inherited from the parent process alive, untouched.
 
     Finalising it would close (or, for TLS, even write to) sockets that still
-    belong to the parent; see :mod:`aiobridge._fork`.
+    belong to the parent; see :mod:`aiobridge._core.fork`.
     """
     _fork.keep(obj)
 
@@ -86,7 +86,7 @@ class Resource(Generic[T]):
 
     def __init__(
         self,
-        engine: Engine,
+        portal: Portal,
         factory: Callable[[], Awaitable[T]] | Callable[[], T],
         close: Callable[[T], Any] | None = None,
     ) -> None:
@@ -103,7 +103,7 @@ class Resource(Generic[T]):
             )
         if close is not None and not callable(close):
             raise TypeError(f"close must be a callable or None, got {describe(close)}")
-        self._engine = engine
+        self._portal = portal
         self._factory = factory
         self._close = close
         self._built: _Built[T] | None = None
@@ -112,7 +112,7 @@ class Resource(Generic[T]):
 
     def __repr__(self) -> str:
         state = "built" if self._built is not None else "not built"
-        return f"<Resource {self.name!r} of bridge {self._engine.name!r}, {state}>"
+        return f"<Resource {self.name!r} of bridge {self._portal.name!r}, {state}>"
 
     @property
     def built(self) -> bool:
@@ -144,7 +144,7 @@ class Resource(Generic[T]):
                 self._built = None
             task = self._building = loop.create_task(self._build(loop))
             # If the bridge stops mid-build, the build is cancelled before the loop closes.
-            self._engine.core.add_closer(self._cancel_build)
+            self._portal.add_closer(self._cancel_build)
         # A cancelled caller must not cancel the build the others wait for.
         return await asyncio.shield(task)
 
@@ -167,26 +167,24 @@ class Resource(Generic[T]):
         if built is not None and built.pid == _getpid() and running is built.loop:
             return built.value  # on the loop thread itself: harmless once built
         if running is not None:
-            core = self._engine.core
-            if running is core.loop and core.pid == _getpid():
+            if self._portal.owns_loop(running):
                 raise BridgeDeadlockError(
                     f"{self!r}: get_sync() on the bridge's own loop thread would wait for "
                     "itself; use 'await resource.get()' in the coroutine"
                 )
             raise self._foreign_loop_error()
-        if built is not None and built.pid == _getpid() and self._engine.running:
+        if built is not None and built.pid == _getpid() and self._portal.running:
             return built.value
-        return self._engine.run(self.get(), timeout)
+        return self._portal.run(self.get(), timeout)
 
     # -- loop side ----------------------------------------------------------------
     def _check_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        core = self._engine.core
-        if loop is not core.loop or core.pid != _getpid():
+        if not self._portal.owns_loop(loop):
             raise self._foreign_loop_error()
 
     def _foreign_loop_error(self) -> BridgeError:
         return BridgeError(
-            f"resource {self.name!r} belongs to bridge {self._engine.name!r} and can only be "
+            f"resource {self.name!r} belongs to bridge {self._portal.name!r} and can only be "
             "used on that bridge's event loop, but it was requested from another event "
             "loop; run the coroutine on the bridge (bridge.run(...) or bridge.submit(...)) "
             "instead of asyncio.run() or a loop of your own"
@@ -199,12 +197,12 @@ class Resource(Generic[T]):
                 value = await value
             built: _Built[T] = _Built(value, loop, _getpid())  # type: ignore[arg-type]
             self._built = built
-            self._engine.core.add_closer(lambda: self._close_built(built))
+            self._portal.add_closer(lambda: self._close_built(built))
             return built.value
         finally:
             if self._building is asyncio.current_task():
                 self._building = None
-                self._engine.core.remove_closer(self._cancel_build)
+                self._portal.remove_closer(self._cancel_build)
 
     async def _cancel_build(self) -> None:
         task = self._building

@@ -1,0 +1,1 @@
+"""The Flask extension's private parts: the per-request scope of async work."""
