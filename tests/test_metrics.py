@@ -272,3 +272,31 @@ def test_multiprocess_mode_in_a_fresh_interpreter(tmp_path: Path) -> None:
     assert result.stdout.split() == ["2.0", "0.0", "True", "True"]
     assert sorted(p.name.split("_")[0] for p in tmp_path.glob("*.db")) == [
         "counter", "gauge", "gauge", "histogram"]
+
+
+def test_clearing_the_observer_factory_uninstalls_the_metrics(registry: CollectorRegistry) -> None:
+    """One global says whether the metrics observe bridges: the observer factory."""
+    from aiobridge import monitor
+
+    assert metrics.installed() is not None
+    monitor.set_observer_factory(None)
+    assert metrics.installed() is None
+    # So an app asking for the endpoint installs them again and its calls are counted.
+    app = Flask("reinstalled")
+    app.config["AIOBRIDGE_METRICS_ENDPOINT"] = "/metrics"
+    app.config["AIOBRIDGE_THREAD_NAME"] = "reinstalled"
+    ext = AioBridge(app)
+
+    @app.get("/hello")
+    async def hello() -> str:
+        return "hi"
+
+    try:
+        assert metrics.installed() is not None
+        client = app.test_client()
+        assert client.get("/hello").data == b"hi"
+        response = client.get("/metrics")
+    finally:
+        ext.get_bridge(app).stop()
+    assert _sample(response.data, "aiobridge_calls_total", bridge="reinstalled",
+                   outcome="completed") == 1

@@ -56,7 +56,7 @@ def test_an_idle_loop_thread_is_seen_idle_by_the_watchdog(loop: str) -> None:
         bridge.run(asyncio.sleep(0))
         thread = bridge.thread
         assert thread is not None and thread.ident is not None
-        is_idle = bridge._portal._lt.monitor.is_idle
+        is_idle = bridge._portal._loop_thread.monitor.is_idle
         # Starved of the GIL while idle, the thread must not be reported as stuck.
         deadline = time.monotonic() + 10
         while True:

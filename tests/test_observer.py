@@ -154,7 +154,7 @@ def test_a_loop_restarted_in_a_forked_child_is_reported(recorders: dict[str, Rec
 def test_no_observer_without_a_factory() -> None:
     with AioThread(name="plain") as bridge:
         bridge.run(asyncio.sleep(0))
-        assert bridge._portal._lt.observer is None
+        assert bridge._portal._loop_thread.observer is None
 
 
 async def _make_event() -> asyncio.Event:
@@ -180,7 +180,7 @@ def test_a_failing_observer_factory_leaves_the_bridge_working(
     try:
         with AioThread(name="unobserved") as bridge:
             assert bridge.run(asyncio.sleep(0, result=7)) == 7
-            assert bridge._portal._lt.observer is None
+            assert bridge._portal._loop_thread.observer is None
     finally:
         set_observer_factory(None)
     assert any("runs unobserved" in record.getMessage() for record in caplog.records)

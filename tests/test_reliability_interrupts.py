@@ -55,7 +55,7 @@ def own_bridge() -> Iterator[AioThread]:
 
 def _interrupt_hand_off(bridge: AioThread, when: str, body: Body) -> Callable[[], None]:
     """Make the next hand-off raise KeyboardInterrupt at ``when``; returns the undo."""
-    inbox = bridge._portal._lt.inbox
+    inbox = bridge._portal._loop_thread.inbox
     original = inbox.hand_off
 
     def interrupted(call: Call[Any]) -> None:
@@ -121,7 +121,7 @@ def test_interrupt_while_waiting_for_a_slot_cancels_the_waiting_call() -> None:
         assert blocker.started.wait(WAIT)
         waiting = Body()
         coro = waiting.run()
-        inbox = bridge._portal._lt.inbox
+        inbox = bridge._portal._loop_thread.inbox
         original = inbox.hand_off
 
         def interrupted(call: Call[Any]) -> None:

@@ -62,10 +62,10 @@ class Portal:
         default_timeout: seconds applied when a call passes no timeout.
     """
 
-    __slots__ = ("__weakref__", "_lt", "default_timeout")
+    __slots__ = ("__weakref__", "_loop_thread", "default_timeout")
 
     def __init__(self, loop_thread: LoopThread, default_timeout: float | None) -> None:
-        self._lt = loop_thread
+        self._loop_thread = loop_thread
         self.default_timeout = default_timeout
         # An observer factory is told of the bridge through its portal.
         loop_thread.observed_as = weakref.ref(self)
@@ -104,74 +104,74 @@ class Portal:
     @property
     def name(self) -> str:
         """The loop thread's name."""
-        return self._lt.name
+        return self._loop_thread.name
 
     @property
     def state(self) -> State:
         """Where the loop thread is in its lifecycle (as this process sees it)."""
-        return self._lt.state
+        return self._loop_thread.state
 
     @property
     def running(self) -> bool:
         """True while the loop thread accepts work in this process."""
-        lt = self._lt
+        lt = self._loop_thread
         return lt.state is State.RUNNING and lt.pid == _getpid()
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
         """The loop of the current life of the loop thread, or None before it starts."""
-        return self._lt.loop
+        return self._loop_thread.loop
 
     @property
     def thread(self) -> threading.Thread | None:
         """The loop thread, or None before start."""
-        return self._lt.thread
+        return self._loop_thread.thread
 
     def start(self) -> None:
         """Start the loop thread and return once it accepts work. Idempotent."""
-        self._lt.start()
+        self._loop_thread.start()
 
     def stop(self, timeout: float) -> None:
         """Drain for up to ``timeout`` seconds, cancel the rest, close, join."""
-        self._lt.stop(timeout)
+        self._loop_thread.stop(timeout)
 
     def ensure_running(self) -> None:
         """Start the loop thread unless it already runs in this process."""
-        lt = self._lt
+        lt = self._loop_thread
         if lt.state is not State.RUNNING or lt.pid != _getpid():
             lt.start()
 
     # -- what features ask of the loop thread ------------------------------------------
     def owns_loop(self, loop: asyncio.AbstractEventLoop | None) -> bool:
         """True if ``loop`` is this bridge's loop, in this process."""
-        lt = self._lt
+        lt = self._loop_thread
         return loop is not None and loop is lt.loop and lt.pid == _getpid()
 
     def add_closer(self, closer: Closer) -> None:
         """Run ``closer()`` on the loop when the bridge stops, last added first (bounded)."""
-        self._lt.add_closer(closer)
+        self._loop_thread.add_closer(closer)
 
     def remove_closer(self, closer: Closer) -> None:
         """Forget a closer added with :meth:`add_closer`."""
-        self._lt.remove_closer(closer)
+        self._loop_thread.remove_closer(closer)
 
     def send(self, fn: Callable[..., object], *args: object) -> None:
         """Run ``fn(*args)`` on the loop after every call handed off before; never blocks.
 
         Raises ``RuntimeError`` if the loop is closed or gone.
         """
-        self._lt.inbox.send(fn, *args)
+        self._loop_thread.inbox.send(fn, *args)
 
     def waiting_for_loop(self) -> AbstractContextManager[None]:
         """Wrap a caller's wait on a ``threading`` condition that the loop thread ends.
 
         Under gevent it keeps the caller's hub running; elsewhere it does nothing.
         """
-        return self._lt.threads.waiting_for_loop()
+        return self._loop_thread.threads.waiting_for_loop()
 
     def wake(self, notify: Callable[[], None]) -> None:
         """On the loop: run ``notify`` (a thread wake-up) just before the loop next blocks."""
-        dispatcher = self._lt.dispatcher
+        dispatcher = self._loop_thread.dispatcher
         if dispatcher is None:
             notify()
         else:
@@ -180,7 +180,7 @@ class Portal:
     # -- checks ----------------------------------------------------------------------
     def on_loop_thread(self) -> bool:
         """True when called on the loop thread itself."""
-        lt = self._lt
+        lt = self._loop_thread
         return lt.thread_ident == _get_ident() and lt.pid == _getpid()
 
     def check_may_block(self, method: str) -> None:
@@ -211,7 +211,7 @@ class Portal:
         """Raise ``TypeError`` unless ``awaitable`` can run on this loop."""
         check_awaitable(awaitable, where)
         if isinstance(awaitable, asyncio.Future):
-            loop = self._lt.loop
+            loop = self._loop_thread.loop
             if loop is None or awaitable.get_loop() is not loop:
                 raise TypeError(
                     f"{where} got an asyncio Future/Task bound to another event loop; "
@@ -232,7 +232,7 @@ class Portal:
 
     def stats(self) -> BridgeStats:
         """A snapshot of the counters and loop-health figures (``AioThread.stats``)."""
-        lt = self._lt
+        lt = self._loop_thread
         c = lt.counters
         monitor = lt.monitor
         p50, p99 = monitor.lag_percentiles()
@@ -258,7 +258,7 @@ class Portal:
         """Run ``awaitable`` on the loop and block until its result (``AioThread.run``)."""
         if type(awaitable) is not _CoroutineType:
             self.check_awaitable(awaitable, "AioThread.run()")
-        lt = self._lt
+        lt = self._loop_thread
         call: BlockingCall[T] | None = None
         try:
             self.check_may_block("run")
@@ -300,7 +300,7 @@ class Portal:
         """Schedule ``awaitable`` on the loop; a future of its result (``submit``/``spawn``)."""
         if type(awaitable) is not _CoroutineType:
             self.check_awaitable(awaitable, where)
-        lt = self._lt
+        lt = self._loop_thread
         call: FutureCall[T] | None = None
         try:
             limit = None if spawned else self.timeout(timeout)
@@ -340,7 +340,7 @@ class Portal:
             raise TypeError(f"AioThread.call_soon() takes a callable, got {describe(fn)}")
         self.ensure_running()
         try:
-            self._lt.inbox.send(fn, *args, context=_copy_context())
+            self._loop_thread.inbox.send(fn, *args, context=_copy_context())
         except RuntimeError as exc:
             raise BridgeClosedError(f"bridge {self.name!r} is closed") from exc
 

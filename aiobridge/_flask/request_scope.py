@@ -1,6 +1,6 @@
 """Per-request state of the Flask extension: one deadline, and context changes to undo.
 
-A :class:`Scope` lives in the request's WSGI environ (or, for async code run
+A :class:`RequestScope` lives in the request's WSGI environ (or, for async code run
 in an app context without a request, in ``g``). It gives every bridged call of
 the request the time left until the request's deadline (``AIOBRIDGE_TIMEOUT``
 from the moment the request started), copies the context variables each call
@@ -24,7 +24,7 @@ from .._core.awaitables import close_awaitables
 from .._core.context import copy_back
 from ..errors import BridgeTimeoutError
 
-__all__ = ("Scope", "current_scope", "install")
+__all__ = ("RequestScope", "current_scope", "install")
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -34,7 +34,7 @@ _G_NAME = "_aiobridge_scope"
 _copy_context = contextvars.copy_context
 
 
-class Scope:
+class RequestScope:
     """The bridged calls of one request (or app context).
 
     Args:
@@ -83,18 +83,18 @@ class Scope:
                 token.var.reset(token)
 
 
-def current_scope() -> Scope | None:
+def current_scope() -> RequestScope | None:
     """The scope of the current request, else of the current app context, else None."""
     if has_request_context():
         environ = request.environ
-        scope: Scope | None = environ.get(_ENVIRON_KEY)
+        scope: RequestScope | None = environ.get(_ENVIRON_KEY)
         if scope is None:  # e.g. app.test_request_context(): no request_started signal
-            scope = environ[_ENVIRON_KEY] = Scope(None)
+            scope = environ[_ENVIRON_KEY] = RequestScope(None)
         return scope
     if has_app_context():
         scope = g.get(_G_NAME)
         if scope is None:
-            scope = Scope(None)
+            scope = RequestScope(None)
             setattr(g, _G_NAME, scope)
         return scope
     return None
@@ -110,7 +110,7 @@ def install(app: Flask) -> None:
 
 def _request_started(app: Flask, **_: Any) -> None:
     budget = app.config.get("AIOBRIDGE_TIMEOUT")
-    request.environ[_ENVIRON_KEY] = Scope(None if budget is None else float(budget))
+    request.environ[_ENVIRON_KEY] = RequestScope(None if budget is None else float(budget))
 
 
 def _request_finished(app: Flask, response: Response, **_: Any) -> None:
