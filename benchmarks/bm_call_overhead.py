@@ -53,7 +53,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ._spread import ratio_rounds, spread, text
+from .results import ratio_rounds, spread, text
 
 NAME = "call_overhead"
 THREAD_COUNTS = (1, 32)

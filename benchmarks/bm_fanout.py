@@ -39,7 +39,7 @@ from aiobridge import AioThread, Resource
 from aiobridge.clients import http_session
 from demo_flask.services import HOST, free_port, wait_for_port
 
-from ._spread import ratio_rounds, spread, text
+from .results import ratio_rounds, spread, text
 
 NAME = "fanout"
 FAN_OUT = 10

@@ -37,7 +37,7 @@ from aiobridge import AioThread
 from aiobridge.clients import redis_client
 from demo_flask.services import redis_from_env
 
-from ._spread import ratio_rounds, spread, text
+from .results import ratio_rounds, spread, text
 
 NAME = "redis"
 KEY = "aiobridge:bm:key"

@@ -31,7 +31,7 @@ import culsans
 
 from aiobridge import AioThread
 
-from ._spread import ratio_rounds, spread, text
+from .results import ratio_rounds, spread, text
 
 NAME = "streams"
 QUEUE_MAXSIZE = 64
