@@ -1,6 +1,6 @@
 """The demo's server (gunicorn, or uvicorn/granian) as a child process of a benchmark.
 
-:class:`DemoServer` is :class:`demo_flask.services.GunicornServer` (one mode,
+:class:`DemoServer` is :class:`demo_flask.services.AppServer` (one mode,
 against Redis and an upstream the caller started once) that is ready only when
 every worker is up, and exposes the worker pids for memory sampling and its
 log's trouble markers.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import psutil
 
-from demo_flask.services import GunicornServer
+from demo_flask.services import AppServer
 
 __all__ = ("DemoServer", "rss_of")
 #: Lines of gunicorn's log that mean something went wrong in a worker.
@@ -28,10 +28,10 @@ def rss_of(pids: list[int]) -> dict[int, int]:
     return sizes
 
 
-class DemoServer(GunicornServer):
+class DemoServer(AppServer):
     """The demo's gunicorn for a benchmark: ready once every worker is up.
 
-    Adds to :class:`~demo_flask.services.GunicornServer` the worker pids (for
+    Adds to :class:`~demo_flask.services.AppServer` the worker pids (for
     memory sampling), a scan of the log for trouble, and ``close()``, which
     stops gunicorn gracefully and returns its exit code.
     """

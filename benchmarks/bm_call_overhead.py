@@ -53,7 +53,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ._spread import ratio_rounds, spread, text
+from .results import check, markdown_table, ratio_rounds, show, spread, text
 
 NAME = "call_overhead"
 THREAD_COUNTS = (1, 32)
@@ -337,28 +337,20 @@ def check_targets(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             slower("anyio-portal", "aiobridge"), ">=", 1.5),
         "32 threads >= 1.3x raw calls/s": (slower(BASELINE, "aiobridge", 32), ">=", 1.3),
     }
-    out = {}
-    for label, (ratio, op, bound) in targets.items():
-        value = ratio["median"] if ratio else None
-        met = value is not None and (value <= bound if op == "<=" else value >= bound)
-        out[label] = {"value": value, "target": f"{op} {bound}", "met": met, "spread": ratio}
-    return out
+    return {label: check(ratio["median"] if ratio else None, op, bound, ratio,
+                         bound_text=str(bound))
+            for label, (ratio, op, bound) in targets.items()}  # fmt: skip
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    lines = [
-        "| variant | threads | placement | µs/call | calls/s | p50 µs | p99 µs "
-        "| x raw rct, median (min-max over rounds) |",
-        "|---|---:|---|---:|---:|---:|---:|---:|",
-    ]
-    for row in rows:
-        lines.append(
-            f"| {row['variant']} | {row['threads']} | {row.get('placement', UNPINNED)} | "
-            f"{row['us_per_call']:.1f} | "
-            f"{row['calls_per_s']:,.0f} | {row['p50_us']:.1f} | {row['p99_us']:.1f} | "
-            f"{text(row.get('ratio_to_raw_spread'))} |"
-        )
-    return "\n".join(lines)
+    """One row per variant, thread count and placement, the ratio with its spread."""
+    headers = ["variant", "threads", "placement", "µs/call", "calls/s", "p50 µs", "p99 µs",
+               "x raw rct, median (min-max over rounds)"]  # fmt: skip
+    return markdown_table(headers, ([
+        row["variant"], str(row["threads"]), row.get("placement", UNPINNED),
+        f"{row['us_per_call']:.1f}", f"{row['calls_per_s']:,.0f}", f"{row['p50_us']:.1f}",
+        f"{row['p99_us']:.1f}", text(row.get("ratio_to_raw_spread")),
+    ] for row in rows), "---|---:|---|" + "---:|" * 5)  # fmt: skip
 
 
 def main(
@@ -385,10 +377,7 @@ def main(
         "targets": check_targets(rows),
     }
     if progress is None:
-        print(format_table(rows))
-        for label, target in result["targets"].items():
-            status = "met" if target["met"] else "MISSED"
-            print(f"{label}: {target['value']} ({target['target']}) {status}")
+        show(result, format_table)
     return result
 
 

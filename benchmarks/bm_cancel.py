@@ -44,6 +44,8 @@ from aiobridge import AioThread
 from aiobridge.clients import redis_client
 from demo_flask.services import redis_from_env
 
+from .results import markdown_table, numeric_align, show
+
 NAME = "cancel"
 KEYS = ("a", "b", "c")
 WAIT = 10.0
@@ -153,18 +155,14 @@ def run_config(url: str, loop_name: str, settings: str, redeliver: bool, trials:
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    lines = [
-        "| loop | client settings | re-delivery | cancelled running | returned | "
-        "later command | re-delivered |",
-        "|---|---|---|---:|---:|---:|---:|",
-    ]
-    for row in rows:
-        lines.append(
-            f"| {row['loop']} | {row['settings']} | {'on' if row['redeliver'] else 'off'} | "
-            f"{row['cancelled_running']} / {row['trials']} | {row['returned']} | "
-            f"{row['later_command']} | {row['redelivered']} |"
-        )
-    return "\n".join(lines)
+    """One row per configuration: the counts of the trials."""
+    headers = ["loop", "client settings", "re-delivery", "cancelled running", "returned",
+               "later command", "re-delivered"]  # fmt: skip
+    return markdown_table(headers, ([
+        row["loop"], row["settings"], "on" if row["redeliver"] else "off",
+        f"{row['cancelled_running']} / {row['trials']}", str(row["returned"]),
+        str(row["later_command"]), str(row["redelivered"]),
+    ] for row in rows), numeric_align(headers, 3))  # fmt: skip
 
 
 def main(
@@ -206,7 +204,7 @@ def main(
     if progress is None:
         print(f"Python {platform.python_version()}, redis-py {redis.__version__}, "
               f"{trials} trials per row")
-        print(format_table(rows))
+        show(result, format_table)
     return result
 
 

@@ -39,7 +39,7 @@ from aiobridge import AioThread, Resource
 from aiobridge.clients import http_session
 from demo_flask.services import HOST, free_port, wait_for_port
 
-from ._spread import ratio_rounds, spread, text
+from .results import check, markdown_table, numeric_align, ratio_rounds, show, spread, text
 
 NAME = "fanout"
 FAN_OUT = 10
@@ -209,28 +209,21 @@ def check_targets(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     row = next(r for r in rows if r["variant"] == "bridge.gather")
     ratio = row["ratio_to_slowest_call"]
     return {
-        f"gather p50 <= {TARGET_RATIO}x the slowest single call": {
-            "value": ratio,
-            "target": f"<= {TARGET_RATIO}",
-            "met": ratio is not None and ratio <= TARGET_RATIO,
-            "spread": row.get("ratio_to_slowest_call_spread"),
-        }
+        f"gather p50 <= {TARGET_RATIO}x the slowest single call": check(
+            ratio, "<=", TARGET_RATIO, row.get("ratio_to_slowest_call_spread"),
+            bound_text=str(TARGET_RATIO)),
     }
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    lines = [
-        "| variant | requests | p50 ms | p90 ms | max ms "
-        "| ÷ slowest call, median (min-max over rounds) |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for row in rows:
-        p90 = "" if row["p90_ms"] is None else f"{row['p90_ms']:.1f}"
-        lines.append(
-            f"| {row['variant']} | {row['requests']} | {row['p50_ms']:.1f} | {p90} | "
-            f"{row['max_ms']:.1f} | {text(row.get('ratio_to_slowest_call_spread'))} |"
-        )
-    return "\n".join(lines)
+    """One row per variant, the ratio to the slowest call with its spread over rounds."""
+    headers = ["variant", "requests", "p50 ms", "p90 ms", "max ms",
+               "÷ slowest call, median (min-max over rounds)"]  # fmt: skip
+    return markdown_table(headers, ([
+        row["variant"], str(row["requests"]), f"{row['p50_ms']:.1f}",
+        "" if row["p90_ms"] is None else f"{row['p90_ms']:.1f}", f"{row['max_ms']:.1f}",
+        text(row.get("ratio_to_slowest_call_spread")),
+    ] for row in rows), numeric_align(headers, 1))  # fmt: skip
 
 
 def main(
@@ -258,10 +251,7 @@ def main(
         "targets": check_targets(rows),
     }
     if progress is None:
-        print(format_table(rows))
-        for label, target in result["targets"].items():
-            print(f"{label}: {target['value']} ({target['target']}) "
-                  f"{'met' if target['met'] else 'MISSED'}")
+        show(result, format_table)
     return result
 
 

@@ -37,7 +37,7 @@ from aiobridge import AioThread
 from aiobridge.clients import redis_client
 from demo_flask.services import redis_from_env
 
-from ._spread import ratio_rounds, spread, text
+from .results import markdown_table, numeric_align, ratio_rounds, show, spread, text
 
 NAME = "redis"
 KEY = "aiobridge:bm:key"
@@ -165,18 +165,13 @@ def run_benchmark(
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    lines = [
-        "| variant | threads | GET/s | µs/GET | p50 µs | p99 µs "
-        "| speed vs redis-py sync, median (min-max over rounds) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for row in rows:
-        lines.append(
-            f"| {row['variant']} | {row['threads']} | {row['gets_per_s']:,} | "
-            f"{row['us_per_get']:.1f} | {row['p50_us']:.1f} | {row['p99_us']:.1f} | "
-            f"{text(row.get('ratio_to_sync_spread'))} |"
-        )
-    return "\n".join(lines)
+    """One row per variant and thread count, the ratio with its spread over rounds."""
+    headers = ["variant", "threads", "GET/s", "µs/GET", "p50 µs", "p99 µs",
+               "speed vs redis-py sync, median (min-max over rounds)"]  # fmt: skip
+    return markdown_table(headers, ([
+        row["variant"], str(row["threads"]), f"{row['gets_per_s']:,}", f"{row['us_per_get']:.1f}",
+        f"{row['p50_us']:.1f}", f"{row['p99_us']:.1f}", text(row.get("ratio_to_sync_spread")),
+    ] for row in rows), numeric_align(headers, 1))  # fmt: skip
 
 
 def main(
@@ -211,7 +206,7 @@ def main(
         "rows": rows,
     }
     if progress is None:
-        print(format_table(rows))
+        show(result, format_table)
     return result
 
 

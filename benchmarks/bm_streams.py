@@ -31,7 +31,7 @@ import culsans
 
 from aiobridge import AioThread
 
-from ._spread import ratio_rounds, spread, text
+from .results import markdown_table, numeric_align, ratio_rounds, show, spread, text
 
 NAME = "streams"
 QUEUE_MAXSIZE = 64
@@ -198,17 +198,13 @@ def run_benchmark(
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    lines = [
-        "| transfer | variant | items/s | µs/item "
-        "| speed vs culsans, median (min-max over rounds) |",
-        "|---|---|---:|---:|---:|",
-    ]
-    for row in rows:
-        lines.append(
-            f"| {row['transfer']} | {row['variant']} | {row['items_per_s']:,} | "
-            f"{row['us_per_item']:.2f} | {text(row.get('ratio_to_culsans_spread'))} |"
-        )
-    return "\n".join(lines)
+    """One row per transfer and variant, the ratio with its spread over rounds."""
+    headers = ["transfer", "variant", "items/s", "µs/item",
+               "speed vs culsans, median (min-max over rounds)"]  # fmt: skip
+    return markdown_table(headers, ([
+        row["transfer"], row["variant"], f"{row['items_per_s']:,}", f"{row['us_per_item']:.2f}",
+        text(row.get("ratio_to_culsans_spread")),
+    ] for row in rows), numeric_align(headers, 2))  # fmt: skip
 
 
 def main(
@@ -228,7 +224,7 @@ def main(
         "rows": rows,
     }
     if progress is None:
-        print(format_table(rows))
+        show(result, format_table)
     return result
 
 

@@ -30,7 +30,8 @@ from demo_flask.services import RedisServer, UpstreamServer
 
 from ._gunicorn import DemoServer
 from .load_client import run_load
-from .load_demo import LABELS, cpu_seconds, server_of
+from .load_measure import cpu_seconds
+from .load_plan import LABELS, server_of
 
 __all__ = ("main", "summarize")
 

@@ -15,13 +15,21 @@ from __future__ import annotations
 import importlib
 import json
 import sys
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ._spread import ratio_rounds, spread, text
-from .load_demo import server_of
+from .load_analysis import find_point
+from .load_plan import server_of
 from .report_peers import best_label, choose, peer_section
+from .results import (
+    MODE_ORDER,
+    cell,
+    markdown_table,
+    numeric_align,
+    rps_ratio,
+    spread,
+    text,
+)
 
 __all__ = ("HEADLINE_END", "HEADLINE_START", "findings", "headline", "render")
 
@@ -29,33 +37,6 @@ HEADLINE_START = "<!-- benchmarks:headline:start -->"
 HEADLINE_END = "<!-- benchmarks:headline:end -->"
 #: Differences in req/s smaller than this fraction are called a tie (run-to-run noise).
 TIE = 0.05
-MODE_ORDER = ("sync", "gevent", "embedded", "embedded-thread", "flask-async", "flask-recipe",
-              "quart", "bridge")  # fmt: skip
-
-
-def _fmt(value: Any, digits: int = 1) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        return f"{value:,.{digits}f}"
-    return str(value)
-
-
-def _table(headers: list[str], rows: Iterable[list[Any]], align: str | None = None) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + (align or "---|" * len(headers))]
-    for row in rows:
-        lines.append("| " + " | ".join(_fmt(cell) for cell in row) + " |")
-    return "\n".join(lines)
-
-
-def _numeric_align(headers: list[str], text_columns: int) -> str:
-    return "---|" * text_columns + "---:|" * (len(headers) - text_columns)
-
-
 def _load(document: dict[str, Any]) -> dict[str, Any]:
     result: dict[str, Any] = document.get("benchmarks", {}).get("load_demo") or {}
     return result
@@ -73,12 +54,7 @@ def _target_point(document: dict[str, Any]) -> tuple[int, int]:
 
 def _point(document: dict[str, Any], mode: str, concurrency: int,
            latency: int) -> dict[str, Any] | None:  # fmt: skip
-    for entry in _modes(document):
-        if entry["mode"] == mode:
-            for point in entry["points"]:
-                if point["concurrency"] == concurrency and point["latency_ms"] == latency:
-                    return dict(point)
-    return None
+    return find_point(_load(document).get("result") or {}, mode, concurrency, latency)
 
 
 def _fanout(document: dict[str, Any], mode: str, concurrency: int = 1) -> dict[str, Any] | None:
@@ -98,10 +74,7 @@ def _machine_line(document: dict[str, Any]) -> str:
 
 def _rps_ratio(point: dict[str, Any] | None, other: dict[str, Any] | None) -> str:
     """``point``'s req/s over ``other``'s as "median (min-max, N rounds)"."""
-    if not point or not other:
-        return "-"
-    return text(spread(ratio_rounds(point.get("rps_rounds") or [point["rps"]],
-                                    other.get("rps_rounds") or [other["rps"]])))  # fmt: skip
+    return text(rps_ratio(point, other))
 
 
 def _command(document: dict[str, Any]) -> str:
@@ -158,7 +131,7 @@ def headline(document: dict[str, Any], chart: str | None = "headline.png", *,
         f"{params.get('workers', 1)} gunicorn gthread worker x {params.get('threads', 32)} "
         f"threads, {params.get('duration', '?')} s per load:",
         "",
-        _table(headers, rows, _numeric_align(headers, 1)),
+        markdown_table(headers, rows, numeric_align(headers, 1)),
         "",
     ]
     fanout = [(mode, _fanout(document, mode)) for mode in MODE_ORDER]
@@ -200,7 +173,7 @@ def _target_value(target: dict[str, Any]) -> str:
     figures = target.get("spread")
     if figures:
         return text(figures, unit="")
-    return _fmt(target.get("value"), 3)
+    return cell(target.get("value"), 3)
 
 
 # -- findings ---------------------------------------------------------------------------
@@ -466,7 +439,7 @@ def _targets_table(document: dict[str, Any]) -> str:
     return ("A ratio is the median of its per-round ratios, with the lowest and highest "
             "round: a target met by the median but not by every round is within this "
             "machine's noise.\n\n"
-            + _table(["benchmark", "target", "measured (min-max over rounds)", "bound",
+            + markdown_table(["benchmark", "target", "measured (min-max over rounds)", "bound",
                       "result"], rows))
 
 
@@ -504,11 +477,11 @@ def _load_tables(document: dict[str, Any]) -> list[str]:
                                  p["p99_ms"], p["max_ms"], errors, p["open_to_upstream_peak"],
                                  p["upstream_connections"], p["redis_clients_peak"],
                                  p["redis_new_connections"],
-                                 _fmt(p.get("worker_cpu_ms_per_request"), 2),
+                                 cell(p.get("worker_cpu_ms_per_request"), 2),
                                  p.get("machine_cpu_percent"),
                                  f"{p['rss_before_mb']:.1f} → {p['rss_after_mb']:.1f}"])
         out += ["", f"### /dog, upstream latency {latency} ms", "",
-                _table(headers, rows, _numeric_align(headers, 1))]
+                markdown_table(headers, rows, numeric_align(headers, 1))]
     spec = params.get("fanout") or {}
     floor = spec.get("seconds", 0.05) * 1000
     rows = [[entry["mode"], p["concurrency"], p["ok"], p["p50_ms"], p["p99_ms"], p["max_ms"],
@@ -521,7 +494,7 @@ def _load_tables(document: dict[str, Any]) -> list[str]:
     headers = ["mode", "clients", "answers", "p50 ms", "p99 ms", "max ms", "p50 ÷ floor",
                "errors"]  # fmt: skip
     out += ["", f"### Fan-out: /delay?seconds={spec.get('seconds')}&n={spec.get('n')} "
-            f"(floor {floor:g} ms)", "", _table(headers, rows, _numeric_align(headers, 1))]
+            f"(floor {floor:g} ms)", "", markdown_table(headers, rows, numeric_align(headers, 1))]
     rows = [[entry["mode"], entry["canines"]["requests"], entry["canines"]["ok"],
              f"{entry['canines']['seconds']:.3f}", entry["canines"]["p50_ms"],
              entry["canines"]["mean_ms"], entry["canines"]["stdev_ms"],
@@ -531,20 +504,20 @@ def _load_tables(document: dict[str, Any]) -> list[str]:
     out += ["", f"### Canines as a Service: {params.get('canines_requests')} requests of "
             f"/dog?latency={params.get('canines_latency_ms')} from "
             f"{params.get('canines_concurrency')} clients", "",
-            _table(headers, rows, _numeric_align(headers, 1))]  # fmt: skip
+            markdown_table(headers, rows, numeric_align(headers, 1))]  # fmt: skip
     rows = [[entry["mode"], entry["rss_start_mb"], entry["rss_end_mb"], entry["rss_growth_mb"],
              entry["gunicorn_exit_code"], entry["gunicorn_log_problems"] or "none"]
             for entry in modes]  # fmt: skip
     headers = ["mode", "RSS after warm-up MB", "RSS at end MB", "growth MB",
                "gunicorn exit code", "log problems"]  # fmt: skip
     out += ["", "### Worker memory over the whole run of each mode", "",
-            _table(headers, rows, _numeric_align(headers, 1))]
+            markdown_table(headers, rows, numeric_align(headers, 1))]
     return out
 
 
 def _generic_rows(rows: list[dict[str, Any]]) -> str:
     headers = list(dict.fromkeys(key for row in rows for key in row))
-    return _table(headers, ([row.get(h) for h in headers] for row in rows))
+    return markdown_table(headers, ([row.get(h) for h in headers] for row in rows))
 
 
 def _micro_tables(document: dict[str, Any]) -> list[str]:

@@ -11,14 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._spread import ratio_rounds, spread, text
-from .load_demo import PEER_CONCURRENCY, TARGET_LATENCY_MS, best_bridge, find_point, server_of
+from .load_analysis import best_bridge, find_point
+from .load_plan import PEER_CONCURRENCY, TARGET_LATENCY_MS, server_of
+from .results import MODE_ORDER, rps_ratio, text
 
-__all__ = ("PEER_ORDER", "best_label", "choose", "peer_section")
-
-#: The modes a Flask developer weighs, in the order the tables show them.
-PEER_ORDER = ("sync", "gevent", "embedded", "embedded-thread", "flask-async", "flask-recipe",
-              "quart", "bridge")  # fmt: skip
+__all__ = ("best_label", "choose", "peer_section")
 
 
 def _result(document: dict[str, Any]) -> dict[str, Any]:
@@ -40,13 +37,6 @@ def _at(document: dict[str, Any], label: str | None, concurrency: int) -> dict[s
     if label is None:
         return None
     return find_point(_result(document), label, concurrency, TARGET_LATENCY_MS)
-
-
-def _ratio(point: dict[str, Any] | None, other: dict[str, Any] | None) -> dict[str, Any] | None:
-    if not point or not other:
-        return None
-    return spread(ratio_rounds(point.get("rps_rounds") or [point["rps"]],
-                               other.get("rps_rounds") or [other["rps"]]))  # fmt: skip
 
 
 def _cell(value: Any, digits: int = 1) -> str:
@@ -79,7 +69,7 @@ def _table(document: dict[str, Any], labels: list[str], best: str | None) -> lis
             name = f"**{label}**" if label == best else label
             lines.append("| " + " | ".join([
                 name, _describe(label), str(concurrency), _cell(p["rps"]),
-                text(_ratio(bridge, p)), _cell(p["p50_ms"]), _cell(p["p99_ms"]),
+                text(rps_ratio(bridge, p)), _cell(p["p50_ms"]), _cell(p["p99_ms"]),
                 _cell(p["errors"]), _cell(p.get("worker_cpu_ms_per_request"), 2),
                 _cell(p.get("open_to_upstream_peak")), _cell(p.get("redis_clients_peak")),
             ]) + " |")  # fmt: skip
@@ -128,7 +118,7 @@ def choose(document: dict[str, Any]) -> str:
     if best is None:
         return "No bridge deployment was measured without errors at the peer points."
     ratios = {peer: [r["median"] for c in PEER_CONCURRENCY
-                     if (r := _ratio(_at(document, best, c), _at(document, peer, c)))]
+                     if (r := rps_ratio(_at(document, best, c), _at(document, peer, c)))]
               for peer in ("quart", "gevent", "flask-recipe")}  # fmt: skip
     at = " and ".join(map(str, PEER_CONCURRENCY))
     parts = []
@@ -208,7 +198,7 @@ def peer_section(document: dict[str, Any]) -> list[str]:
     if "quart" not in labels and "flask-recipe" not in labels and "gevent" not in labels:
         return _faults(document)
     best = best_label(document)
-    modes = [m for m in PEER_ORDER if m in labels]
+    modes = [m for m in MODE_ORDER if m in labels]
     deployments = [label for label in labels if server_of(label)["mode"] == "bridge"]
     return [
         "## The real alternatives: Quart, gevent workers, Flask's recipe",

@@ -25,21 +25,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from email.message import Message
-from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from . import ALL_MODES
-from .interrupts import Interrupted, signals_deferred
+from .interrupts import Interrupted
 from .requirements import DEMO_INSTALL, fix_command, missing
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+if TYPE_CHECKING:
+    from .services import AppServer
+
 HOST = "127.0.0.1"
 READY_TIMEOUT = 60.0
 CHECK_TIMEOUT = 30.0
@@ -49,7 +47,8 @@ class _Stoppable(Protocol):
     def stop(self) -> None: ...
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m demo_flask`` (its ``--help``)."""
     parser = argparse.ArgumentParser(
         prog="python -m demo_flask",
         description="Canines as a Service: the aiobridge demo under gunicorn.",
@@ -92,6 +91,20 @@ def _resolve_defaults(args: argparse.Namespace) -> None:
     args.worker_class = args.worker_class or default_worker_class(args.mode)
 
 
+def _app_server(args: argparse.Namespace, redis_url: str, upstream_url: str) -> AppServer:
+    """The app server ``args`` describe; its output goes to the terminal, not to a log."""
+    from .services import AppServer
+
+    _resolve_defaults(args)
+    return AppServer(
+        args.mode, redis_url=redis_url, upstream_url=upstream_url, workers=args.workers,
+        threads=args.threads, graceful_timeout=args.graceful_timeout, preload=args.preload,
+        dev_mode=sys.flags.dev_mode, port=args.port, startup_timeout=READY_TIMEOUT,
+        server=args.server, worker_class=args.worker_class, capture_output=False,
+        own_metrics_dir=False,
+    )  # fmt: skip
+
+
 def _server_command(args: argparse.Namespace) -> list[str]:
     from .services import server_command
 
@@ -103,58 +116,23 @@ def _server_command(args: argparse.Namespace) -> list[str]:
     )  # fmt: skip
 
 
-class _Server:
-    """The app server (gunicorn, uvicorn, granian) as a child, in its own process group."""
+def server_command_for(argv: list[str]) -> list[str]:
+    """The app server's command line that ``python -m demo_flask *argv`` would start.
 
-    def __init__(self, command: list[str], env: dict[str, str], graceful: int) -> None:
-        self.command = command
-        self.env = env
-        self.graceful = graceful
-        self.proc: subprocess.Popen[bytes] | None = None
+    The mode's defaults are resolved as the launcher resolves them (server,
+    workers, worker class); ``--port 0`` stays 0 here (the launcher picks a free
+    port only when it starts).
 
-    def start(self, started: list[_Stoppable]) -> subprocess.Popen[bytes]:
-        # Recorded in `started` before any Ctrl-C can be handled: never leaked.
-        with signals_deferred():
-            self.proc = subprocess.Popen(self.command, env=self.env, cwd=REPO_ROOT,
-                                         stdin=subprocess.DEVNULL,
-                                         start_new_session=True)  # fmt: skip
-            started.append(self)
-        return self.proc
+    Example::
 
-    def stop(self) -> None:
-        """SIGTERM (graceful: in-flight requests finish, pools close); SIGKILL to the group."""
-        proc = self.proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(self.graceful + 10)
-            except subprocess.TimeoutExpired:
-                pass
-        try:  # a worker the master left behind goes with its group
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        proc.wait(10)
+        command = server_command_for(["--server", "granian"])
+        assert command[command.index("--host") + 1] == "127.0.0.1"
 
-
-def _wait_ready(proc: subprocess.Popen[bytes], url: str) -> None:
-    from .services import ServiceError
-
-    deadline = time.monotonic() + READY_TIMEOUT
-    while True:
-        if proc.poll() is not None:
-            raise ServiceError(f"the server exited with code {proc.returncode} while starting")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=1.0) as response:
-                if response.status == 200:
-                    return
-        except (OSError, urllib.error.URLError):
-            pass
-        if time.monotonic() > deadline:
-            raise ServiceError(f"the server did not answer on {url} within {READY_TIMEOUT}s")
-        time.sleep(0.1)
+    Raises:
+        ValueError: a combination that does not exist (Quart on gunicorn...).
+        SystemExit: ``argv`` is not a valid command line (argparse's error).
+    """
+    return _server_command(build_parser().parse_args(argv))
 
 
 def _banner(args: argparse.Namespace, app_url: str, redis_url: str, upstream_url: str) -> str:
@@ -206,7 +184,7 @@ def _check(app_url: str, mode: str) -> int:
 
 
 def _serve(args: argparse.Namespace, started: list[_Stoppable]) -> int:
-    """Start Redis, the upstream and gunicorn, each recorded in ``started`` first."""
+    """Start Redis, the upstream and the app server, each recorded in ``started`` first."""
     from .services import RedisServer, UpstreamServer, redis_from_env
     from .upstream import seed_redis
 
@@ -222,17 +200,14 @@ def _serve(args: argparse.Namespace, started: list[_Stoppable]) -> int:
         started.append(upstream)
         _say(f"starting the upstream dog service on {HOST}:{upstream.port}...")
         upstream_url = upstream.start().url
-    env = dict(os.environ, CAAS_MODE=args.mode, REDIS_URL=redis_service.url,
-               UPSTREAM_URL=upstream_url)  # fmt: skip
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    server = _app_server(args, redis_service.url, upstream_url)
+    started.append(server)
     _say(f"starting {args.server} (mode {args.mode}) on {HOST}:{args.port}...")
-    proc = _Server(_server_command(args), env, args.graceful_timeout).start(started)
-    app_url = f"http://{HOST}:{args.port}"
-    _wait_ready(proc, app_url)
+    server.start()
     if args.check:
-        return _check(app_url, args.mode)
-    print(_banner(args, app_url, redis_service.url, upstream_url), flush=True)
-    return proc.wait()
+        return _check(server.url, args.mode)
+    print(_banner(args, server.url, redis_service.url, upstream_url), flush=True)
+    return server.wait()
 
 
 def _stop_all(started: list[_Stoppable]) -> None:
@@ -293,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     does), so that Ctrl-C raises :class:`~demo_flask.interrupts.Interrupted`.
     """
     try:
-        parser = _parser()
+        parser = build_parser()
         args = parser.parse_args(argv)
         problem = _preflight(args, parser)
         if problem:

@@ -20,7 +20,7 @@ from playwright.sync_api import BrowserContext, expect, sync_playwright
 from demo_flask import ALL_MODES
 from demo_flask.catalog import DOGS
 from demo_flask.page import ROUTE_STEPS
-from demo_flask.services import GunicornServer, UpstreamServer
+from demo_flask.services import AppServer, UpstreamServer
 
 pytestmark = pytest.mark.slow
 
@@ -54,10 +54,10 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext
 @pytest.fixture(params=ALL_MODES)
 def demo(
     request: pytest.FixtureRequest, redis_url: str, upstream: UpstreamServer
-) -> Iterator[GunicornServer]:
+) -> Iterator[AppServer]:
     mode = str(request.param)
-    with GunicornServer(mode, redis_url=redis_url, upstream_url=upstream.url, workers=1,
-                        threads=8, dev_mode=True) as server:  # fmt: skip
+    with AppServer(mode, redis_url=redis_url, upstream_url=upstream.url, workers=1,
+                   threads=8, dev_mode=True) as server:  # fmt: skip
         yield server
         log = server.output()
     for forbidden in FORBIDDEN_IN_LOG:
@@ -65,7 +65,7 @@ def demo(
 
 
 def test_page_shows_a_dog_follows_an_order_to_delivered_and_shows_figures(
-    browser: BrowserContext, demo: GunicornServer, tmp_path: Path
+    browser: BrowserContext, demo: AppServer, tmp_path: Path
 ) -> None:
     problems: list[str] = []
     page = browser.new_page()

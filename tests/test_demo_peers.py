@@ -24,8 +24,8 @@ import requests
 from benchmarks.bm_faults import Scenarios
 from demo_flask import create_app, shutdown
 from demo_flask.catalog import BILLING_KEY, DOGS, IMAGES_DIR, TRACK_CHANNEL_PREFIX
-from demo_flask.launcher import _parser, _server_command
-from demo_flask.services import GunicornServer, UpstreamServer
+from demo_flask.launcher import server_command_for
+from demo_flask.services import AppServer, GranianServer, UpstreamServer
 from tests.test_demo import BAD_REQUESTS, eventually
 
 #: (mode, server, the mode's name in /health and /stats)
@@ -46,7 +46,7 @@ TIMEOUT = 20.0
 class Served:
     """A running server of the demo and the name its mode answers with."""
 
-    def __init__(self, server: GunicornServer, name: str) -> None:
+    def __init__(self, server: AppServer, name: str) -> None:
         self.server = server
         self.name = name
         self.url = server.url
@@ -63,8 +63,8 @@ def served(
     request: pytest.FixtureRequest, upstream: UpstreamServer, redis_url: str
 ) -> Iterator[Served]:
     mode, server_kind, name = request.param
-    server = GunicornServer(mode, redis_url=redis_url, upstream_url=upstream.url,
-                            server=server_kind, threads=8, dev_mode=True)  # fmt: skip
+    server = AppServer(mode, redis_url=redis_url, upstream_url=upstream.url,
+                       server=server_kind, threads=8, dev_mode=True)  # fmt: skip
     with server:
         yield Served(server, name)
         stopped = server.terminate(timeout=30)
@@ -228,7 +228,7 @@ def test_after_a_preload_fork_only_the_recipe_hangs(
     (["--server", "uvicorn"], ["-m", "demo_flask.uvicorn_server", "--app", "flask"]),
 ])  # fmt: skip
 def test_the_launcher_serves_each_mode_on_its_server(argv: list[str], expected: list[str]) -> None:
-    command = _server_command(_parser().parse_args(argv))
+    command = server_command_for(argv)
     start = command.index(expected[0])
     assert command[start:start + len(expected)] == expected
 
@@ -239,7 +239,7 @@ def test_the_launcher_serves_each_mode_on_its_server(argv: list[str], expected: 
                                   ["--server", "granian", "--preload"]])  # fmt: skip
 def test_the_launcher_refuses_what_a_server_cannot_do(argv: list[str]) -> None:
     with pytest.raises(ValueError, match=r"uvicorn|granian"):
-        _server_command(_parser().parse_args(argv))
+        server_command_for(argv)
 
 
 def test_a_granian_worker_stops_its_bridge_when_it_exits(
@@ -248,8 +248,8 @@ def test_a_granian_worker_stops_its_bridge_when_it_exits(
     """granian's workers exit through multiprocessing, which skips atexit: the factory's
     finalizer must stop the bridge (drain, close the pools) all the same."""
     marker = tmp_path / "stopped"
-    server = GunicornServer("bridge", redis_url=redis_url, upstream_url=upstream.url,
-                            server="granian", env={"PROBE_STOPPED_FILE": str(marker)})  # fmt: skip
+    server = GranianServer("bridge", redis_url=redis_url, upstream_url=upstream.url,
+                           env={"PROBE_STOPPED_FILE": str(marker)})  # fmt: skip
     server.granian_factory = "tests.granian_probe:create_app"
     with server:
         assert requests.get(f"{server.url}/dog?latency=1", timeout=TIMEOUT).status_code == 200

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from demo_flask.launcher import _parser, _server_command
+from demo_flask.launcher import server_command_for
 from demo_flask.services import HOST, GunicornServer, UpstreamServer
 
 from .helpers import run_python
@@ -170,7 +170,7 @@ def _concurrently(server: GunicornServer, path: str) -> tuple[list[tuple[int, An
 
 
 def test_demo_launcher_takes_the_worker_class() -> None:
-    command = _server_command(_parser().parse_args(["--worker-class", "gevent"]))
+    command = server_command_for(["--worker-class", "gevent"])
     assert command[command.index("--worker-class") + 1] == "gevent"
 
 

@@ -11,7 +11,6 @@ stream's maximum duration and disconnect release through a real gunicorn socket.
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import runpy
 import socket
@@ -25,7 +24,7 @@ import redis
 
 from demo_flask import MODES, create_app, shutdown
 from demo_flask.catalog import TRACK_CHANNEL_PREFIX
-from demo_flask.launcher import _parser, _server_command
+from demo_flask.launcher import server_command_for
 from demo_flask.services import HOST, RedisServer, UpstreamServer
 from tests.test_reliability_faults import Gunicorn, gunicorn
 
@@ -51,10 +50,9 @@ def test_everything_binds_loopback_only_by_default(
     config = runpy.run_path(str(CONF))
     assert config["bind"] == ["127.0.0.1:8000"]
     assert HOST == "127.0.0.1"
-    args: argparse.Namespace = _parser().parse_args([])
-    command = _server_command(args)
+    command = server_command_for([])
     assert command[command.index("--bind") + 1] == "127.0.0.1:8000"
-    granian = _server_command(_parser().parse_args(["--server", "granian"]))
+    granian = server_command_for(["--server", "granian"])
     assert granian[granian.index("--host") + 1] == "127.0.0.1"
     # The running upstream and Redis listen on loopback and nowhere else.
     assert upstream.pid is not None

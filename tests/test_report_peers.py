@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from benchmarks.report import headline
-from benchmarks.report_peers import PEER_ORDER, best_label, choose, peer_section
+from benchmarks.report_peers import best_label, choose, peer_section
+from benchmarks.results import MODE_ORDER
 
 #: req/s and CPU ms per answer of each label, the same at 32 and 64 clients.
 MEASURED = {"sync": (400, 1.2), "gevent": (300, 2.0), "embedded": (200, 2.5),
@@ -72,12 +73,12 @@ def test_choose_says_the_bridge_is_enough_when_it_is_within_a_tenth() -> None:
 def test_the_section_and_the_headline_show_all_eight_modes() -> None:
     document = _document(MEASURED, FAULTS)
     section = "\n".join(peer_section(document))
-    for mode in PEER_ORDER:
+    for mode in MODE_ORDER:
         assert f"| {mode} |" in section or f"| **{mode}** |" in section, mode
     assert "| **bridge@granian** | granian WSGI | 32 |" in section
     assert "**no answer in 8 s**" in section  # a hang is bold in the fault table
     top = headline(document)
-    for mode in PEER_ORDER:
+    for mode in MODE_ORDER:
         assert f"| {mode} |" in top or f"| **{mode}** |" in top, mode
     assert "best deployment" in top
     assert "Which should I choose" in top
