@@ -6,7 +6,6 @@ import asyncio
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -15,8 +14,7 @@ from flask import Flask, abort, current_app, g, jsonify, request, session
 
 from aiobridge import AioThread
 from aiobridge.flask import EXTENSION_KEY, AioBridge, shutdown, startup
-
-WAIT = 10.0  # bound of every wait on another thread
+from tests.helpers import WAIT, wait_until
 
 
 @pytest.fixture
@@ -288,10 +286,8 @@ def test_max_in_flight_from_config() -> None:
         callers[0].start()
         assert entered.wait(WAIT)
         callers[1].start()
-        deadline = time.monotonic() + WAIT
-        while bridge.stats().queued != 1:  # the second call waits for the first
-            assert time.monotonic() < deadline, bridge.stats()
-            time.sleep(0.01)
+        # The second call waits for the first.
+        wait_until(lambda: bridge.stats().queued == 1, lambda: f"1 call queued: {bridge.stats()}")
         bridge.call_soon(lambda: gate.setdefault("open", asyncio.Event()).set())
         for caller in callers:
             caller.join(WAIT)

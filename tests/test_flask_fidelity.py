@@ -21,8 +21,6 @@ from aiobridge.flask import EXTENSION_KEY, AioBridge, shutdown
 
 from .helpers import ROOT
 
-WAIT = 10.0
-
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "flask_request_id", default=None
 )

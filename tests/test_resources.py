@@ -11,9 +11,7 @@ from typing import Any
 import pytest
 
 from aiobridge import AioThread, BridgeClosedError, BridgeDeadlockError, BridgeError, Resource
-from tests.helpers import run_in_fork
-
-WAIT = 10.0
+from tests.helpers import WAIT, run_in_fork
 
 
 class Thing:

@@ -14,8 +14,7 @@ import janus
 import pytest
 
 from aiobridge import AioThread, BridgeDeadlockError, BridgeTimeoutError
-
-WAIT = 10.0  # bound of every wait; never reached when the code is right
+from tests.helpers import WAIT
 
 
 # -- iterate ------------------------------------------------------------------------
