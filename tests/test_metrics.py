@@ -13,9 +13,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from aiobridge import AioThread, BridgeTimeoutError, metrics
-from aiobridge.flask import AioBridge
 
-from .helpers import run_in_fork, run_python, wait_until
+from .helpers import FlaskAppFactory, run_in_fork, run_python, wait_until
 
 
 @pytest.fixture
@@ -183,28 +182,23 @@ def test_a_fork_counts_a_restart_in_the_child_only(registry: CollectorRegistry) 
     assert value(registry, "aiobridge_loop_restarts_total", bridge="forky") == 0
 
 
-def test_flask_metrics_endpoint_is_opt_in(registry: CollectorRegistry) -> None:
-    plain = Flask("plain")
-    AioBridge(plain)
-    assert plain.test_client().get("/metrics").status_code == 404
+def test_flask_metrics_endpoint_is_opt_in(
+    registry: CollectorRegistry, aiobridge_flask_app: Flask, make_flask_app: FlaskAppFactory
+) -> None:
+    assert aiobridge_flask_app.test_client().get("/metrics").status_code == 404
 
-    app = Flask("measured")
-    app.config["AIOBRIDGE_METRICS_ENDPOINT"] = "/internal/metrics"
-    app.config["AIOBRIDGE_THREAD_NAME"] = "measured"
-    ext = AioBridge(app)
+    app = make_flask_app("measured", AIOBRIDGE_METRICS_ENDPOINT="/internal/metrics",
+                         AIOBRIDGE_THREAD_NAME="measured")  # fmt: skip
 
     @app.get("/hello")
     async def hello() -> str:
         await asyncio.sleep(0)
         return "hi"
 
-    try:
-        client = app.test_client()
-        for _ in range(4):
-            assert client.get("/hello").data == b"hi"
-        response = client.get("/internal/metrics")
-    finally:
-        ext.get_bridge(app).stop()
+    client = app.test_client()
+    for _ in range(4):
+        assert client.get("/hello").data == b"hi"
+    response = client.get("/internal/metrics")
     assert response.status_code == 200
     assert response.content_type.startswith("text/plain")
     assert _sample(response.data, "aiobridge_calls_total", bridge="measured",
