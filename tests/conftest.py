@@ -29,16 +29,18 @@ if TYPE_CHECKING:
 
 pytest_plugins = ["tests.servers"]
 
+
 @pytest.fixture
-def bridge() -> Iterator[AioThread]:
-    """A started bridge (debug loop) under the pytest plugin's guard.
+def bridge(aiobridge_bridge: AioThread) -> AioThread:
+    """The tests' bridge: the plugin's ``aiobridge_bridge`` (what users get), one per test.
 
-    The test fails if its loop's exception handler was called, a task was left
-    pending, or a coroutine was never awaited or a resource never closed.
+    A started bridge with a debug loop under the plugin's guard: the test fails
+    if its loop's exception handler was called, a task was left pending, or a
+    coroutine was never awaited or a resource never closed. (The root
+    conftest.py's module-scoped ``bridge`` serves only the docstring examples,
+    whose examples of one module build on one bridge.)
     """
-    with bridge_guard(AioThread(name="test-bridge", debug=True)) as bridge:
-        yield bridge
-
+    return aiobridge_bridge
 
 @pytest.fixture
 def make_flask_app() -> Iterator[FlaskAppFactory]:
