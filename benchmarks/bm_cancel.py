@@ -115,9 +115,10 @@ def run_config(url: str, loop_name: str, settings: str, redeliver: bool, trials:
     """One configuration: ``trials`` cancelled calls; the counts."""
     rng = random.Random(seed)
     with AioThread(name="bm-cancel", loop_factory=_loops()[loop_name]) as bridge:
-        core = bridge._core  # the switch exists for this measurement only
-        assert core.redeliverer is not None
-        core.redeliverer.enabled = redeliver and core.redeliverer.enabled
+        # The switch exists for this measurement only: the dispatcher's re-delivering cancel.
+        dispatcher = bridge._portal._loop_thread.dispatcher
+        assert dispatcher is not None
+        dispatcher.redeliverer.enabled = redeliver and dispatcher.redeliverer.enabled
         cache = bridge.resource(SETTINGS[settings](url))
         bridge.run(_ping(cache), timeout=WAIT)
         running = later = 0

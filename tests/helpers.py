@@ -1,4 +1,4 @@
-"""Helpers for tests that must not hang: run code in a child process with a bound."""
+"""Helpers for tests that must not hang: bounded waits, code run in a child process."""
 
 from __future__ import annotations
 
@@ -12,8 +12,18 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+#: Bound on every wait for another thread or process; never reached when the code is right.
+WAIT = 10.0
+
+#: What the ``make_flask_app`` fixture (tests/conftest.py) gives: ``make(name, **config)``.
+FlaskAppFactory = Callable[..., "Flask"]
 
 _SLOW_CALLBACK = re.compile(r"^Executing <.*> took \d+\.\d+ seconds$")
 _BLOCKED_HEAD = "aiobridge loop blocked for more than "
@@ -60,6 +70,28 @@ def run_python(
     return subprocess.run(
         command, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT
     )
+
+
+def wait_until(
+    condition: Callable[[], object],
+    what: str | Callable[[], str],
+    timeout: float = WAIT,
+    *,
+    interval: float = 0.005,
+) -> None:
+    """Poll ``condition`` until it is true; fail naming ``what`` once ``timeout`` has passed.
+
+    For a state nothing signals (a counter, a gauge, another process); where the
+    code under test sets an event, wait on the event instead. ``what`` says what
+    was awaited; a callable is called only on failure, for a message with what
+    was seen at the deadline (a server's log, the replies so far).
+    """
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            message = what() if callable(what) else what
+            raise AssertionError(f"not within {timeout} s: {message}")
+        time.sleep(interval)
 
 
 def wait_child(pid: int, timeout: float = 30.0) -> int:

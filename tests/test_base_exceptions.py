@@ -21,8 +21,7 @@ from typing import Any
 import pytest
 
 from aiobridge import AioThread
-
-WAIT = 10.0
+from tests.helpers import WAIT
 
 KINDS = [SystemExit, KeyboardInterrupt]
 

@@ -15,9 +15,7 @@ import pytest
 
 from aiobridge import AioThread, BridgeClosedError, BridgeDeadlockError, BridgeTimeoutError
 
-from .helpers import run_python, without_slow_callback_reports
-
-WAIT = 10.0  # bound on every cross-thread wait in this file
+from .helpers import WAIT, run_python, without_slow_callback_reports
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 

@@ -17,9 +17,7 @@ import pytest
 
 from aiobridge import AioThread
 from aiobridge._core import cancellation as _redeliver
-from tests.helpers import run_python
-
-WAIT = 10.0
+from tests.helpers import WAIT, run_python, wait_until
 
 
 class Swallower:
@@ -56,14 +54,6 @@ class Swallower:
         assert self.ended.wait(WAIT), "the coroutine did not end after its cancellation"
 
 
-def _wait_quiet(bridge: AioThread) -> None:
-    """Wait (bounded) until the loop has settled every call."""
-    deadline = bridge.loop.time() + WAIT
-    while bridge.stats().in_flight:
-        assert bridge.loop.time() < deadline, "calls still in flight"
-        threading.Event().wait(0.005)
-
-
 def test_future_cancel_stays_cancelled_and_is_counted(
     bridge: AioThread, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -74,7 +64,7 @@ def test_future_cancel_stays_cancelled_and_is_counted(
         swallower.wait_started()
         assert future.cancel()
         swallower.wait_ended()
-        _wait_quiet(bridge)
+        wait_until(lambda: not bridge.stats().in_flight, "every call settled")
     stats = bridge.stats()
     assert (stats.cancel_ignored, stats.cancelled, stats.completed) == (2, 2, 0), stats
     logged = [r.getMessage() for r in caplog.records if "returns_after_cancel" in r.getMessage()]
@@ -89,7 +79,7 @@ def test_a_timed_out_submit_raises_timeout_not_the_late_result(bridge: AioThread
     with pytest.raises(TimeoutError):
         future.result(WAIT)
     swallower.wait_ended()
-    _wait_quiet(bridge)
+    wait_until(lambda: not bridge.stats().in_flight, "every call settled")
     stats = bridge.stats()
     assert (stats.cancel_ignored, stats.timed_out, stats.completed) == (1, 1, 0), stats
 
@@ -103,7 +93,7 @@ def test_an_error_raised_instead_of_the_cancellation_is_counted_and_logged(
     with pytest.raises(TimeoutError):
         future.result(WAIT)
     swallower.wait_ended()
-    _wait_quiet(bridge)
+    wait_until(lambda: not bridge.stats().in_flight, "every call settled")
     stats = bridge.stats()
     assert (stats.cancel_ignored, stats.timed_out, stats.failed) == (1, 1, 0), stats
     logged = [r for r in caplog.records if "raises_after_cancel" in r.getMessage()]
@@ -115,7 +105,7 @@ def test_a_run_timeout_is_counted_as_timed_out(bridge: AioThread) -> None:
     with pytest.raises(TimeoutError):
         bridge.run(swallower.returns_after_cancel(), timeout=0.05)
     swallower.wait_ended()
-    _wait_quiet(bridge)
+    wait_until(lambda: not bridge.stats().in_flight, "every call settled")
     stats = bridge.stats()
     assert (stats.cancel_ignored, stats.timed_out, stats.completed) == (1, 1, 0), stats
 
@@ -130,7 +120,7 @@ def test_a_coroutine_that_ends_cancelled_is_not_counted(bridge: AioThread) -> No
     future = bridge.submit(polite())
     assert started.wait(WAIT)
     future.cancel()
-    _wait_quiet(bridge)
+    wait_until(lambda: not bridge.stats().in_flight, "every call settled")
     assert bridge.stats().cancel_ignored == 0
     with pytest.raises(concurrent.futures.CancelledError):
         future.result(0)
@@ -165,7 +155,7 @@ def test_a_dropped_cancellation_is_delivered_again(
         future.result(WAIT)
     assert ended.wait(WAIT), "the task still runs: the cancellation was not delivered again"
     assert steps == ["dropped", "cancelled again"]
-    _wait_quiet(bridge)
+    wait_until(lambda: not bridge.stats().in_flight, "every call settled")
     stats = bridge.stats()
     assert (stats.cancel_redelivered, stats.cancel_ignored, stats.timed_out) == (1, 0, 1), stats
     logged = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
@@ -208,7 +198,7 @@ def test_cleanup_after_a_cancellation_is_not_interrupted(bridge: AioThread) -> N
     future.cancel()
     assert ended.wait(WAIT)
     assert steps == ["except", "finally", "released"]
-    _wait_quiet(bridge)
+    wait_until(lambda: not bridge.stats().in_flight, "every call settled")
     stats = bridge.stats()
     assert (stats.cancel_redelivered, stats.cancel_ignored, stats.cancelled) == (0, 0, 1), stats
 
@@ -239,7 +229,7 @@ def test_a_task_that_drops_every_cancellation_releases_its_caller(
     assert not ended.is_set()
     stop_dropping.set()
     assert ended.wait(WAIT)
-    _wait_quiet(bridge)
+    wait_until(lambda: not bridge.stats().in_flight, "every call settled")
     assert len(dropped) == 1 + _redeliver.MAX_DELIVERIES
     stats = bridge.stats()
     assert (stats.cancel_redelivered, stats.cancel_ignored, stats.timed_out) == (1, 1, 1), stats

@@ -33,8 +33,8 @@ import redis.asyncio
 
 from aiobridge import AioThread
 from aiobridge.clients import redis_client
+from tests.helpers import WAIT
 
-WAIT = 10.0
 TRIALS = 120
 KEYS = ("a", "b", "c")
 

@@ -15,9 +15,7 @@ from aiohttp import web
 
 from aiobridge import AioThread
 from aiobridge.clients import http_session, redis_client
-from tests.helpers import run_in_fork, run_python, start_and_join
-
-WAIT = 10.0
+from tests.helpers import WAIT, run_in_fork, run_python, start_and_join
 
 
 class PeerServer:

@@ -22,7 +22,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from aiobridge import AioThread
-from aiobridge.flask import AioBridge
+from aiobridge.flask import EXTENSION_KEY
+from tests.helpers import FlaskAppFactory
 
 ITEMS = 3
 
@@ -52,10 +53,11 @@ def _request_id() -> str:
     return str(structlog.contextvars.get_contextvars().get("request_id"))
 
 
-def _app(tracer: trace.Tracer, seen: list[tuple[str, str]]) -> tuple[Flask, AioBridge]:
-    app = Flask("traced")
-    app.config["AIOBRIDGE_THREAD_NAME"] = "traced"
-    ext = AioBridge(app)
+def _app(
+    make_flask_app: FlaskAppFactory, tracer: trace.Tracer, seen: list[tuple[str, str]]
+) -> Flask:
+    app = make_flask_app("traced", AIOBRIDGE_THREAD_NAME="traced")
+    ext = app.extensions[EXTENSION_KEY]
 
     async def step(name: str) -> str:
         with tracer.start_as_current_span(name):
@@ -99,7 +101,7 @@ def _app(tracer: trace.Tracer, seen: list[tuple[str, str]]) -> tuple[Flask, AioB
         finally:
             structlog.contextvars.clear_contextvars()
 
-    return app, ext
+    return app
 
 
 def _by_name(exporter: InMemorySpanExporter) -> dict[str, ReadableSpan]:
@@ -111,15 +113,14 @@ def _parent_id(span: ReadableSpan) -> int | None:
 
 
 def test_spans_in_run_gather_and_every_item_of_iterate_have_the_view_as_parent(
-    spans: tuple[trace.Tracer, InMemorySpanExporter], detach_errors: list[str]
+    spans: tuple[trace.Tracer, InMemorySpanExporter],
+    detach_errors: list[str],
+    make_flask_app: FlaskAppFactory,  # last: its bridge stops before detach_errors checks
 ) -> None:
     tracer, exporter = spans
     seen: list[tuple[str, str]] = []
-    app, ext = _app(tracer, seen)
-    try:
-        reply = app.test_client().get("/calls")
-    finally:
-        ext.get_bridge(app).stop()
+    app = _app(make_flask_app, tracer, seen)
+    reply = app.test_client().get("/calls")
     assert reply.status_code == 200, reply.data
     found = _by_name(exporter)
     view = found["view"]
@@ -132,16 +133,15 @@ def test_spans_in_run_gather_and_every_item_of_iterate_have_the_view_as_parent(
 
 
 def test_every_item_of_an_sse_stream_has_the_view_as_parent(
-    spans: tuple[trace.Tracer, InMemorySpanExporter], detach_errors: list[str]
+    spans: tuple[trace.Tracer, InMemorySpanExporter],
+    detach_errors: list[str],
+    make_flask_app: FlaskAppFactory,  # last: its bridge stops before detach_errors checks
 ) -> None:
     tracer, exporter = spans
     seen: list[tuple[str, str]] = []
-    app, ext = _app(tracer, seen)
-    try:
-        reply = app.test_client().get("/events")
-        body = reply.get_data(as_text=True)  # consumed after the view returned
-    finally:
-        ext.get_bridge(app).stop()
+    app = _app(make_flask_app, tracer, seen)
+    reply = app.test_client().get("/events")
+    body = reply.get_data(as_text=True)  # consumed after the view returned
     assert body == "".join(f"data: {i}\n\n" for i in range(ITEMS))
     found = _by_name(exporter)
     view = found["view"]

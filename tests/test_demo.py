@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -22,6 +21,7 @@ from demo_flask.catalog import BILLING_KEY, DOG_NAMES_KEY, DOGS, IMAGES_DIR, TRA
 from demo_flask.errors import ERROR_FIELDS
 from demo_flask.services import UpstreamServer
 from demo_flask.upstream import seed_redis
+from tests.helpers import wait_until
 
 AppFactory = Callable[..., Flask]
 
@@ -61,16 +61,6 @@ def mode(request: pytest.FixtureRequest) -> str:
 def client(mode: str, make_app: AppFactory) -> FlaskClient:
     """A test client of the demo in each mode."""
     return make_app(mode).test_client()
-
-
-def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    """Poll ``condition`` until it holds or ``timeout`` passes; returns the last value."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def sse_events(chunks: Iterator[bytes]) -> Iterator[tuple[str, Any]]:
@@ -209,7 +199,7 @@ def test_track_client_going_away_releases_the_subscription(
     assert next(events)[0] == "subscribed"
     assert subscribers() == 1
     response.close()
-    assert eventually(lambda: subscribers() == 0)
+    wait_until(lambda: subscribers() == 0, "the closed stream's subscription released", 5.0)
 
 
 def test_track_stream_has_a_maximum_duration(make_app: AppFactory) -> None:

@@ -29,6 +29,7 @@ import pytest
 from demo_flask import ALL_MODES
 from demo_flask.requirements import COMMON, MODE_NEEDS, SERVER_NEEDS, WORKER_CLASS_NEEDS
 from demo_flask.services import free_port
+from tests.helpers import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MARKER = "DEMO_LAUNCHER_TEST_MARKER"
@@ -262,17 +263,6 @@ POINTS: dict[str, Callable[[Launched], bool]] = {
 }  # fmt: skip
 
 
-def _wait_for(launched: Launched, condition: Callable[[Launched], bool]) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while not condition(launched):
-        if launched.proc.poll() is not None:
-            pytest.fail(f"the launcher exited early:\n{launched.stderr_text()[-3000:]}")
-        if time.monotonic() > deadline:
-            launched.kill_all()
-            pytest.fail(f"start-up never reached that point:\n{launched.stderr_text()[-3000:]}")
-        time.sleep(0.005)
-
-
 @pytest.fixture
 def launch() -> Iterator[Callable[[], Launched]]:
     started: list[Launched] = []
@@ -302,7 +292,16 @@ def test_an_interrupt_at_any_point_of_start_up_stops_everything_cleanly(
     launch: Callable[[], Launched], point: str, signum: int
 ) -> None:
     launched = launch()
-    _wait_for(launched, POINTS[point])
+
+    def reached() -> bool:
+        if POINTS[point](launched):
+            return True
+        if launched.proc.poll() is not None:
+            pytest.fail(f"the launcher exited early:\n{launched.stderr_text()[-3000:]}")
+        return False
+
+    wait_until(reached, lambda: f"start-up reaching {point!r}:\n{launched.stderr_text()[-3000:]}",
+               START_TIMEOUT)  # the launch fixture kills what is left
     os.kill(launched.proc.pid, signum)
     code = launched.wait()
     assert code == 0, launched.stderr_text()[-3000:]

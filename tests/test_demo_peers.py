@@ -26,7 +26,8 @@ from demo_flask import create_app, shutdown
 from demo_flask.catalog import BILLING_KEY, DOGS, IMAGES_DIR, TRACK_CHANNEL_PREFIX
 from demo_flask.launcher import server_command_for
 from demo_flask.services import AppServer, GranianServer, UpstreamServer
-from tests.test_demo import BAD_REQUESTS, eventually
+from tests.helpers import wait_until
+from tests.test_demo import BAD_REQUESTS
 
 #: (mode, server, the mode's name in /health and /stats)
 SERVED = [
@@ -176,7 +177,8 @@ def test_track_streams_positions_until_delivered(
             ("end", {"order_id": order, "reason": "delivered"}),
         ]
     channel = TRACK_CHANNEL_PREFIX + order
-    assert eventually(lambda: int(dict(redis_sync.pubsub_numsub(channel))[channel]) == 0)
+    wait_until(lambda: int(dict(redis_sync.pubsub_numsub(channel))[channel]) == 0,
+               "the stream's subscription released", 5.0)
 
 
 def _sse(lines: Iterator[str]) -> Iterator[tuple[str, Any]]:

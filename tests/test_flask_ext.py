@@ -6,8 +6,7 @@ import asyncio
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -15,18 +14,13 @@ from flask import Flask, abort, current_app, g, jsonify, request, session
 
 from aiobridge import AioThread
 from aiobridge.flask import EXTENSION_KEY, AioBridge, shutdown, startup
-
-WAIT = 10.0  # bound of every wait on another thread
+from tests.helpers import WAIT, FlaskAppFactory, wait_until
 
 
 @pytest.fixture
-def app() -> Iterator[Flask]:
-    """A bare app with the extension; its bridge is stopped after the test."""
-    app = Flask("ext_test")
-    app.config.update(TESTING=True, SECRET_KEY="test", AIOBRIDGE_STOP_TIMEOUT=1.0)
-    AioBridge(app)
-    yield app
-    shutdown(app)
+def app(make_flask_app: FlaskAppFactory) -> Flask:
+    """A bare app with the extension owning its bridge; the bridge is stopped after the test."""
+    return make_flask_app("ext_test", SECRET_KEY="test", AIOBRIDGE_STOP_TIMEOUT=1.0)
 
 
 def test_init_app_sets_config_defaults_without_overriding() -> None:
@@ -46,20 +40,16 @@ def test_init_app_sets_config_defaults_without_overriding() -> None:
         shutdown(app)
 
 
-def test_loop_settings_come_from_config() -> None:
-    app = Flask("tuned")
-    app.config.update(
-        AIOBRIDGE_SLOW_CALLBACK=0.25, AIOBRIDGE_DEBUG=True, AIOBRIDGE_THREAD_NAME="tuned-loop"
+def test_loop_settings_come_from_config(make_flask_app: FlaskAppFactory) -> None:
+    app = make_flask_app(
+        "tuned",
+        AIOBRIDGE_SLOW_CALLBACK=0.25, AIOBRIDGE_DEBUG=True, AIOBRIDGE_THREAD_NAME="tuned-loop",
     )
-    ext = AioBridge(app)
-    try:
-        bridge = ext.get_bridge(app)
-        assert bridge.loop.slow_callback_duration == 0.25
-        assert bridge.loop.get_debug()
-        assert bridge.thread is not None
-        assert bridge.thread.name == "tuned-loop"
-    finally:
-        shutdown(app)
+    bridge = AioBridge().get_bridge(app)
+    assert bridge.loop.slow_callback_duration == 0.25
+    assert bridge.loop.get_debug()
+    assert bridge.thread is not None
+    assert bridge.thread.name == "tuned-loop"
 
 
 def test_double_init_app_is_an_error(app: Flask) -> None:
@@ -222,22 +212,18 @@ def test_ext_run_from_a_sync_view(app: Flask) -> None:
     assert app.test_client().get("/add").json == {"total": 5, "thread": "aiobridge"}
 
 
-def test_several_apps_in_one_process(app: Flask) -> None:
-    other = Flask("other")
+def test_several_apps_in_one_process(app: Flask, make_flask_app: FlaskAppFactory) -> None:
+    other = make_flask_app("other")
+    for each in (app, other):
+
+        @each.get("/name")
+        async def name() -> str:
+            return f"{current_app.name} on {threading.current_thread().name}"
+
+    assert app.test_client().get("/name").data == b"ext_test on aiobridge"
+    assert other.test_client().get("/name").data == b"other on aiobridge"
     ext = AioBridge()
-    ext.init_app(other)
-    try:
-        for each in (app, other):
-
-            @each.get("/name")
-            async def name() -> str:
-                return f"{current_app.name} on {threading.current_thread().name}"
-
-        assert app.test_client().get("/name").data == b"ext_test on aiobridge"
-        assert other.test_client().get("/name").data == b"other on aiobridge"
-        assert ext.get_bridge(app) is not ext.get_bridge(other)
-    finally:
-        shutdown(other)
+    assert ext.get_bridge(app) is not ext.get_bridge(other)
 
 
 def test_a_shared_bridge_is_left_to_its_owner() -> None:
@@ -259,10 +245,8 @@ def test_a_shared_bridge_is_left_to_its_owner() -> None:
         assert second.test_client().get("/thread").data == b"shared"
 
 
-def test_max_in_flight_from_config() -> None:
-    app = Flask("limited")
-    app.config["AIOBRIDGE_MAX_IN_FLIGHT"] = 1
-    ext = AioBridge(app)
+def test_max_in_flight_from_config(make_flask_app: FlaskAppFactory) -> None:
+    app = make_flask_app("limited", AIOBRIDGE_MAX_IN_FLIGHT=1)
     inside: list[int] = []
     high_water: list[int] = []
     entered = threading.Event()
@@ -277,52 +261,46 @@ def test_max_in_flight_from_config() -> None:
         inside.pop()
         return "done"
 
-    bridge = ext.get_bridge(app)
+    bridge = AioBridge().get_bridge(app)
     statuses: list[int] = []
 
     def call() -> None:
         statuses.append(app.test_client().get("/limited").status_code)
 
     callers = [threading.Thread(target=call) for _ in range(2)]
+    callers[0].start()
+    assert entered.wait(WAIT)
+    callers[1].start()
+    # The second call waits for the first.
+    wait_until(lambda: bridge.stats().queued == 1, lambda: f"1 call queued: {bridge.stats()}")
+    bridge.call_soon(lambda: gate.setdefault("open", asyncio.Event()).set())
+    for caller in callers:
+        caller.join(WAIT)
+    assert statuses == [200, 200]
+    assert max(high_water) == 1
+
+
+def test_startup_starts_the_bridge_eagerly() -> None:
+    app = Flask("lazy")
+    bridge = AioBridge(app).get_bridge(app)
     try:
-        callers[0].start()
-        assert entered.wait(WAIT)
-        callers[1].start()
-        deadline = time.monotonic() + WAIT
-        while bridge.stats().queued != 1:  # the second call waits for the first
-            assert time.monotonic() < deadline, bridge.stats()
-            time.sleep(0.01)
-        bridge.call_soon(lambda: gate.setdefault("open", asyncio.Event()).set())
-        for caller in callers:
-            caller.join(WAIT)
-        assert statuses == [200, 200]
-        assert max(high_water) == 1
+        assert not bridge.running
+        startup(app)
+        assert bridge.running
+        startup(Flask("without-extension"))  # no-op
     finally:
         shutdown(app)
 
 
-def test_startup_starts_the_bridge_eagerly(app: Flask) -> None:
-    bridge = AioBridge().get_bridge(app)
-    assert not bridge.running
-    startup(app)
-    assert bridge.running
-    startup(Flask("without-extension"))  # no-op
-
-
-def test_uvloop_from_config() -> None:
+def test_uvloop_from_config(make_flask_app: FlaskAppFactory) -> None:
     uvloop = pytest.importorskip("uvloop")
-    app = Flask("uv")
-    app.config["AIOBRIDGE_UVLOOP"] = True
-    AioBridge(app)
+    app = make_flask_app("uv", AIOBRIDGE_UVLOOP=True)
 
     @app.get("/loop")
     async def loop_type() -> str:
         return type(asyncio.get_running_loop()).__module__
 
-    try:
-        assert app.test_client().get("/loop").data.decode().startswith(uvloop.__name__)
-    finally:
-        shutdown(app)
+    assert app.test_client().get("/loop").data.decode().startswith(uvloop.__name__)
 
 
 def test_outside_an_app_context_the_error_says_what_to_do() -> None:

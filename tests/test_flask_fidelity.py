@@ -11,7 +11,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
@@ -19,9 +19,7 @@ from flask import Flask, Response, current_app
 
 from aiobridge.flask import EXTENSION_KEY, AioBridge, shutdown
 
-from .helpers import ROOT
-
-WAIT = 10.0
+from .helpers import ROOT, FlaskAppFactory
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "flask_request_id", default=None
@@ -29,12 +27,9 @@ request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 
 
 @pytest.fixture
-def app() -> Iterator[Flask]:
-    app = Flask("fidelity")
-    app.config.update(TESTING=True, AIOBRIDGE_STOP_TIMEOUT=1.0)
-    AioBridge(app)
-    yield app
-    shutdown(app)
+def app(aiobridge_flask_app: Flask) -> Flask:
+    """The plugin's app: the extension on the plugin's guarded bridge."""
+    return aiobridge_flask_app
 
 
 # -- 2. context variables ----------------------------------------------------------------
@@ -151,28 +146,27 @@ def test_an_async_to_sync_set_on_the_instance_is_refused_too() -> None:
         AioBridge(app)
 
 
-def test_async_views_false_keeps_the_override_and_the_rest_of_the_extension() -> None:
-    app = LoopPerCallFlask("custom-kept")
-    ext = AioBridge(app, async_views=False)
-    try:
+def test_async_views_false_keeps_the_override_and_the_rest_of_the_extension(
+    make_flask_app: FlaskAppFactory,
+) -> None:
+    app = make_flask_app("custom-kept", app_class=LoopPerCallFlask, async_views=False)
+    ext = app.extensions[EXTENSION_KEY]
 
-        @app.get("/view")
-        async def view() -> str:
-            return threading.current_thread().name
+    @app.get("/view")
+    async def view() -> str:
+        return threading.current_thread().name
 
-        async def thread_name() -> str:
-            return threading.current_thread().name
+    async def thread_name() -> str:
+        return threading.current_thread().name
 
-        @app.get("/run")
-        def run() -> str:
-            return ext.run(thread_name())
+    @app.get("/run")
+    def run() -> str:
+        return ext.run(thread_name())
 
-        client = app.test_client()
-        assert client.get("/view").text == threading.current_thread().name
-        assert LoopPerCallFlask.calls >= 1
-        assert client.get("/run").text == "aiobridge"
-    finally:
-        shutdown(app)
+    client = app.test_client()
+    assert client.get("/view").text == threading.current_thread().name
+    assert LoopPerCallFlask.calls >= 1
+    assert client.get("/run").text == "aiobridge"
 
 
 # -- 4. extension conventions ----------------------------------------------------------------
@@ -192,24 +186,23 @@ def test_app_extensions_holds_the_extension_object() -> None:
         shutdown(app)
 
 
-def test_resource_needs_no_app_when_the_extension_has_one() -> None:
-    app = Flask("one-app")
-    ext = AioBridge(app)
-    try:
+def test_resource_needs_no_app_when_the_extension_has_one(
+    make_flask_app: FlaskAppFactory,
+) -> None:
+    app = make_flask_app("one-app")
+    ext = app.extensions[EXTENSION_KEY]  # the extension of this one app
 
-        async def make() -> str:
-            return "client"
+    async def make() -> str:
+        return "client"
 
-        client = ext.resource(make)  # module level: no app context, no app=
-        assert ext.get_bridge() is ext.get_bridge(app)
+    client = ext.resource(make)  # module level: no app context, no app=
+    assert ext.get_bridge() is ext.get_bridge(app)
 
-        @app.get("/")
-        async def index() -> str:
-            return await client.get()
+    @app.get("/")
+    async def index() -> str:
+        return await client.get()
 
-        assert app.test_client().get("/").text == "client"
-    finally:
-        shutdown(app)
+    assert app.test_client().get("/").text == "client"
 
 
 def test_an_extension_of_several_apps_asks_which_one() -> None:

@@ -8,15 +8,12 @@ import errno
 import os
 import selectors
 import threading
-import time
 
 import pytest
 
 from aiobridge import AioThread, BridgeClosedError
 
-from .helpers import run_python, without_slow_callback_reports
-
-WAIT = 10.0
+from .helpers import WAIT, run_python, wait_until, without_slow_callback_reports
 
 
 def test_start_is_idempotent_and_context_manager_stops() -> None:
@@ -58,9 +55,8 @@ def test_stop_drains_in_flight_work_then_cancels_the_rest() -> None:
     stopper = threading.Thread(target=bridge.stop, kwargs={"timeout": 1.0})
     stopper.start()
     # While stopping (the drain takes ~0.1 s here), new work is refused at once.
-    deadline = time.monotonic() + WAIT
-    while bridge.running and time.monotonic() < deadline:
-        time.sleep(0.001)  # polls the state flip made by stop() in the other thread
+    # Polls the state flip made by stop() in the other thread.
+    wait_until(lambda: not bridge.running, "stop() marking the bridge stopping", interval=0.001)
     assert stopper.is_alive(), "stop() should still be draining"
     with pytest.raises(BridgeClosedError):
         bridge.run(asyncio.sleep(0), timeout=WAIT)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,9 +13,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from aiobridge import AioThread, BridgeTimeoutError, metrics
-from aiobridge.flask import AioBridge
 
-from .helpers import run_in_fork, run_python
+from .helpers import FlaskAppFactory, run_in_fork, run_python, wait_until
 
 
 @pytest.fixture
@@ -34,14 +33,6 @@ def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
     return 0.0 if found is None else found
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(0.005)
-
-
 def test_calls_are_counted_by_outcome_with_their_duration(registry: CollectorRegistry) -> None:
     async def boom() -> None:
         raise KeyError("x")
@@ -54,12 +45,13 @@ def test_calls_are_counted_by_outcome_with_their_duration(registry: CollectorReg
         with pytest.raises(BridgeTimeoutError):
             bridge.run(asyncio.sleep(30), timeout=0.02)
         wait_until(lambda: value(registry, "aiobridge_calls_total", bridge="api",
-                                 outcome="timed_out") == 1)
+                                 outcome="timed_out") == 1, "one call counted timed out")
         cancelled = bridge.submit(asyncio.sleep(30))
-        wait_until(lambda: value(registry, "aiobridge_calls_in_flight", bridge="api") == 1)
+        wait_until(lambda: value(registry, "aiobridge_calls_in_flight", bridge="api") == 1,
+                   "one call in flight")
         cancelled.cancel()
         wait_until(lambda: value(registry, "aiobridge_calls_total", bridge="api",
-                                 outcome="cancelled") == 1)
+                                 outcome="cancelled") == 1, "one call counted cancelled")
 
     def calls(outcome: str) -> float:
         return value(registry, "aiobridge_calls_total", bridge="api", outcome=outcome)
@@ -92,7 +84,7 @@ def test_dropped_cancellations_are_counted(registry: CollectorRegistry) -> None:
         for coroutine in (drops_once(), swallows()):
             with pytest.raises(BridgeTimeoutError):
                 bridge.run(coroutine, timeout=0.05)
-        wait_until(lambda: bridge.stats().in_flight == 0)
+        wait_until(lambda: bridge.stats().in_flight == 0, "no call in flight")
         stats = bridge.stats()
     assert (stats.cancel_redelivered, stats.cancel_ignored) == (1, 1), stats
     assert value(registry, "aiobridge_cancel_redelivered_total", bridge="cancels") == 1
@@ -103,7 +95,8 @@ def test_in_flight_and_queued_gauges_follow_the_calls(registry: CollectorRegistr
     with AioThread(name="narrow", max_in_flight=2) as bridge:
         gate = bridge.run(_event())
         futures = [bridge.submit(gate.wait()) for _ in range(5)]
-        wait_until(lambda: value(registry, "aiobridge_calls_queued", bridge="narrow") == 3)
+        wait_until(lambda: value(registry, "aiobridge_calls_queued", bridge="narrow") == 3,
+                   "three calls queued")
         assert value(registry, "aiobridge_calls_in_flight", bridge="narrow") == 2
         bridge.call_soon(gate.set)
         for future in futures:
@@ -125,7 +118,7 @@ def test_lag_histogram_max_since_last_scrape_and_slow_callbacks(
         metrics.generate()  # a scrape starts a new period
         bridge.run(blocks_the_loop())
         wait_until(lambda: value(registry, "aiobridge_loop_lag_max_seconds",
-                                 bridge="lagged") >= 0.2)
+                                 bridge="lagged") >= 0.2, "a lag of 0.2 s or more measured")
         assert value(registry, "aiobridge_slow_callbacks_total", bridge="lagged") >= 1
         assert value(registry, "aiobridge_loop_lag_seconds_bucket", bridge="lagged",
                      le="+Inf") >= 2
@@ -136,7 +129,7 @@ def test_lag_histogram_max_since_last_scrape_and_slow_callbacks(
         # The next period holds only the lag seen after that scrape: small again.
         before = value(registry, "aiobridge_loop_lag_seconds_count", bridge="lagged")
         wait_until(lambda: value(registry, "aiobridge_loop_lag_seconds_count",
-                                 bridge="lagged") >= before + 2)
+                                 bridge="lagged") >= before + 2, "two more lag samples")
         assert value(registry, "aiobridge_loop_lag_max_seconds", bridge="lagged") < scraped
 
 
@@ -151,10 +144,10 @@ def test_lag_max_rolls_over_without_scrapes(registry: CollectorRegistry) -> None
     with AioThread(name="rolling", slow_callback_duration=0.05) as bridge:
         bridge.run(blocks_the_loop())
         wait_until(lambda: value(rolling, "aiobridge_loop_lag_max_seconds",
-                                 bridge="rolling") >= 0.2)
+                                 bridge="rolling") >= 0.2, "a lag of 0.2 s or more measured")
         # Two windows later the stall has left the figure.
         wait_until(lambda: value(rolling, "aiobridge_loop_lag_max_seconds",
-                                 bridge="rolling") < 0.2)
+                                 bridge="rolling") < 0.2, "the stall rolled out of the lag max")
 
 
 def test_queue_items_are_sampled(registry: CollectorRegistry) -> None:
@@ -163,9 +156,11 @@ def test_queue_items_are_sampled(registry: CollectorRegistry) -> None:
         for item in range(3):
             first.sync_q.put(item)
         second.sync_q.put("x")
-        wait_until(lambda: value(registry, "aiobridge_queue_items", bridge="queues") == 4)
+        wait_until(lambda: value(registry, "aiobridge_queue_items", bridge="queues") == 4,
+                   "four queued items sampled")
         first.sync_q.get()
-        wait_until(lambda: value(registry, "aiobridge_queue_items", bridge="queues") == 3)
+        wait_until(lambda: value(registry, "aiobridge_queue_items", bridge="queues") == 3,
+                   "three queued items sampled")
 
 
 def test_a_fork_counts_a_restart_in_the_child_only(registry: CollectorRegistry) -> None:
@@ -180,34 +175,30 @@ def test_a_fork_counts_a_restart_in_the_child_only(registry: CollectorRegistry) 
             ))
 
         in_flight = bridge.submit(asyncio.sleep(30))  # the child must not inherit it
-        wait_until(lambda: value(registry, "aiobridge_calls_in_flight", bridge="forky") == 1)
+        wait_until(lambda: value(registry, "aiobridge_calls_in_flight", bridge="forky") == 1,
+                   "one call in flight")
         assert run_in_fork(child) == "(1.0, 0.0)"
         in_flight.cancel()
     assert value(registry, "aiobridge_loop_restarts_total", bridge="forky") == 0
 
 
-def test_flask_metrics_endpoint_is_opt_in(registry: CollectorRegistry) -> None:
-    plain = Flask("plain")
-    AioBridge(plain)
-    assert plain.test_client().get("/metrics").status_code == 404
+def test_flask_metrics_endpoint_is_opt_in(
+    registry: CollectorRegistry, aiobridge_flask_app: Flask, make_flask_app: FlaskAppFactory
+) -> None:
+    assert aiobridge_flask_app.test_client().get("/metrics").status_code == 404
 
-    app = Flask("measured")
-    app.config["AIOBRIDGE_METRICS_ENDPOINT"] = "/internal/metrics"
-    app.config["AIOBRIDGE_THREAD_NAME"] = "measured"
-    ext = AioBridge(app)
+    app = make_flask_app("measured", AIOBRIDGE_METRICS_ENDPOINT="/internal/metrics",
+                         AIOBRIDGE_THREAD_NAME="measured")  # fmt: skip
 
     @app.get("/hello")
     async def hello() -> str:
         await asyncio.sleep(0)
         return "hi"
 
-    try:
-        client = app.test_client()
-        for _ in range(4):
-            assert client.get("/hello").data == b"hi"
-        response = client.get("/internal/metrics")
-    finally:
-        ext.get_bridge(app).stop()
+    client = app.test_client()
+    for _ in range(4):
+        assert client.get("/hello").data == b"hi"
+    response = client.get("/internal/metrics")
     assert response.status_code == 200
     assert response.content_type.startswith("text/plain")
     assert _sample(response.data, "aiobridge_calls_total", bridge="measured",
@@ -274,7 +265,9 @@ def test_multiprocess_mode_in_a_fresh_interpreter(tmp_path: Path) -> None:
         "counter", "gauge", "gauge", "histogram"]
 
 
-def test_clearing_the_observer_factory_uninstalls_the_metrics(registry: CollectorRegistry) -> None:
+def test_clearing_the_observer_factory_uninstalls_the_metrics(
+    registry: CollectorRegistry, make_flask_app: FlaskAppFactory
+) -> None:
     """One global says whether the metrics observe bridges: the observer factory."""
     from aiobridge import monitor
 
@@ -282,21 +275,16 @@ def test_clearing_the_observer_factory_uninstalls_the_metrics(registry: Collecto
     monitor.set_observer_factory(None)
     assert metrics.installed() is None
     # So an app asking for the endpoint installs them again and its calls are counted.
-    app = Flask("reinstalled")
-    app.config["AIOBRIDGE_METRICS_ENDPOINT"] = "/metrics"
-    app.config["AIOBRIDGE_THREAD_NAME"] = "reinstalled"
-    ext = AioBridge(app)
+    app = make_flask_app("reinstalled", AIOBRIDGE_METRICS_ENDPOINT="/metrics",
+                         AIOBRIDGE_THREAD_NAME="reinstalled")  # fmt: skip
 
     @app.get("/hello")
     async def hello() -> str:
         return "hi"
 
-    try:
-        assert metrics.installed() is not None
-        client = app.test_client()
-        assert client.get("/hello").data == b"hi"
-        response = client.get("/metrics")
-    finally:
-        ext.get_bridge(app).stop()
+    assert metrics.installed() is not None
+    client = app.test_client()
+    assert client.get("/hello").data == b"hi"
+    response = client.get("/metrics")
     assert _sample(response.data, "aiobridge_calls_total", bridge="reinstalled",
                    outcome="completed") == 1

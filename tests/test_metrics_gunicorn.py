@@ -19,8 +19,7 @@ import shutil
 import signal
 import tempfile
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from demo_flask.services import HOST, GunicornServer, UpstreamServer
+from tests.helpers import WAIT, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -109,14 +109,6 @@ def per_worker(metrics_dir: Path, pid: int, scratch: Path) -> dict[
     from prometheus_client import generate_latest
 
     return _samples(generate_latest(registry).decode())
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        time.sleep(0.05)
 
 
 @contextlib.contextmanager
@@ -217,8 +209,8 @@ def test_calls_in_flight_and_a_killed_worker(
     for holder in holders:
         holder.start()
     try:
-        wait_for(lambda: figure(scrape(port), "aiobridge_calls_in_flight") == 2,
-                 "2 calls in flight")  # fmt: skip
+        wait_until(lambda: figure(scrape(port), "aiobridge_calls_in_flight") == 2,
+                   "2 calls in flight", 3 * WAIT, interval=0.05)  # fmt: skip
         held = {pid: figure(per_worker(server.metrics_dir, pid, tmp_path),
                             "aiobridge_calls_in_flight") for pid in workers}  # fmt: skip
         assert sorted(held.values()) == [0, 1, 1], held
@@ -226,8 +218,9 @@ def test_calls_in_flight_and_a_killed_worker(
         completed_before = figure(scrape(port), "aiobridge_calls_total", outcome="completed")
         os.kill(victim, signal.SIGKILL)
         # child_exit marks it dead: its call leaves the gauge, the survivor's stays.
-        wait_for(lambda: figure(scrape(port), "aiobridge_calls_in_flight") == 1,
-                 "the killed worker's call leaving the gauge")  # fmt: skip
+        wait_until(lambda: figure(scrape(port), "aiobridge_calls_in_flight") == 1,
+                   "the killed worker's call leaving the gauge", 3 * WAIT,
+                   interval=0.05)  # fmt: skip
         assert not glob.glob(str(server.metrics_dir / f"gauge_livesum_{victim}.db"))
         assert figure(per_worker(server.metrics_dir, survivor, tmp_path),
                       "aiobridge_calls_in_flight") == 1  # fmt: skip

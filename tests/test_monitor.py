@@ -10,6 +10,7 @@ import time
 import pytest
 
 from aiobridge import AioThread
+from tests.helpers import wait_until
 
 
 def test_blocking_coroutine_is_detected_with_its_location(caplog: pytest.LogCaptureFixture) -> None:
@@ -58,13 +59,10 @@ def test_an_idle_loop_thread_is_seen_idle_by_the_watchdog(loop: str) -> None:
         assert thread is not None and thread.ident is not None
         is_idle = bridge._portal._loop_thread.monitor.is_idle
         # Starved of the GIL while idle, the thread must not be reported as stuck.
-        deadline = time.monotonic() + 10
-        while True:
-            frame = sys._current_frames()[thread.ident]
-            if is_idle(frame) or time.monotonic() > deadline:
-                break
-            time.sleep(0.01)  # caught between two callbacks: look again
-        assert is_idle(frame), frame.f_code
+        ident = thread.ident
+        # Caught between two callbacks: look again.
+        wait_until(lambda: is_idle(sys._current_frames()[ident]),
+                   lambda: f"idle, not {sys._current_frames()[ident].f_code}", interval=0.01)
 
 
 def _hold_the_gil(seconds: float) -> None:

@@ -14,7 +14,7 @@ import pytest
 from aiobridge import AioThread, BridgeTimeoutError
 from aiobridge.monitor import Observer, Outcome, set_observer_factory
 
-from .helpers import run_in_fork
+from .helpers import run_in_fork, wait_until
 
 
 class Recorder(Observer):
@@ -83,14 +83,14 @@ def test_every_outcome_reaches_the_observer(recorders: dict[str, Recorder]) -> N
         with pytest.raises(BridgeTimeoutError):
             bridge.run(asyncio.sleep(30), timeout=0.05)
         # The caller gave up; the loop reports the cancelled task a moment later.
-        _wait_for(lambda: len(recorders["observed"].outcomes) == 3)
+        wait_until(lambda: len(recorders["observed"].outcomes) == 3, "3 outcomes observed")
         gate = bridge.run(_make_event())
         future = bridge.submit(slow(gate))
-        _wait_for(lambda: recorders["observed"].in_flight_now == 1)
+        wait_until(lambda: recorders["observed"].in_flight_now == 1, "1 call observed in flight")
         future.cancel()
         with pytest.raises(concurrent.futures.CancelledError):
             future.result(10)
-        _wait_for(lambda: len(recorders["observed"].outcomes) == 5)
+        wait_until(lambda: len(recorders["observed"].outcomes) == 5, "5 outcomes observed")
     recorder = recorders["observed"]
     assert [outcome for outcome, _ in recorder.outcomes] == [
         "completed", "failed", "timed_out", "completed", "cancelled",
@@ -107,7 +107,7 @@ def test_calls_waiting_for_a_slot_are_reported_queued(recorders: dict[str, Recor
     with AioThread(name="narrow", max_in_flight=1) as bridge:
         gate = bridge.run(_make_event())
         futures = [bridge.submit(gate.wait()) for _ in range(3)]
-        _wait_for(lambda: recorders["narrow"].queued_now == 2)
+        wait_until(lambda: recorders["narrow"].queued_now == 2, "2 calls observed queued")
         assert bridge.stats().queued == 2
         late = bridge.submit(asyncio.sleep(30), timeout=0.05)  # times out while queued
         with pytest.raises(BridgeTimeoutError):
@@ -134,7 +134,7 @@ def test_lag_samples_and_slow_callbacks_reach_the_observer(
         recorder = recorders["lagged"]
         recorder.lag_seen.clear()
         assert recorder.lag_seen.wait(10)
-        _wait_for(lambda: max(recorder.lags) >= 0.2)
+        wait_until(lambda: max(recorder.lags) >= 0.2, "a lag of 0.2 s or more observed")
     assert recorder.slow >= 1
     assert recorder.slow == bridge.stats().slow_callbacks
 
@@ -159,15 +159,6 @@ def test_no_observer_without_a_factory() -> None:
 
 async def _make_event() -> asyncio.Event:
     return asyncio.Event()
-
-
-def _wait_for(condition: object, timeout: float = 10.0) -> None:
-    assert callable(condition)
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(0.005)
 
 
 def test_a_failing_observer_factory_leaves_the_bridge_working(
@@ -203,7 +194,7 @@ def test_gauges_are_up_to_date_for_whoever_a_call_wakes(
             assert recorders["gauged"].in_flight_now == 0
         gate = bridge.run(_make_event())
         held = [bridge.submit(gate.wait()) for _ in range(3)]
-        _wait_for(lambda: recorders["gauged"].in_flight_now == 3)
+        wait_until(lambda: recorders["gauged"].in_flight_now == 3, "3 calls observed in flight")
         assert bridge.run(seen_running("gauged")) in (3, 4)  # 4 if told while it ran
         bridge.call_soon(gate.set)
         for future in held:

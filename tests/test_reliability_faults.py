@@ -40,6 +40,7 @@ import redis
 from demo_flask.catalog import BILLING_KEY
 from demo_flask.services import HOST, GunicornServer, RedisServer, UpstreamServer
 from demo_flask.upstream import seed_redis
+from tests.helpers import wait_until
 
 READY_TIMEOUT = 60.0
 CLIENT_TIMEOUT = 15.0
@@ -164,14 +165,13 @@ class Load:
         with self._lock:
             return list(self.replies)
 
-    def wait_for(self, condition: Callable[[list[Reply]], bool], timeout: float) -> bool:
-        """Poll the replies so far until ``condition`` holds or ``timeout`` passes."""
-        deadline = time.monotonic() + timeout
-        while not condition(self.snapshot()):
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.02)
-        return True
+    def wait_for(
+        self, condition: Callable[[list[Reply]], bool], what: str, timeout: float
+    ) -> None:
+        """Wait until ``condition`` holds for the replies so far; fail naming ``what``."""
+        wait_until(lambda: condition(self.snapshot()),
+                   lambda: f"{what}; replies so far: {kinds(self.snapshot())}", timeout,
+                   interval=0.02)  # fmt: skip
 
 
 def kinds(replies: list[Reply]) -> dict[str, int]:
@@ -230,19 +230,19 @@ def test_redis_dies_under_load_then_the_app_recovers_without_restart(
 ) -> None:
     app = gunicorn(redis_url=own_redis.url, upstream_url=upstream.url)
     with Load(app.port, "/dog?latency=5") as load:
-        assert load.wait_for(lambda rs: sum(r.status == 200 for r in rs) >= 50, 30)
+        load.wait_for(lambda rs: sum(r.status == 200 for r in rs) >= 50, "50 OK replies", 30)
         own_redis.kill()  # returns once the process is gone: nothing commits there after
         killed_at = time.monotonic()
-        assert load.wait_for(
-            lambda rs: sum(r.status == 503 and r.started > killed_at for r in rs) >= 30, 30
-        ), kinds(load.snapshot())
+        load.wait_for(lambda rs: sum(r.status == 503 and r.started > killed_at for r in rs) >= 30,
+                      "30 replies 503 after the kill", 30)
         during = app.stats()  # the loop's figures stay readable while Redis is down
         assert during["billing"]["dog_requests"] is None
         assert "redis is unavailable" in during["billing"]["error"]
         assert during["bridge"]["loop_lag_max_seconds"] < 1.0
         # Before the restart, every request that started while the old server lived
         # has ended: from here on, a request can only be billed by the new server.
-        assert load.wait_for(lambda _: load.in_flight_since() > killed_at, CLIENT_TIMEOUT + 5)
+        load.wait_for(lambda _: load.in_flight_since() > killed_at,
+                      "every request started before the kill ended", CLIENT_TIMEOUT + 5)
         restarting_at = time.monotonic()
         own_redis.restart()  # same port, empty database
         restarted_at = time.monotonic()
@@ -251,7 +251,7 @@ def test_redis_dies_under_load_then_the_app_recovers_without_restart(
             after = [r for r in replies if r.started > restarted_at]
             return len(after) >= 50 and all(r.status == 200 for r in after[-30:])
 
-        assert load.wait_for(recovered, 30), kinds(load.snapshot())
+        load.wait_for(recovered, "recovery", 30)
     replies = load.snapshot()
     outage = [r for r in replies if killed_at < r.started < restarting_at]
     late_failures = [r for r in replies if r.started > restarted_at and r.status != 200]
@@ -317,12 +317,11 @@ def test_upstream_hangs_each_request_times_out_with_504_and_is_cancelled(
     pid = own_upstream.pid
     assert pid is not None
     with Load(app.port, "/dog?latency=5") as load:
-        assert load.wait_for(lambda rs: sum(r.status == 200 for r in rs) >= 30, 30)
+        load.wait_for(lambda rs: sum(r.status == 200 for r in rs) >= 30, "30 OK replies", 30)
         os.kill(pid, signal.SIGSTOP)
         stopped_at = time.monotonic()
-        assert load.wait_for(
-            lambda rs: sum(r.status == 504 and r.started > stopped_at for r in rs) >= 16, 30
-        ), kinds(load.snapshot())
+        load.wait_for(lambda rs: sum(r.status == 504 and r.started > stopped_at for r in rs) >= 16,
+                      "16 replies 504 after the stop", 30)
         os.kill(pid, signal.SIGCONT)
         resumed_at = time.monotonic()
 
@@ -330,7 +329,7 @@ def test_upstream_hangs_each_request_times_out_with_504_and_is_cancelled(
             after = [r for r in replies if r.started > resumed_at]
             return len(after) >= 30 and all(r.status == 200 for r in after[-16:])
 
-        assert load.wait_for(recovered, 30), kinds(load.snapshot())
+        load.wait_for(recovered, "recovery", 30)
     replies = load.snapshot()
     timed_out = [r for r in replies if r.status == 504]
     after = app.stats()["bridge"]
@@ -355,7 +354,7 @@ def test_upstream_hangs_each_request_times_out_with_504_and_is_cancelled(
     assert after["loop_lag_max_seconds"] < 1.0, figures
     # No worker thread is stuck: a burst as wide as the thread pool is served at once.
     with Load(app.port, "/dog", threads=8, max_requests=8) as burst:
-        assert burst.wait_for(lambda rs: len(rs) >= 8, 20)
+        burst.wait_for(lambda rs: len(rs) >= 8, "8 replies to the burst", 20)
     assert set(kinds(burst.snapshot())) == {"200"}, kinds(burst.snapshot())
     log = app.log()
     assert not [bad for bad in FORBIDDEN_IN_LOG if bad in log], log
@@ -373,13 +372,13 @@ def test_sigterm_under_load_loses_no_write_and_exits_cleanly(
     # 100 ms per request upstream: at any moment several requests are in flight.
     load = Load(app.port, "/dog?latency=100", threads=8, stop_on_refused=True)
     with load:
-        assert load.wait_for(lambda rs: sum(r.status == 200 for r in rs) >= 40, 30)
+        load.wait_for(lambda rs: sum(r.status == 200 for r in rs) >= 40, "40 OK replies", 30)
         exit_seconds = app.timed_terminate()
         signalled_at = time.monotonic() - exit_seconds
         # Every client stops at its first refused connection (the listener is closed).
-        assert load.wait_for(
-            lambda rs: sum(r.error == "ConnectionRefusedError" for r in rs) >= load.threads, 30
-        ), kinds(load.snapshot())
+        load.wait_for(
+            lambda rs: sum(r.error == "ConnectionRefusedError" for r in rs) >= load.threads,
+            "every client refused", 30)
     replies = load.snapshot()
     ok = sum(r.status == 200 for r in replies)
     in_flight_at_signal = [r for r in replies if r.started < signalled_at < r.started + r.seconds]

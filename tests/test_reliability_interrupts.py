@@ -18,7 +18,6 @@ import asyncio
 import concurrent.futures
 import inspect
 import threading
-import time
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
@@ -26,8 +25,7 @@ import pytest
 
 from aiobridge import AioThread
 from aiobridge._core.calls import Call
-
-WAIT = 10.0
+from tests.helpers import WAIT, wait_until
 
 
 class Body:
@@ -74,15 +72,6 @@ def _interrupt_hand_off(bridge: AioThread, when: str, body: Body) -> Callable[[]
     return lambda: setattr(inbox, "hand_off", original)
 
 
-def _eventually(condition: Callable[[], bool]) -> bool:
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
 async def _one() -> int:
     return 1
 
@@ -105,7 +94,8 @@ def test_interrupt_during_hand_off_cancels_or_closes_on_the_loop(
         # Cancelled on the loop like any interrupted wait, not closed from this thread.
         assert body.cancelled.wait(WAIT), "the running task was not cancelled"
     # Whatever the point, the coroutine ends closed (no "never awaited", no hung task)...
-    assert _eventually(lambda: inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED)
+    wait_until(lambda: inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED,
+               "the coroutine closed")
     # ...and the bridge still serves (a lost wake-up used to wedge every later call).
     assert own_bridge.run(_one(), timeout=WAIT) == 1
     assert own_bridge.submit(_one()).result(WAIT) == 1
@@ -127,13 +117,13 @@ def test_interrupt_while_waiting_for_a_slot_cancels_the_waiting_call() -> None:
         def interrupted(call: Call[Any]) -> None:
             inbox.hand_off = original  # type: ignore[method-assign]
             original(call)
-            assert _eventually(lambda: bridge.stats().queued == 1)
+            wait_until(lambda: bridge.stats().queued == 1, "the call queued for a slot")
             raise KeyboardInterrupt
 
         inbox.hand_off = interrupted  # type: ignore[method-assign]
         with pytest.raises(KeyboardInterrupt):
             bridge.run(coro)
-        assert _eventually(lambda: bridge.stats().queued == 0)
+        wait_until(lambda: bridge.stats().queued == 0, "the interrupted call left the queue")
         assert inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED
         assert not waiting.started.is_set()
         held.cancel()

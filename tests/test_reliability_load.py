@@ -19,12 +19,11 @@ import time
 from typing import Any
 
 import pytest
-from flask import Flask
 
 from aiobridge import AioThread
-from aiobridge.flask import AioBridge, shutdown
+from aiobridge.flask import AioBridge
 
-from .helpers import start_and_join
+from .helpers import FlaskAppFactory, start_and_join
 
 WAIT = 60.0
 OUTCOMES = ("ok", "error", "timeout", "cancel", "group")
@@ -131,11 +130,9 @@ async def _other_tasks() -> int:
 
 
 def test_blocking_async_view_is_detected_and_other_requests_still_complete(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, make_flask_app: FlaskAppFactory
 ) -> None:
-    app = Flask(__name__)
-    app.config.update(AIOBRIDGE_SLOW_CALLBACK=0.05, AIOBRIDGE_THREAD_NAME="abuse")
-    ext = AioBridge(app)
+    app = make_flask_app(__name__, AIOBRIDGE_SLOW_CALLBACK=0.05, AIOBRIDGE_THREAD_NAME="abuse")
     entered = threading.Event()
 
     @app.get("/block")
@@ -150,20 +147,16 @@ def test_blocking_async_view_is_detected_and_other_requests_still_complete(
         return {"fast": True}
 
     caplog.set_level(logging.WARNING, logger="aiobridge")
-    statuses: list[int] = []
-    try:
-        with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            blocked = pool.submit(lambda: app.test_client().get("/block").status_code)
-            assert entered.wait(WAIT)
-            # Sent while the loop is held: they wait behind it, then all complete.
-            fast = [pool.submit(lambda: app.test_client().get("/fast").status_code)
-                    for _ in range(20)]  # fmt: skip
-            statuses = [f.result(WAIT) for f in fast] + [blocked.result(WAIT)]
-        bridge = ext.get_bridge(app)
-        bridge.run(asyncio.sleep(0.2))  # a few probe periods after the stall
-        stats = bridge.stats()
-    finally:
-        shutdown(app)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        blocked = pool.submit(lambda: app.test_client().get("/block").status_code)
+        assert entered.wait(WAIT)
+        # Sent while the loop is held: they wait behind it, then all complete.
+        fast = [pool.submit(lambda: app.test_client().get("/fast").status_code)
+                for _ in range(20)]  # fmt: skip
+        statuses = [f.result(WAIT) for f in fast] + [blocked.result(WAIT)]
+    bridge = AioBridge().get_bridge(app)
+    bridge.run(asyncio.sleep(0.2))  # a few probe periods after the stall
+    stats = bridge.stats()
     assert statuses == [200] * 21
     assert stats.slow_callbacks >= 1
     assert stats.loop_lag_max >= 0.2

@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aiobridge import AioThread
+from tests.helpers import wait_until
 
 WAIT = 60.0
 Item = tuple[int, int]
@@ -187,10 +188,8 @@ def test_stop_with_items_queued_closes_the_queue_and_releases_blocked_threads() 
         for thread in threads:
             thread.start()
         assert blocked.wait(WAIT)
-        deadline = time.monotonic() + WAIT
-        while full.sync_q.qsize() != 3 or not threads[0].is_alive():
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_until(lambda: full.sync_q.qsize() == 3 and threads[0].is_alive(),
+                   "the put blocked on the full queue", WAIT, interval=0.01)
     for thread in threads:
         thread.join(WAIT)
     assert not any(t.is_alive() for t in threads), "a thread stayed blocked on a closed queue"

@@ -26,6 +26,7 @@ from demo_flask import MODES, create_app, shutdown
 from demo_flask.catalog import TRACK_CHANNEL_PREFIX
 from demo_flask.launcher import server_command_for
 from demo_flask.services import HOST, RedisServer, UpstreamServer
+from tests.helpers import wait_until
 from tests.test_reliability_faults import Gunicorn, gunicorn
 
 __all__ = ("gunicorn",)  # the fixture, re-used from the fault scenarios
@@ -112,15 +113,6 @@ def _numsub(client: redis.Redis, channel: str) -> int:
     return int(dict(client.pubsub_numsub(channel))[channel])
 
 
-def _eventually(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_sse_stream_under_gunicorn_is_released_on_disconnect_and_bounded_in_time(
@@ -148,7 +140,8 @@ def test_sse_stream_under_gunicorn_is_released_on_disconnect_and_bounded_in_time
         conn.sock.shutdown(socket.SHUT_RDWR)  # the client goes away
     conn.close()
     closed_at = time.monotonic()
-    assert _eventually(lambda: _numsub(redis_sync, channel) == 0, WAIT)
+    wait_until(lambda: _numsub(redis_sync, channel) == 0, "the gone client's subscription released",
+               WAIT, interval=0.02)
     released = time.monotonic() - closed_at
     assert released < heartbeat * 2 + 2.0, released
     # 2. A client that stays: the stream ends by itself at its maximum duration.
@@ -163,4 +156,5 @@ def test_sse_stream_under_gunicorn_is_released_on_disconnect_and_bounded_in_time
     assert '"reason": "max-duration"' in body, body[-300:]
     assert longest <= lasted < longest + 3.0, lasted
     # Released as the stream ends (the unsubscribe may land just after the last bytes).
-    assert _eventually(lambda: _numsub(redis_sync, TRACK_CHANNEL_PREFIX + "sec-stay") == 0, 5)
+    wait_until(lambda: _numsub(redis_sync, TRACK_CHANNEL_PREFIX + "sec-stay") == 0,
+               "the ended stream's subscription released", 5, interval=0.02)

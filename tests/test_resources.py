@@ -5,15 +5,14 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+import re
 import threading
 from typing import Any
 
 import pytest
 
 from aiobridge import AioThread, BridgeClosedError, BridgeDeadlockError, BridgeError, Resource
-from tests.helpers import run_in_fork
-
-WAIT = 10.0
+from tests.helpers import WAIT, run_in_fork, wait_until
 
 
 class Thing:
@@ -59,16 +58,11 @@ def test_built_once_under_16_concurrent_first_uses(bridge: AioThread) -> None:
         thread.start()
     barrier.wait(WAIT)
     # All 16 calls are on the loop, waiting for the one build.
-    deadline = threading.Event()
-    for _ in range(int(WAIT / 0.005)):
-        if bridge.stats().in_flight == 16:
-            break
-        deadline.wait(0.005)
-    assert bridge.stats().in_flight == 16
+    wait_until(lambda: bridge.stats().in_flight == 16, "16 calls in flight")
     bridge.call_soon(gate.set)
     for thread in threads:
         thread.join(WAIT)
-    assert calls == ["test-bridge"]  # built once, on the loop
+    assert calls == [bridge.name]  # built once, on the loop
     assert all(r is results[0] for r in results)
     assert isinstance(results[0], Thing)
 
@@ -84,7 +78,7 @@ def test_sync_factory_and_explicit_close(bridge: AioThread) -> None:
     res: Resource[dict[str, int]] = bridge.resource(factory, close=closed.append)
     assert res.get_sync(timeout=WAIT) == {"answer": 42}
     assert res.get_sync(timeout=WAIT) is res.get_sync(timeout=WAIT)
-    assert made_on == ["test-bridge"]
+    assert made_on == [bridge.name]
     assert res.built
     bridge.stop()
     assert closed == [{"answer": 42}]
@@ -193,10 +187,10 @@ def test_foreign_loop_gets_a_clear_error(bridge: AioThread) -> None:
     res.get_sync(timeout=WAIT)
 
     async def elsewhere() -> None:
-        with pytest.raises(BridgeError, match="test-bridge") as caught:
+        with pytest.raises(BridgeError, match=re.escape(bridge.name)) as caught:
             await res.get()
         assert "different loop" not in str(caught.value)
-        with pytest.raises(BridgeError, match="test-bridge"):
+        with pytest.raises(BridgeError, match=re.escape(bridge.name)):
             res.get_sync()
 
     asyncio.run(elsewhere())

@@ -38,6 +38,7 @@ import pytest
 import redis
 
 from demo_flask.services import HOST, UpstreamServer, free_port
+from tests.helpers import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 60.0
@@ -171,10 +172,15 @@ def test_gunicorn_sync_preload_max_requests_hup(launch: Any, redis_sync: redis.R
     assert get_json(server.url + "/threads")["loop_threads"] == 1
     # HUP: gunicorn replaces every worker; the new ones serve with their own bridges.
     server.signal(signal.SIGHUP)
-    deadline = time.monotonic() + START_TIMEOUT
-    while not (after_hup := {d["pid"] for d in _dogs(server.url, 4, threads=2)}) - served_by:
-        assert time.monotonic() < deadline, f"no new worker after HUP:\n{server.output()}"
-        time.sleep(0.1)
+    after_hup: set[int] = set()
+
+    def new_worker_served() -> bool:
+        after_hup.clear()
+        after_hup.update(d["pid"] for d in _dogs(server.url, 4, threads=2))
+        return bool(after_hup - served_by)
+
+    wait_until(new_worker_served, lambda: f"a new worker after HUP:\n{server.output()}",
+               START_TIMEOUT, interval=0.1)
     served_by |= after_hup
     server.signal(signal.SIGTERM)
     assert server.wait_exit() == 0

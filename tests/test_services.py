@@ -6,7 +6,6 @@ import json
 import os
 import socket
 import sys
-import time
 import urllib.error
 import urllib.request
 
@@ -26,6 +25,7 @@ from demo_flask.services import (
     port_is_free,
     redis_from_env,
 )
+from tests.helpers import wait_until
 
 
 def _get(url: str) -> tuple[int, bytes, dict[str, str]]:
@@ -145,11 +145,9 @@ def _time_wait_on_a_port() -> int:
             conn, _ = listener.accept()
             conn.close()  # the server closes first, as gunicorn does after keep-alive
             assert client.recv(1) == b""
-    deadline = time.monotonic() + 10
-    while not any(c.status == psutil.CONN_TIME_WAIT and c.laddr and c.laddr.port == port
-                  for c in psutil.net_connections("tcp4")):  # fmt: skip
-        assert time.monotonic() < deadline, "no TIME_WAIT appeared"
-        time.sleep(0.01)
+    wait_until(lambda: any(c.status == psutil.CONN_TIME_WAIT and c.laddr and c.laddr.port == port
+                           for c in psutil.net_connections("tcp4")),
+               "a TIME_WAIT on the port", interval=0.01)  # fmt: skip
     return port
 
 

@@ -14,8 +14,7 @@ import janus
 import pytest
 
 from aiobridge import AioThread, BridgeDeadlockError, BridgeTimeoutError
-
-WAIT = 10.0  # bound of every wait; never reached when the code is right
+from tests.helpers import WAIT
 
 
 # -- iterate ------------------------------------------------------------------------
@@ -259,7 +258,7 @@ def test_enter_runs_aenter_and_aexit_in_one_task_on_the_loop(bridge: AioThread) 
         assert threading.current_thread() is not bridge.thread
     (_, entered), (_, exited), (_, exc) = recorder.events
     assert entered == exited  # same thread name, same task
-    assert entered[0] == "test-bridge"
+    assert entered[0] == bridge.name  # on the loop thread
     assert exc is None
 
 
