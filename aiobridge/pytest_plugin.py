@@ -17,6 +17,12 @@ entry point (``-p no:aiobridge`` turns it off). Fixtures:
 ``aiobridge_flask_app``
     A ``Flask`` app with the :class:`~aiobridge.flask.AioBridge` extension on
     ``aiobridge_bridge``. Flask is imported only when a test asks for it.
+``aiobridge_make_flask_app``
+    Makes ``Flask`` apps whose extension owns its bridge, built from the
+    ``AIOBRIDGE_*`` settings you pass:
+    ``aiobridge_make_flask_app(name, *, app_class=Flask, async_views=True, **config)``.
+    Each bridge runs under :func:`bridge_guard` and is stopped after the test
+    (the test may stop it earlier with :func:`aiobridge.flask.shutdown`).
 
 :func:`bridge_guard` applies the same checks to any bridge, e.g. the one your
 app's extension owns.
@@ -36,7 +42,7 @@ import gc
 import os
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -47,7 +53,7 @@ from .bridge import AioThread
 if TYPE_CHECKING:
     from flask import Flask
 
-__all__ = ("BridgeProblems", "bridge_guard")
+__all__ = ("BridgeProblems", "FlaskAppFactory", "bridge_guard")
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
@@ -212,6 +218,45 @@ def aiobridge_bridge(aiobridge_bridge_options: dict[str, Any]) -> Iterator[AioTh
     options = {"name": "aiobridge-test", **aiobridge_bridge_options}
     with bridge_guard(AioThread(**options)) as bridge:
         yield bridge
+
+
+#: ``make(name="aiobridge_test_app", *, app_class=Flask, async_views=True, **config)``.
+FlaskAppFactory = Callable[..., "Flask"]
+
+
+@pytest.fixture
+def aiobridge_make_flask_app() -> Iterator[FlaskAppFactory]:
+    """Make testing Flask apps whose extension owns its bridge, built from ``config``.
+
+    ``config`` goes into ``app.config`` (with ``TESTING=True``) before the
+    extension is installed. Each bridge starts at once under :func:`bridge_guard`
+    and is stopped after the test.
+
+    Example:
+        >>> def test_deadline(aiobridge_make_flask_app):
+        ...     app = aiobridge_make_flask_app("shop", AIOBRIDGE_TIMEOUT=0.5)
+        ...     assert app.test_client().get("/missing").status_code == 404
+    """
+    from flask import Flask
+
+    from .flask import EXTENSION_KEY, AioBridge
+
+    with contextlib.ExitStack() as guards:
+
+        def make(
+            name: str = "aiobridge_test_app",
+            *,
+            app_class: type[Flask] = Flask,
+            async_views: bool = True,
+            **config: Any,
+        ) -> Flask:
+            app = app_class(name)
+            app.config.update(TESTING=True, **config)
+            AioBridge(app, async_views=async_views)
+            guards.enter_context(bridge_guard(app.extensions[EXTENSION_KEY].get_bridge(app)))
+            return app
+
+        yield make
 
 
 @pytest.fixture

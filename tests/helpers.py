@@ -15,15 +15,13 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from flask import Flask
+    pass
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 #: Bound on every wait for another thread or process; never reached when the code is right.
 WAIT = 10.0
 
-#: What the ``make_flask_app`` fixture (tests/conftest.py) gives: ``make(name, **config)``.
-FlaskAppFactory = Callable[..., "Flask"]
 
 _SLOW_CALLBACK = re.compile(r"^Executing <.*> took \d+\.\d+ seconds$")
 _BLOCKED_HEAD = "aiobridge loop blocked for more than "

@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from aiobridge import AioThread
 from aiobridge.flask import EXTENSION_KEY
-from tests.helpers import FlaskAppFactory
+from aiobridge.pytest_plugin import FlaskAppFactory
 
 ITEMS = 3
 
@@ -54,9 +54,9 @@ def _request_id() -> str:
 
 
 def _app(
-    make_flask_app: FlaskAppFactory, tracer: trace.Tracer, seen: list[tuple[str, str]]
+    aiobridge_make_flask_app: FlaskAppFactory, tracer: trace.Tracer, seen: list[tuple[str, str]]
 ) -> Flask:
-    app = make_flask_app("traced", AIOBRIDGE_THREAD_NAME="traced")
+    app = aiobridge_make_flask_app("traced", AIOBRIDGE_THREAD_NAME="traced")
     ext = app.extensions[EXTENSION_KEY]
 
     async def step(name: str) -> str:
@@ -115,11 +115,11 @@ def _parent_id(span: ReadableSpan) -> int | None:
 def test_spans_in_run_gather_and_every_item_of_iterate_have_the_view_as_parent(
     spans: tuple[trace.Tracer, InMemorySpanExporter],
     detach_errors: list[str],
-    make_flask_app: FlaskAppFactory,  # last: its bridge stops before detach_errors checks
+    aiobridge_make_flask_app: FlaskAppFactory,  # last: its bridge stops before detach_errors checks
 ) -> None:
     tracer, exporter = spans
     seen: list[tuple[str, str]] = []
-    app = _app(make_flask_app, tracer, seen)
+    app = _app(aiobridge_make_flask_app, tracer, seen)
     reply = app.test_client().get("/calls")
     assert reply.status_code == 200, reply.data
     found = _by_name(exporter)
@@ -135,11 +135,11 @@ def test_spans_in_run_gather_and_every_item_of_iterate_have_the_view_as_parent(
 def test_every_item_of_an_sse_stream_has_the_view_as_parent(
     spans: tuple[trace.Tracer, InMemorySpanExporter],
     detach_errors: list[str],
-    make_flask_app: FlaskAppFactory,  # last: its bridge stops before detach_errors checks
+    aiobridge_make_flask_app: FlaskAppFactory,  # last: its bridge stops before detach_errors checks
 ) -> None:
     tracer, exporter = spans
     seen: list[tuple[str, str]] = []
-    app = _app(make_flask_app, tracer, seen)
+    app = _app(aiobridge_make_flask_app, tracer, seen)
     reply = app.test_client().get("/events")
     body = reply.get_data(as_text=True)  # consumed after the view returned
     assert body == "".join(f"data: {i}\n\n" for i in range(ITEMS))

@@ -14,13 +14,14 @@ from flask import Flask, abort, current_app, g, jsonify, request, session
 
 from aiobridge import AioThread
 from aiobridge.flask import EXTENSION_KEY, AioBridge, shutdown, startup
-from tests.helpers import WAIT, FlaskAppFactory, wait_until
+from aiobridge.pytest_plugin import FlaskAppFactory
+from tests.helpers import WAIT, wait_until
 
 
 @pytest.fixture
-def app(make_flask_app: FlaskAppFactory) -> Flask:
+def app(aiobridge_make_flask_app: FlaskAppFactory) -> Flask:
     """A bare app with the extension owning its bridge; the bridge is stopped after the test."""
-    return make_flask_app("ext_test", SECRET_KEY="test", AIOBRIDGE_STOP_TIMEOUT=1.0)
+    return aiobridge_make_flask_app("ext_test", SECRET_KEY="test", AIOBRIDGE_STOP_TIMEOUT=1.0)
 
 
 def test_init_app_sets_config_defaults_without_overriding() -> None:
@@ -40,8 +41,8 @@ def test_init_app_sets_config_defaults_without_overriding() -> None:
         shutdown(app)
 
 
-def test_loop_settings_come_from_config(make_flask_app: FlaskAppFactory) -> None:
-    app = make_flask_app(
+def test_loop_settings_come_from_config(aiobridge_make_flask_app: FlaskAppFactory) -> None:
+    app = aiobridge_make_flask_app(
         "tuned",
         AIOBRIDGE_SLOW_CALLBACK=0.25, AIOBRIDGE_DEBUG=True, AIOBRIDGE_THREAD_NAME="tuned-loop",
     )
@@ -212,8 +213,8 @@ def test_ext_run_from_a_sync_view(app: Flask) -> None:
     assert app.test_client().get("/add").json == {"total": 5, "thread": "aiobridge"}
 
 
-def test_several_apps_in_one_process(app: Flask, make_flask_app: FlaskAppFactory) -> None:
-    other = make_flask_app("other")
+def test_several_apps_in_one_process(app: Flask, aiobridge_make_flask_app: FlaskAppFactory) -> None:
+    other = aiobridge_make_flask_app("other")
     for each in (app, other):
 
         @each.get("/name")
@@ -245,8 +246,8 @@ def test_a_shared_bridge_is_left_to_its_owner() -> None:
         assert second.test_client().get("/thread").data == b"shared"
 
 
-def test_max_in_flight_from_config(make_flask_app: FlaskAppFactory) -> None:
-    app = make_flask_app("limited", AIOBRIDGE_MAX_IN_FLIGHT=1)
+def test_max_in_flight_from_config(aiobridge_make_flask_app: FlaskAppFactory) -> None:
+    app = aiobridge_make_flask_app("limited", AIOBRIDGE_MAX_IN_FLIGHT=1)
     inside: list[int] = []
     high_water: list[int] = []
     entered = threading.Event()
@@ -292,9 +293,9 @@ def test_startup_starts_the_bridge_eagerly() -> None:
         shutdown(app)
 
 
-def test_uvloop_from_config(make_flask_app: FlaskAppFactory) -> None:
+def test_uvloop_from_config(aiobridge_make_flask_app: FlaskAppFactory) -> None:
     uvloop = pytest.importorskip("uvloop")
-    app = make_flask_app("uv", AIOBRIDGE_UVLOOP=True)
+    app = aiobridge_make_flask_app("uv", AIOBRIDGE_UVLOOP=True)
 
     @app.get("/loop")
     async def loop_type() -> str:

@@ -18,8 +18,9 @@ import pytest
 from flask import Flask, Response, current_app
 
 from aiobridge.flask import EXTENSION_KEY, AioBridge, shutdown
+from aiobridge.pytest_plugin import FlaskAppFactory
 
-from .helpers import ROOT, FlaskAppFactory
+from .helpers import ROOT
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "flask_request_id", default=None
@@ -147,9 +148,9 @@ def test_an_async_to_sync_set_on_the_instance_is_refused_too() -> None:
 
 
 def test_async_views_false_keeps_the_override_and_the_rest_of_the_extension(
-    make_flask_app: FlaskAppFactory,
+    aiobridge_make_flask_app: FlaskAppFactory,
 ) -> None:
-    app = make_flask_app("custom-kept", app_class=LoopPerCallFlask, async_views=False)
+    app = aiobridge_make_flask_app("custom-kept", app_class=LoopPerCallFlask, async_views=False)
     ext = app.extensions[EXTENSION_KEY]
 
     @app.get("/view")
@@ -187,9 +188,9 @@ def test_app_extensions_holds_the_extension_object() -> None:
 
 
 def test_resource_needs_no_app_when_the_extension_has_one(
-    make_flask_app: FlaskAppFactory,
+    aiobridge_make_flask_app: FlaskAppFactory,
 ) -> None:
-    app = make_flask_app("one-app")
+    app = aiobridge_make_flask_app("one-app")
     ext = app.extensions[EXTENSION_KEY]  # the extension of this one app
 
     async def make() -> str:

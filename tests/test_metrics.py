@@ -13,8 +13,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from aiobridge import AioThread, BridgeTimeoutError, metrics
+from aiobridge.pytest_plugin import FlaskAppFactory
 
-from .helpers import FlaskAppFactory, run_in_fork, run_python, wait_until
+from .helpers import run_in_fork, run_python, wait_until
 
 
 @pytest.fixture
@@ -183,11 +184,13 @@ def test_a_fork_counts_a_restart_in_the_child_only(registry: CollectorRegistry) 
 
 
 def test_flask_metrics_endpoint_is_opt_in(
-    registry: CollectorRegistry, aiobridge_flask_app: Flask, make_flask_app: FlaskAppFactory
+    registry: CollectorRegistry,
+    aiobridge_flask_app: Flask,
+    aiobridge_make_flask_app: FlaskAppFactory,
 ) -> None:
     assert aiobridge_flask_app.test_client().get("/metrics").status_code == 404
 
-    app = make_flask_app("measured", AIOBRIDGE_METRICS_ENDPOINT="/internal/metrics",
+    app = aiobridge_make_flask_app("measured", AIOBRIDGE_METRICS_ENDPOINT="/internal/metrics",
                          AIOBRIDGE_THREAD_NAME="measured")  # fmt: skip
 
     @app.get("/hello")
@@ -266,7 +269,7 @@ def test_multiprocess_mode_in_a_fresh_interpreter(tmp_path: Path) -> None:
 
 
 def test_clearing_the_observer_factory_uninstalls_the_metrics(
-    registry: CollectorRegistry, make_flask_app: FlaskAppFactory
+    registry: CollectorRegistry, aiobridge_make_flask_app: FlaskAppFactory
 ) -> None:
     """One global says whether the metrics observe bridges: the observer factory."""
     from aiobridge import monitor
@@ -275,7 +278,7 @@ def test_clearing_the_observer_factory_uninstalls_the_metrics(
     monitor.set_observer_factory(None)
     assert metrics.installed() is None
     # So an app asking for the endpoint installs them again and its calls are counted.
-    app = make_flask_app("reinstalled", AIOBRIDGE_METRICS_ENDPOINT="/metrics",
+    app = aiobridge_make_flask_app("reinstalled", AIOBRIDGE_METRICS_ENDPOINT="/metrics",
                          AIOBRIDGE_THREAD_NAME="reinstalled")  # fmt: skip
 
     @app.get("/hello")

@@ -22,8 +22,9 @@ import pytest
 
 from aiobridge import AioThread
 from aiobridge.flask import AioBridge
+from aiobridge.pytest_plugin import FlaskAppFactory
 
-from .helpers import FlaskAppFactory, start_and_join
+from .helpers import start_and_join
 
 WAIT = 60.0
 OUTCOMES = ("ok", "error", "timeout", "cancel", "group")
@@ -130,9 +131,10 @@ async def _other_tasks() -> int:
 
 
 def test_blocking_async_view_is_detected_and_other_requests_still_complete(
-    caplog: pytest.LogCaptureFixture, make_flask_app: FlaskAppFactory
+    caplog: pytest.LogCaptureFixture, aiobridge_make_flask_app: FlaskAppFactory
 ) -> None:
-    app = make_flask_app(__name__, AIOBRIDGE_SLOW_CALLBACK=0.05, AIOBRIDGE_THREAD_NAME="abuse")
+    app = aiobridge_make_flask_app(__name__, AIOBRIDGE_SLOW_CALLBACK=0.05,
+                                   AIOBRIDGE_THREAD_NAME="abuse")
     entered = threading.Event()
 
     @app.get("/block")
