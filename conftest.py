@@ -1,6 +1,6 @@
 """Runs every code example of the documentation as a test (see docs/CONTRIBUTING-docs.md).
 
-Sybil collects README.md, docs/*.md and the docstrings of aiobridge/*.py:
+Sybil collects README.md, docs/*.md and the docstrings of aiobridge/ (its private packages too):
 
 - a fenced ``python`` block runs, in page order, in one namespace per page;
 - ``<!-- skip: next "reason" -->`` before a block skips it (say why);
@@ -121,7 +121,7 @@ pytest_collect_file = (
     )
     + Sybil(
         parsers=[DocTestParser(optionflags=DOCTEST_FLAGS)],
-        patterns=["aiobridge/*.py"],
+        patterns=["aiobridge/*.py", "aiobridge/*/*.py"],
         fixtures=["bridge", "redis_url", "upstream_url"],
         teardown=_stop_leftovers,
         name="docstrings",
