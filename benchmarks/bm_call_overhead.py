@@ -53,7 +53,17 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .results import check, markdown_table, ratio_rounds, show, spread, text
+from .results import (
+    Progress,
+    Rows,
+    check,
+    main_for,
+    markdown_table,
+    ratio_rounds,
+    rounds_option,
+    spread,
+    text,
+)
 
 NAME = "call_overhead"
 THREAD_COUNTS = (1, 32)
@@ -353,32 +363,25 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     ] for row in rows), "---|---:|---|" + "---:|" * 5)  # fmt: skip
 
 
-def main(
-    argv: list[str] | None = None, progress: Callable[[str], None] | None = None
-) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes: a few seconds")
-    parser.add_argument("--rounds", type=int, help="interleaved rounds per variant")
-    args = parser.parse_args(argv)
+def _measure(args: argparse.Namespace, progress: Progress) -> tuple[dict[str, Any], Rows]:
     rounds = args.rounds or (3 if args.quick else 7)
     calls_single = 1000 if args.quick else 5000
     calls_per_thread = 40 if args.quick else 200
-    rows = run_benchmark(rounds, calls_single, calls_per_thread, progress or (lambda _msg: None))
-    result = {
-        "name": NAME,
-        "params": {
-            "rounds": rounds,
-            "calls_single_thread": calls_single,
-            "calls_per_thread_at_32": calls_per_thread,
-            "thread_counts": list(THREAD_COUNTS),
-            "baseline": BASELINE,
-        },
-        "rows": rows,
-        "targets": check_targets(rows),
+    params = {
+        "rounds": rounds,
+        "calls_single_thread": calls_single,
+        "calls_per_thread_at_32": calls_per_thread,
+        "thread_counts": list(THREAD_COUNTS),
+        "baseline": BASELINE,
     }
-    if progress is None:
-        show(result, format_table)
-    return result
+    return params, run_benchmark(rounds, calls_single, calls_per_thread, progress)
+
+
+def main(argv: list[str] | None = None, progress: Progress | None = None) -> dict[str, Any]:
+    """Run the benchmark; returns ``{"name", "params", "rows", "targets"}``."""
+    return main_for(NAME, __doc__, argv, progress, _measure, format_table,
+                    options=[rounds_option("interleaved rounds per variant")],
+                    targets=check_targets)  # fmt: skip
 
 
 if __name__ == "__main__":

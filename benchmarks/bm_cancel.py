@@ -44,7 +44,7 @@ from aiobridge import AioThread
 from aiobridge.clients import redis_client
 from demo_flask.services import redis_from_env
 
-from .results import markdown_table, numeric_align, show
+from .results import Progress, Rows, main_for, markdown_table, numeric_align
 
 NAME = "cancel"
 KEYS = ("a", "b", "c")
@@ -166,16 +166,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     ] for row in rows), numeric_align(headers, 3))  # fmt: skip
 
 
-def main(
-    argv: list[str] | None = None, progress: Callable[[str], None] | None = None
-) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=(__doc__ or NAME).splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="100 trials per configuration")
-    parser.add_argument("--trials", type=int, help="trials per configuration")
-    parser.add_argument("--seed", type=int, default=15)
-    args = parser.parse_args(argv)
+def _measure(args: argparse.Namespace, say: Progress) -> tuple[dict[str, Any], Rows]:
     trials = args.trials or (100 if args.quick else 1000)
-    say = progress or (lambda _msg: None)
     rows = []
     # The dropped cancellations are the point here: keep their warnings out of the output.
     log = logging.getLogger("aiobridge")
@@ -196,17 +188,23 @@ def main(
                 flush.delete(key)
         finally:
             flush.close()
-    result = {
-        "name": NAME,
-        "params": {"trials": trials, "seed": args.seed, "python": platform.python_version(),
-                   "redis_py": redis.__version__},
-        "rows": rows,
-    }
-    if progress is None:
-        print(f"Python {platform.python_version()}, redis-py {redis.__version__}, "
-              f"{trials} trials per row")
-        show(result, format_table)
-    return result
+    params = {"trials": trials, "seed": args.seed, "python": platform.python_version(),
+              "redis_py": redis.__version__}
+    return params, rows
+
+
+def _header(params: dict[str, Any]) -> str:
+    return (f"Python {params['python']}, redis-py {params['redis_py']}, "
+            f"{params['trials']} trials per row")
+
+
+def main(argv: list[str] | None = None, progress: Progress | None = None) -> dict[str, Any]:
+    """Run every configuration; returns ``{"name", "params", "rows"}``."""
+    return main_for(NAME, __doc__, argv, progress, _measure, format_table,
+                    quick_help="100 trials per configuration",
+                    options=[("--trials", {"type": int, "help": "trials per configuration"}),
+                             ("--seed", {"type": int, "default": 15})],
+                    header=_header)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -39,7 +39,18 @@ from aiobridge import AioThread, Resource
 from aiobridge.clients import http_session
 from demo_flask.services import HOST, free_port, wait_for_port
 
-from .results import check, markdown_table, numeric_align, ratio_rounds, show, spread, text
+from .results import (
+    Progress,
+    Rows,
+    check,
+    main_for,
+    markdown_table,
+    numeric_align,
+    ratio_rounds,
+    rounds_option,
+    spread,
+    text,
+)
 
 NAME = "fanout"
 FAN_OUT = 10
@@ -226,33 +237,28 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     ] for row in rows), numeric_align(headers, 1))  # fmt: skip
 
 
-def main(
-    argv: list[str] | None = None, progress: Callable[[str], None] | None = None
-) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=(__doc__ or NAME).splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="few rounds: a few seconds")
-    parser.add_argument("--rounds", type=int, help="operations per variant")
-    parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+def _measure(args: argparse.Namespace, progress: Progress) -> tuple[dict[str, Any], Rows] | None:
     if args.serve:
         serve(args.serve)
-        return {}
+        return None
     rounds = args.rounds or (5 if args.quick else 25)
-    rows = run_benchmark(rounds, progress or (lambda _msg: None))
-    result = {
-        "name": NAME,
-        "params": {
-            "rounds": rounds,
-            "fan_out": FAN_OUT,
-            "delay_ms": DELAY_MS,
-            "as_completed_limit": AS_COMPLETED_LIMIT,
-        },
-        "rows": rows,
-        "targets": check_targets(rows),
+    params = {
+        "rounds": rounds,
+        "fan_out": FAN_OUT,
+        "delay_ms": DELAY_MS,
+        "as_completed_limit": AS_COMPLETED_LIMIT,
     }
-    if progress is None:
-        show(result, format_table)
-    return result
+    return params, run_benchmark(rounds, progress)
+
+
+def main(argv: list[str] | None = None, progress: Progress | None = None) -> dict[str, Any]:
+    """Run the benchmark; returns ``{"name", "params", "rows", "targets"}``."""
+    return main_for(NAME, __doc__, argv, progress, _measure, format_table,
+                    quick_help="few rounds: a few seconds",
+                    options=[rounds_option("operations per variant"),
+                             ("--serve", {"type": int, "metavar": "PORT",
+                                          "help": argparse.SUPPRESS})],
+                    targets=check_targets)  # fmt: skip
 
 
 if __name__ == "__main__":

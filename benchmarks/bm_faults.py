@@ -37,6 +37,7 @@ from demo_flask import ALL_MODES, create_app, shutdown
 from demo_flask.services import RedisServer, UpstreamServer
 
 from ._gunicorn import DemoServer
+from .results import Progress, Rows, UsageError, main_for
 
 __all__ = ("main", "run_scenarios")
 
@@ -53,8 +54,6 @@ IN_FLIGHT = 3
 IN_FLIGHT_SECONDS = 2
 GRACEFUL = 10
 LOG_PROBLEMS = ("Traceback", "Unclosed", "Task was destroyed", "never awaited", "SIGKILL")
-
-Progress = Callable[[str], None]
 
 
 def _get(url: str, deadline: float) -> tuple[str, float]:
@@ -222,39 +221,40 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None, progress: Progress | None = None) -> dict[str, Any]:
-    """Run the fault scenarios; returns ``{"name", "params", "rows", "targets"}``."""
-    parser = argparse.ArgumentParser(description=(__doc__ or NAME).splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help=f"only {', '.join(QUICK_MODES)}, a hang after "
-                             f"{QUICK_DEADLINE:g} s")  # fmt: skip
-    parser.add_argument("--modes", help=f"comma-separated subset of {','.join(ALL_MODES)}")
-    parser.add_argument("--scenarios", help=f"comma-separated subset of {','.join(SCENARIOS)}")
-    parser.add_argument("--deadline", type=float,
-                        help="seconds a client waits before it calls it a hang "
-                             f"(8; quick: {QUICK_DEADLINE:g})")  # fmt: skip
-    args = parser.parse_args(argv)
+def _measure(args: argparse.Namespace, progress: Progress) -> tuple[dict[str, Any], Rows]:
     if args.deadline is None:
         args.deadline = QUICK_DEADLINE if args.quick else 8.0
     modes = tuple(args.modes.split(",")) if args.modes else (QUICK_MODES if args.quick else MODES)
     scenarios = tuple(args.scenarios.split(",")) if args.scenarios else SCENARIOS
     unknown = (set(modes) - set(ALL_MODES)) | (set(scenarios) - set(SCENARIOS))
     if unknown:
-        parser.error(f"unknown: {', '.join(sorted(unknown))}")
-    rows = run_scenarios(modes, scenarios, args.deadline, progress or (lambda _m: None))
+        raise UsageError(f"unknown: {', '.join(sorted(unknown))}")
+    rows = run_scenarios(modes, scenarios, args.deadline, progress)
+    params = {"deadline_s": args.deadline, "app_deadline_s": APP_DEADLINE,
+              "hung_upstream_s": HUNG_SECONDS, "in_flight": IN_FLIGHT,
+              "in_flight_s": IN_FLIGHT_SECONDS, "graceful_timeout_s": GRACEFUL}  # fmt: skip
+    return params, rows
+
+
+def _no_hang(rows: Rows) -> dict[str, Any]:
     bridge_hangs = sum(1 for r in rows if r["mode"] == "bridge" and r["hang"])
-    result = {
-        "name": NAME,
-        "params": {"deadline_s": args.deadline, "app_deadline_s": APP_DEADLINE,
-                   "hung_upstream_s": HUNG_SECONDS, "in_flight": IN_FLIGHT,
-                   "in_flight_s": IN_FLIGHT_SECONDS, "graceful_timeout_s": GRACEFUL},
-        "rows": rows,
-        "targets": {"bridge answers in every fault scenario (scenarios without an answer)": {
-            "value": bridge_hangs, "target": "<= 0", "met": bridge_hangs == 0}},
-    }  # fmt: skip
-    if progress is None:
-        print(format_table(rows))
-    return result
+    return {"bridge answers in every fault scenario (scenarios without an answer)": {
+        "value": bridge_hangs, "target": "<= 0", "met": bridge_hangs == 0}}  # fmt: skip
+
+
+def main(argv: list[str] | None = None, progress: Progress | None = None) -> dict[str, Any]:
+    """Run the fault scenarios; returns ``{"name", "params", "rows", "targets"}``."""
+    return main_for(
+        NAME, __doc__, argv, progress, _measure, format_table,
+        quick_help=f"only {', '.join(QUICK_MODES)}, a hang after {QUICK_DEADLINE:g} s",
+        options=[
+            ("--modes", {"help": f"comma-separated subset of {','.join(ALL_MODES)}"}),
+            ("--scenarios", {"help": f"comma-separated subset of {','.join(SCENARIOS)}"}),
+            ("--deadline", {"type": float, "help": "seconds a client waits before it calls it "
+                                                   f"a hang (8; quick: {QUICK_DEADLINE:g})"}),
+        ],
+        targets=_no_hang, show_targets=False,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

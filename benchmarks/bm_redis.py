@@ -37,7 +37,17 @@ from aiobridge import AioThread
 from aiobridge.clients import redis_client
 from demo_flask.services import redis_from_env
 
-from .results import markdown_table, numeric_align, ratio_rounds, show, spread, text
+from .results import (
+    Progress,
+    Rows,
+    main_for,
+    markdown_table,
+    numeric_align,
+    ratio_rounds,
+    rounds_option,
+    spread,
+    text,
+)
 
 NAME = "redis"
 KEY = "aiobridge:bm:key"
@@ -174,13 +184,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     ] for row in rows), numeric_align(headers, 1))  # fmt: skip
 
 
-def main(
-    argv: list[str] | None = None, progress: Callable[[str], None] | None = None
-) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=(__doc__ or NAME).splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes: a few seconds")
-    parser.add_argument("--rounds", type=int, help="rounds per variant")
-    args = parser.parse_args(argv)
+def _measure(args: argparse.Namespace, progress: Progress) -> tuple[dict[str, Any], Rows]:
     rounds = args.rounds or (3 if args.quick else 5)
     calls_single = 1000 if args.quick else 5000
     calls_per_thread = 100 if args.quick else 500
@@ -190,24 +194,22 @@ def main(
             seed.set(KEY, VALUE)
         finally:
             seed.close()
-        rows = run_benchmark(
-            server.url, rounds, calls_single, calls_per_thread, progress or (lambda _msg: None)
-        )
-    result = {
-        "name": NAME,
-        "params": {
-            "rounds": rounds,
-            "calls_single_thread": calls_single,
-            "calls_per_thread_at_16": calls_per_thread,
-            "thread_counts": list(THREAD_COUNTS),
-            "value_bytes": len(VALUE),
-            "baseline": BASELINE,
-        },
-        "rows": rows,
+        rows = run_benchmark(server.url, rounds, calls_single, calls_per_thread, progress)
+    params = {
+        "rounds": rounds,
+        "calls_single_thread": calls_single,
+        "calls_per_thread_at_16": calls_per_thread,
+        "thread_counts": list(THREAD_COUNTS),
+        "value_bytes": len(VALUE),
+        "baseline": BASELINE,
     }
-    if progress is None:
-        show(result, format_table)
-    return result
+    return params, rows
+
+
+def main(argv: list[str] | None = None, progress: Progress | None = None) -> dict[str, Any]:
+    """Run the benchmark; returns ``{"name", "params", "rows"}``."""
+    return main_for(NAME, __doc__, argv, progress, _measure, format_table,
+                    options=[rounds_option()])
 
 
 if __name__ == "__main__":

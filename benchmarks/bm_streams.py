@@ -31,7 +31,17 @@ import culsans
 
 from aiobridge import AioThread
 
-from .results import markdown_table, numeric_align, ratio_rounds, show, spread, text
+from .results import (
+    Progress,
+    Rows,
+    main_for,
+    markdown_table,
+    numeric_align,
+    ratio_rounds,
+    rounds_option,
+    spread,
+    text,
+)
 
 NAME = "streams"
 QUEUE_MAXSIZE = 64
@@ -207,25 +217,18 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     ] for row in rows), numeric_align(headers, 2))  # fmt: skip
 
 
-def main(
-    argv: list[str] | None = None, progress: Callable[[str], None] | None = None
-) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=(__doc__ or NAME).splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes: a few seconds")
-    parser.add_argument("--items", type=int, help="items per transfer")
-    parser.add_argument("--rounds", type=int, help="rounds per variant")
-    args = parser.parse_args(argv)
+def _measure(args: argparse.Namespace, progress: Progress) -> tuple[dict[str, Any], Rows]:
     n = args.items or (5_000 if args.quick else 50_000)
     rounds = args.rounds or (3 if args.quick else 5)
-    rows = run_benchmark(rounds, n, progress or (lambda _msg: None))
-    result = {
-        "name": NAME,
-        "params": {"items": n, "rounds": rounds, "queue_maxsize": QUEUE_MAXSIZE},
-        "rows": rows,
-    }
-    if progress is None:
-        show(result, format_table)
-    return result
+    rows = run_benchmark(rounds, n, progress)
+    return {"items": n, "rounds": rounds, "queue_maxsize": QUEUE_MAXSIZE}, rows
+
+
+def main(argv: list[str] | None = None, progress: Progress | None = None) -> dict[str, Any]:
+    """Run the benchmark; returns ``{"name", "params", "rows"}``."""
+    return main_for(NAME, __doc__, argv, progress, _measure, format_table,
+                    options=[("--items", {"type": int, "help": "items per transfer"}),
+                             rounds_option()])  # fmt: skip
 
 
 if __name__ == "__main__":

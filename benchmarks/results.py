@@ -2,7 +2,8 @@
 
 Every benchmark (``bm_*.py``, the load test) and the report compute their
 ratios, state their targets and render their tables here, so a figure is
-computed and shown one way everywhere.
+computed and shown one way everywhere; every ``bm_*.py`` gets its command line
+and its result from :func:`main_for`.
 
 A figure's spread across the rounds of a run: min, median and max.
 
@@ -21,18 +22,28 @@ Example::
 
 from __future__ import annotations
 
+import argparse
 import statistics
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-__all__ = ("MODE_ORDER", "cell", "check", "markdown_table", "numeric_align", "p99_ratio",
-           "ratio_rounds", "rps_ratio", "show", "spread", "text")  # fmt: skip
+__all__ = ("MODE_ORDER", "Option", "Progress", "Rows", "UsageError", "cell", "check", "main_for",
+           "markdown_table", "numeric_align", "p99_ratio", "ratio_rounds", "rounds_option",
+           "rps_ratio", "show", "spread", "text")  # fmt: skip
 
 #: The demo's modes in the order every table and finding shows them (the bridge last).
 MODE_ORDER = ("sync", "gevent", "embedded", "embedded-thread", "flask-async", "flask-recipe",
               "quart", "bridge")  # fmt: skip
 
 Point = dict[str, Any]
+Rows = list[dict[str, Any]]
+#: Called with a short message as a benchmark moves on (the harness's progress bar).
+Progress = Callable[[str], None]
+#: One option of a benchmark's command line: its flag and ``add_argument``'s keywords.
+Option = tuple[str, dict[str, Any]]
+#: What a benchmark measures from its parsed command line: ``(params, rows)``, or
+#: None when the command did something else and has no result (a helper mode).
+Measure = Callable[[argparse.Namespace, Progress], tuple[dict[str, Any], Rows] | None]
 
 
 def ratio_rounds(numerators: Sequence[float], denominators: Sequence[float]) -> list[float]:
@@ -128,3 +139,60 @@ def show(result: dict[str, Any], format_table: Callable[[list[dict[str, Any]]], 
     for label, target in (result.get("targets") or {}).items():
         status = "met" if target["met"] else "MISSED"
         print(f"{label}: {target['value']} ({target['target']}) {status}")
+
+
+def rounds_option(help_text: str = "rounds per variant") -> Option:
+    """The ``--rounds N`` option most benchmarks take."""
+    return ("--rounds", {"type": int, "help": help_text})
+
+
+class UsageError(Exception):
+    """A command line a benchmark refuses: reported as argparse reports its own (status 2)."""
+
+
+def main_for(name: str, doc: str | None, argv: list[str] | None, progress: Progress | None,
+             measure: Measure, format_table: Callable[[Rows], str], *,
+             quick_help: str = "small sizes: a few seconds", options: Sequence[Option] = (),
+             targets: Callable[[Rows], dict[str, Any]] | None = None,
+             header: Callable[[dict[str, Any]], str] | None = None,
+             show_targets: bool = True) -> dict[str, Any]:  # fmt: skip
+    """A ``bm_*.py`` benchmark's ``main``: parse, measure, build its result, print it.
+
+    The command line is ``--quick`` (``quick_help``) then ``options``, described
+    by the first line of ``doc``. ``measure`` gets the parsed arguments and a
+    progress callback (a no-op without ``progress``) and returns ``(params,
+    rows)``, or None for a helper mode (the result is then ``{}``); it raises
+    :class:`UsageError` to refuse the arguments. The result is ``{"name",
+    "params", "rows"}``, plus ``"targets"`` from ``targets(rows)``.
+    Without ``progress`` (run on its own) it prints ``header(params)`` if given,
+    the table and, with ``show_targets``, each target met or MISSED.
+
+    Example::
+
+        def main(argv=None, progress=None):
+            return main_for(NAME, __doc__, argv, progress, _measure, format_table,
+                            options=[rounds_option()], targets=check_targets)
+    """
+    parser = argparse.ArgumentParser(description=(doc or name).splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    for flag, settings in options:
+        parser.add_argument(flag, **settings)
+    args = parser.parse_args(argv)
+    try:
+        measured = measure(args, progress or (lambda _msg: None))
+    except UsageError as exc:
+        parser.error(str(exc))
+    if measured is None:
+        return {}
+    params, rows = measured
+    result: dict[str, Any] = {"name": name, "params": params, "rows": rows}
+    if targets is not None:
+        result["targets"] = targets(rows)
+    if progress is None:
+        if header is not None:
+            print(header(params))
+        if show_targets:
+            show(result, format_table)
+        else:
+            print(format_table(rows))
+    return result

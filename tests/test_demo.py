@@ -16,23 +16,25 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from demo_flask import MODES, create_app, shutdown
+from demo_flask import MODES, create_app
 from demo_flask.catalog import BILLING_KEY, DOG_NAMES_KEY, DOGS, IMAGES_DIR, TRACK_CHANNEL_PREFIX
 from demo_flask.errors import ERROR_FIELDS
 from demo_flask.services import UpstreamServer
 from demo_flask.upstream import seed_redis
+from tests.demo_apps import DemoAppFactory, demo_app
 from tests.helpers import wait_until
+
+__all__ = ("demo_app",)  # the fixture
 
 AppFactory = Callable[..., Flask]
 
 
 @pytest.fixture
-def make_app(upstream: UpstreamServer, clean_redis: str) -> Iterator[AppFactory]:
-    """Build demo apps on the test servers; each is shut down after the test."""
-    apps: list[Flask] = []
+def make_app(upstream: UpstreamServer, clean_redis: str, demo_app: DemoAppFactory) -> AppFactory:
+    """Build demo apps on the test servers (``demo_app``: checked and shut down after the test)."""
 
     def make(mode: str, **config: Any) -> Flask:
-        app = create_app(
+        return demo_app(
             {
                 "CAAS_MODE": mode,
                 "UPSTREAM_URL": upstream.url,
@@ -43,12 +45,8 @@ def make_app(upstream: UpstreamServer, clean_redis: str) -> Iterator[AppFactory]
                 **config,
             }
         )
-        apps.append(app)
-        return app
 
-    yield make
-    for app in apps:
-        shutdown(app)
+    return make
 
 
 @pytest.fixture(params=MODES)

@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 
-from demo_flask import create_app, shutdown
 from demo_flask.config import SETTINGS, SettingError, from_environ
+from tests.demo_apps import DemoAppFactory, demo_app
+
+__all__ = ("demo_app",)  # the fixture
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "demo.md"
 
@@ -40,28 +42,26 @@ def test_every_setting_has_a_value_to_try() -> None:
     assert set(FROM_ENV) == {s.name for s in SETTINGS}
 
 
-def test_every_setting_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_setting_is_read_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, demo_app: DemoAppFactory
+) -> None:
     for name, (raw, _) in FROM_ENV.items():
         monkeypatch.setenv(name, raw)
-    app = create_app({"TESTING": True})
-    try:
-        for name, (_, value) in FROM_ENV.items():
-            assert app.config[name] == value, name
-        assert app.config["MAX_CONTENT_LENGTH"] == 1024
-        settings = app.extensions["caas"].settings
-        assert (settings.http_timeout, settings.sse_heartbeat, settings.sse_max_seconds,
-                settings.redis_pool) == (12.5, 2.5, 60.0, 3)  # fmt: skip
-    finally:
-        shutdown(app)
+    app = demo_app({"TESTING": True})
+    for name, (_, value) in FROM_ENV.items():
+        assert app.config[name] == value, name
+    assert app.config["MAX_CONTENT_LENGTH"] == 1024
+    settings = app.extensions["caas"].settings
+    assert (settings.http_timeout, settings.sse_heartbeat, settings.sse_max_seconds,
+            settings.redis_pool) == (12.5, 2.5, 60.0, 3)  # fmt: skip
 
 
-def test_create_app_config_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_create_app_config_wins_over_the_environment(
+    monkeypatch: pytest.MonkeyPatch, demo_app: DemoAppFactory
+) -> None:
     monkeypatch.setenv("CAAS_SSE_HEARTBEAT", "2.5")
-    app = create_app({"CAAS_MODE": "sync", "CAAS_SSE_HEARTBEAT": 9.0})
-    try:
-        assert app.config["CAAS_SSE_HEARTBEAT"] == 9.0
-    finally:
-        shutdown(app)
+    app = demo_app({"CAAS_MODE": "sync", "CAAS_SSE_HEARTBEAT": 9.0})
+    assert app.config["CAAS_SSE_HEARTBEAT"] == 9.0
 
 
 def test_a_bad_value_names_its_variable() -> None:

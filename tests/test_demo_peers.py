@@ -22,10 +22,10 @@ import redis
 import requests
 
 from benchmarks.bm_faults import Scenarios
-from demo_flask import create_app, shutdown
 from demo_flask.catalog import BILLING_KEY, DOGS, IMAGES_DIR, TRACK_CHANNEL_PREFIX
 from demo_flask.launcher import server_command_for
 from demo_flask.services import AppServer, GranianServer, UpstreamServer
+from tests.demo_apps import guarded_demo_app
 from tests.helpers import wait_until
 from tests.test_demo import BAD_REQUESTS
 
@@ -78,15 +78,13 @@ def served(
 @pytest.fixture(scope="module")
 def reference_shapes(upstream: UpstreamServer, redis_url: str) -> list[tuple[Any, ...]]:
     """The shapes the Flask app answers with (sync mode, Flask's test client)."""
-    app = create_app({"CAAS_MODE": "sync", "UPSTREAM_URL": upstream.url, "REDIS_URL": redis_url})
-    try:
+    config = {"CAAS_MODE": "sync", "UPSTREAM_URL": upstream.url, "REDIS_URL": redis_url}
+    with guarded_demo_app(config) as app:
         client = app.test_client()
         answers = [client.get(url) for url in SHAPE_URLS]
         answers.append(client.post("/track/o-1", json={"lat": 1, "lon": 1}))
         return [_shape(answer.status_code, answer.mimetype, dict(answer.headers),
                        answer.get_json(silent=True)) for answer in answers]  # fmt: skip
-    finally:
-        shutdown(app)
 
 
 def _shape(status: int, mimetype: str, headers: dict[str, str], body: Any) -> tuple[Any, ...]:

@@ -14,10 +14,13 @@ import json
 
 import redis
 
-from demo_flask import create_app, shutdown
+from demo_flask import shutdown
 from demo_flask.catalog import BILLING_KEY
 from demo_flask.services import UpstreamServer
+from tests.demo_apps import DemoAppFactory, demo_app
 from tests.helpers import run_in_fork
+
+__all__ = ("demo_app",)  # the fixture
 
 WAIT = 30.0
 
@@ -27,38 +30,35 @@ def _client_ids(client: redis.Redis) -> set[int]:
 
 
 def test_forked_child_of_a_serving_app_rebuilds_its_pools(
-    upstream: UpstreamServer, clean_redis: str, redis_sync: redis.Redis
+    upstream: UpstreamServer, clean_redis: str, redis_sync: redis.Redis, demo_app: DemoAppFactory
 ) -> None:
-    app = create_app({"CAAS_MODE": "bridge", "UPSTREAM_URL": upstream.url,
-                      "REDIS_URL": clean_redis, "TESTING": True})  # fmt: skip
-    try:
-        client = app.test_client()
-        assert client.get("/dog").status_code == 200  # pools built and used
-        before_fork = _client_ids(redis_sync)
+    app = demo_app({"CAAS_MODE": "bridge", "UPSTREAM_URL": upstream.url,
+                    "REDIS_URL": clean_redis, "TESTING": True})  # fmt: skip
+    client = app.test_client()
+    assert client.get("/dog").status_code == 200  # pools built and used
+    before_fork = _client_ids(redis_sync)
 
-        def in_child() -> str:
-            child = app.test_client()
-            dogs = [child.get("/dog").status_code for _ in range(3)]
-            stats = child.get("/stats").json or {}
-            probe = redis.Redis.from_url(clean_redis)
-            try:
-                # Connections named by the child's own pool: ask Redis who is connected now.
-                now = _client_ids(probe)
-            finally:
-                probe.close()
-            shutdown(app)  # closes the child's pools on the child's loop
-            return json.dumps({"dogs": dogs, "billed": stats.get("billing", {}).get("dog_requests"),
-                               "new_ids": sorted(now - before_fork)})  # fmt: skip
+    def in_child() -> str:
+        child = app.test_client()
+        dogs = [child.get("/dog").status_code for _ in range(3)]
+        stats = child.get("/stats").json or {}
+        probe = redis.Redis.from_url(clean_redis)
+        try:
+            # Connections named by the child's own pool: ask Redis who is connected now.
+            now = _client_ids(probe)
+        finally:
+            probe.close()
+        shutdown(app)  # closes the child's pools on the child's loop
+        return json.dumps({"dogs": dogs, "billed": stats.get("billing", {}).get("dog_requests"),
+                           "new_ids": sorted(now - before_fork)})  # fmt: skip
 
-        result = json.loads(run_in_fork(in_child, timeout=WAIT * 2))
-        assert result["dogs"] == [200, 200, 200]
-        assert result["billed"] == 4  # one in the parent, three in the child
-        # The child opened its own connections (besides its probe): the parent's
-        # sockets were not reused.
-        assert len(result["new_ids"]) >= 2, result
-        # The parent's connections survived the child's shutdown, and it keeps serving.
-        assert before_fork <= _client_ids(redis_sync)
-        assert client.get("/dog").status_code == 200
-        assert int(redis_sync.get(BILLING_KEY) or 0) == 5
-    finally:
-        shutdown(app)
+    result = json.loads(run_in_fork(in_child, timeout=WAIT * 2))
+    assert result["dogs"] == [200, 200, 200]
+    assert result["billed"] == 4  # one in the parent, three in the child
+    # The child opened its own connections (besides its probe): the parent's
+    # sockets were not reused.
+    assert len(result["new_ids"]) >= 2, result
+    # The parent's connections survived the child's shutdown, and it keeps serving.
+    assert before_fork <= _client_ids(redis_sync)
+    assert client.get("/dog").status_code == 200
+    assert int(redis_sync.get(BILLING_KEY) or 0) == 5

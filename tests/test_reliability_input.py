@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import math
 import re
@@ -28,8 +29,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aiobridge import AioThread, BridgeClosedError, BridgeDeadlockError
-from demo_flask import MODES, create_app, shutdown
+from demo_flask import MODES
 from demo_flask.services import UpstreamServer, free_port
+from tests.demo_apps import DemoAppFactory, demo_app, guarded_demo_app
+
+__all__ = ("demo_app",)  # the fixture
 
 FUZZ = settings(
     max_examples=25,
@@ -46,10 +50,10 @@ ALLOWED = {200, 202, 308, 400, 404, 405, 413, 414, 415, 504}
 # -- the demo under fuzzed input ------------------------------------------------------------
 @pytest.fixture(scope="module")
 def apps(upstream: UpstreamServer, redis_url: str) -> Iterator[dict[str, Flask]]:
-    """One demo app per mode for the whole module, shut down at its end."""
-    built = {
-        mode: create_app(
-            {
+    """One demo app per mode for the whole module, checked and shut down at its end."""
+    with contextlib.ExitStack() as stack:
+        yield {
+            mode: stack.enter_context(guarded_demo_app({
                 "CAAS_MODE": mode,
                 "UPSTREAM_URL": upstream.url,
                 "REDIS_URL": redis_url,
@@ -57,13 +61,9 @@ def apps(upstream: UpstreamServer, redis_url: str) -> Iterator[dict[str, Flask]]
                 "AIOBRIDGE_TIMEOUT": HTTP_TIMEOUT * 4,
                 "CAAS_SSE_MAX_SECONDS": 2.0,
                 "CAAS_SSE_HEARTBEAT": 0.5,
-            }
-        )
-        for mode in MODES
-    }
-    yield built
-    for app in built.values():
-        shutdown(app)
+            }))
+            for mode in MODES
+        }  # fmt: skip
 
 
 @pytest.fixture(params=MODES)
@@ -159,19 +159,15 @@ def test_fuzzed_request_bodies_never_500(client: FlaskClient, raw: bytes) -> Non
 
 @pytest.mark.parametrize("mode", MODES)
 def test_failed_fan_out_is_a_gateway_error_not_a_500(
-    mode: str, upstream: UpstreamServer, redis_url: str
+    mode: str, upstream: UpstreamServer, redis_url: str, demo_app: DemoAppFactory
 ) -> None:
     """Found by the fuzzing above: a failed call inside ``/delay``'s TaskGroup was a 500."""
     nobody = f"http://127.0.0.1:{free_port()}"  # nothing listens: connection refused
     config = {"CAAS_MODE": mode, "REDIS_URL": redis_url, "CAAS_HTTP_TIMEOUT": 0.3}
-    slow = create_app({**config, "UPSTREAM_URL": upstream.url})
-    down = create_app({**config, "UPSTREAM_URL": nobody})
-    try:
-        timed_out = slow.test_client().get("/delay?seconds=2&n=3")
-        refused = down.test_client().get("/delay?seconds=0&n=3")
-    finally:
-        shutdown(slow)
-        shutdown(down)
+    slow = demo_app({**config, "UPSTREAM_URL": upstream.url})
+    down = demo_app({**config, "UPSTREAM_URL": nobody})
+    timed_out = slow.test_client().get("/delay?seconds=2&n=3")
+    refused = down.test_client().get("/delay?seconds=0&n=3")
     assert timed_out.status_code == 504, timed_out.get_data(as_text=True)[:300]
     assert refused.status_code == 502, refused.get_data(as_text=True)[:300]
     assert refused.get_json()["error"] == "the upstream dog service failed"

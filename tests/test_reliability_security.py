@@ -22,14 +22,15 @@ import psutil
 import pytest
 import redis
 
-from demo_flask import MODES, create_app, shutdown
+from demo_flask import MODES
 from demo_flask.catalog import TRACK_CHANNEL_PREFIX
 from demo_flask.launcher import server_command_for
 from demo_flask.services import HOST, RedisServer, UpstreamServer
+from tests.demo_apps import DemoAppFactory, demo_app
 from tests.helpers import wait_until
 from tests.test_reliability_faults import Gunicorn, gunicorn
 
-__all__ = ("gunicorn",)  # the fixture, re-used from the fault scenarios
+__all__ = ("demo_app", "gunicorn")  # the fixtures: the demo app's, the fault scenarios'
 
 CONF = Path(__file__).resolve().parent.parent / "demo_flask" / "gunicorn.conf.py"
 WAIT = 30.0
@@ -64,19 +65,16 @@ def test_everything_binds_loopback_only_by_default(
 
 
 def test_no_debug_mode_under_gunicorn_even_with_flask_debug_set(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, demo_app: DemoAppFactory
 ) -> None:
     config = runpy.run_path(str(CONF))
     assert not config.get("reload", False)
     assert config.get("loglevel") != "debug"
     monkeypatch.setenv("FLASK_DEBUG", "1")  # leaked into a worker's environment
-    app = create_app({"CAAS_MODE": "sync"})  # what gunicorn's wsgi_app calls
-    try:
-        assert app.debug is False
-        assert app.config["DEBUG"] is False
-        assert app.config["PROPAGATE_EXCEPTIONS"] in (None, False)
-    finally:
-        shutdown(app)
+    app = demo_app({"CAAS_MODE": "sync"})  # what gunicorn's wsgi_app calls
+    assert app.debug is False
+    assert app.config["DEBUG"] is False
+    assert app.config["PROPAGATE_EXCEPTIONS"] in (None, False)
 
 
 @pytest.fixture
@@ -91,20 +89,18 @@ def trap() -> Iterator[socket.socket]:
 
 @pytest.mark.parametrize("mode", MODES)
 def test_upstream_url_is_never_taken_from_the_request(
-    mode: str, upstream: UpstreamServer, redis_url: str, trap: socket.socket
+    mode: str, upstream: UpstreamServer, redis_url: str, trap: socket.socket,
+    demo_app: DemoAppFactory,
 ) -> None:
     evil = f"http://{HOST}:{trap.getsockname()[1]}"
-    app = create_app({"CAAS_MODE": mode, "UPSTREAM_URL": upstream.url, "REDIS_URL": redis_url})
-    try:
-        client = app.test_client()
-        headers = {"Host": evil[7:], "X-Forwarded-Host": evil[7:], "Referer": evil,
-                   "X-Upstream-Url": evil, "Forwarded": f"host={evil[7:]}"}  # fmt: skip
-        for path in ("/dog", "/delay"):
-            query = f"upstream={evil}&url={evil}&UPSTREAM_URL={evil}&seconds=0&n=1"
-            response = client.get(f"{path}?{query}", headers=headers)
-            assert response.status_code == 200, response.get_data(as_text=True)[:300]
-    finally:
-        shutdown(app)
+    app = demo_app({"CAAS_MODE": mode, "UPSTREAM_URL": upstream.url, "REDIS_URL": redis_url})
+    client = app.test_client()
+    headers = {"Host": evil[7:], "X-Forwarded-Host": evil[7:], "Referer": evil,
+               "X-Upstream-Url": evil, "Forwarded": f"host={evil[7:]}"}  # fmt: skip
+    for path in ("/dog", "/delay"):
+        query = f"upstream={evil}&url={evil}&UPSTREAM_URL={evil}&seconds=0&n=1"
+        response = client.get(f"{path}?{query}", headers=headers)
+        assert response.status_code == 200, response.get_data(as_text=True)[:300]
     with pytest.raises(BlockingIOError):
         trap.accept()  # nobody connected to the trap
 
