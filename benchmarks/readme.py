@@ -145,7 +145,7 @@ def _publish(root: Path, document: dict[str, Any], readme: Path) -> None:
     report = published_report(document, root)
     (root / REPORT).write_text(report, encoding="utf-8")
     (root / RESULTS).parent.mkdir(parents=True, exist_ok=True)
-    (root / RESULTS).write_text(json.dumps(document, indent=1, sort_keys=True) + "\n",
+    (root / RESULTS).write_text(json.dumps(document, indent=1) + "\n",  # key order: tables
                                 encoding="utf-8")  # fmt: skip
     text = readme.read_text(encoding="utf-8")
     readme.write_text(replace_block(text, readme_block_from_report(report)), encoding="utf-8")
