@@ -40,14 +40,23 @@ if TYPE_CHECKING:
 
 __all__ = ("http_session", "redis_client")
 
-#: Default timeouts of :func:`http_session` (seconds).
-HTTP_TOTAL_TIMEOUT = 30.0
+#: Default timeouts of :func:`http_session` (seconds). The total is inside the
+#: Flask extension's default request deadline (``AIOBRIDGE_TIMEOUT``, 30 s), so a
+#: slow upstream raises ``TimeoutError`` in the view, which can answer
+#: for it, before the request itself ends in a 504: innermost timeout first.
+HTTP_TOTAL_TIMEOUT = 20.0
 HTTP_CONNECT_TIMEOUT = 10.0
+#: Default bound of :func:`redis_client`'s pool: one connection per request
+#: thread of a 32-thread worker, so one command per thread never waits, while a
+#: burst (``gather`` over many keys) queues instead of opening a connection per
+#: command on a Redis shared by every worker.
+REDIS_MAX_CONNECTIONS = 32
 
 
 def _missing(package: str, extra: str) -> ImportError:
     return ImportError(
-        f"{package} is not installed; install it with: pip install 'aiobridge[{extra}]'"
+        f"{package} is not installed; install it with: pip install {package} "
+        f"(or aiobridge's {extra!r} extra: pip install -e '.[{extra}]' in a clone)"
     )
 
 
@@ -65,8 +74,12 @@ def http_session(
         limit: connections open at once across all hosts (0: no limit).
         limit_per_host: connections open at once to one host (0: no limit).
         keepalive_timeout: seconds an idle connection stays in the pool.
-        timeout: an ``aiohttp.ClientTimeout``; default: 30 s per request, of
-            which at most 10 s to connect.
+        timeout: an ``aiohttp.ClientTimeout``; default: 20 s per request, of
+            which at most 10 s to connect (:data:`HTTP_TOTAL_TIMEOUT`, inside
+            the Flask extension's 30 s request deadline). If you lower
+            ``AIOBRIDGE_TIMEOUT``, pass a total below it. Pass
+            ``aiohttp.ClientTimeout(total=30, connect=10)`` for the 0.1
+            development default.
         **session_kw: passed to ``aiohttp.ClientSession`` (``headers``,
             ``raise_for_status``, ``base_url``...).
 
@@ -113,7 +126,7 @@ def _keepalive_options() -> dict[int, int]:
 def redis_client(
     url: str,
     *,
-    max_connections: int | None = None,
+    max_connections: int | None = REDIS_MAX_CONNECTIONS,
     pool_timeout: float | None = 5.0,
     **client_kw: Any,
 ) -> Callable[[], Coroutine[Any, Any, redis.asyncio.Redis]]:
@@ -125,8 +138,9 @@ def redis_client(
             beyond it wait for a free connection (up to ``pool_timeout``
             seconds, then ``redis.exceptions.ConnectionError``) instead of
             failing at once. Redis answers in well under a millisecond, so a
-            few connections serve a whole worker; ``None`` (the default)
-            opens one connection per concurrent command, without bound.
+            few connections serve a whole worker. Default: 32
+            (:data:`REDIS_MAX_CONNECTIONS`); ``None`` opens one connection
+            per concurrent command, without bound.
             Keep pub/sub on a client of its own: a subscription holds its
             connection for as long as it lasts.
         pool_timeout: seconds a command waits for a connection of a bounded

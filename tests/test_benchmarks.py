@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
 import subprocess
 import sys
 import threading
@@ -207,6 +206,11 @@ def test_readme_update_copies_the_chart_but_links_no_image(tmp_path: Path) -> No
     assert "| **bridge** | 800.0 | 1.00x" in text
     assert "![" not in text
     assert (tmp_path / "docs" / "benchmark-headline.png").read_bytes() == b"\x89PNG chart"
+    # The run itself is committed beside its report: the one source of every figure.
+    committed = json.loads((tmp_path / readme.RESULTS).read_text(encoding="utf-8"))
+    assert committed == _document()
+    assert (tmp_path / readme.REPORT).read_text(encoding="utf-8") == readme.published_report(
+        committed, tmp_path)
 
 
 def _with_rounds(document: dict[str, Any]) -> dict[str, Any]:
@@ -324,25 +328,38 @@ def test_the_watchdog_kills_a_run_that_ignores_its_stop() -> None:
 
 
 def test_readme_claims_are_the_committed_reports() -> None:
-    """Every line of the README's benchmark block is in the committed report (one run)."""
+    """The README's benchmark block is cut from the committed report (one run)."""
     text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
-    block = text[text.index(report.HEADLINE_START) + len(report.HEADLINE_START):
-                 text.index(report.HEADLINE_END)]  # fmt: skip
+    start = text.index(report.HEADLINE_START)
+    block = text[start:text.index(report.HEADLINE_END) + len(report.HEADLINE_END)]
     committed = (REPO_ROOT / readme.REPORT).read_text(encoding="utf-8")
     hint = "publish the README block and the report from one run: python -m benchmarks.readme"
-    machine = [line for line in block.splitlines() if line.startswith("Machine: ")]
-    assert len(machine) == 1, block
-    for line in block.splitlines():
-        if line.strip() and line not in machine:
-            assert line in committed, f"{line!r} is not in {readme.REPORT}: {hint}"
-    # The machine and run the README names are the report's.
-    described, run = machine[0].removeprefix("Machine: ").split(". Run: ", 1)
-    assert f"Machine: {described}." in committed, hint
-    assert f"Run: {run.rstrip('.')}" in committed, hint
-    # The README says which targets were missed (the fan-out one included, when missed).
-    missed = re.findall(r"^\| load_demo \| (.+?) \| .* \| \*\*missed\*\* \|$", committed, re.M)
-    for label in missed:
-        assert label in block, f"the README does not say {label!r} was missed: {hint}"
+    assert block == readme.readme_block_from_report(committed), hint
+    rows = [line for line in block.splitlines() if line.startswith("|")]
+    assert rows and all(line in committed.splitlines() for line in rows), hint
+    # The front page keeps no run log: the machine, the command and the tally are the report's.
+    for log in ("Machine: ", "Targets of the load test", "Reproduce: ", "/tmp/"):
+        assert log not in block, f"{log!r} belongs on the report page, not the README"
+
+
+def test_committed_report_is_what_the_committed_results_render() -> None:
+    """docs/benchmark-report.md is the rendering of docs/results/benchmark-results.json."""
+    results = REPO_ROOT / readme.RESULTS
+    if not results.exists():
+        pytest.skip(f"{readme.RESULTS} is not committed yet: publish a run with "
+                    "python -m benchmarks.readme")  # fmt: skip
+    document = json.loads(results.read_text(encoding="utf-8"))
+    committed = (REPO_ROOT / readme.REPORT).read_text(encoding="utf-8")
+    assert committed == readme.published_report(document), (
+        "the report was edited by hand or rendered from another run: python -m benchmarks.readme")
+
+
+def test_report_prose_is_wrapped() -> None:
+    text = readme.wrap_prose("- " + "word " * 40 + "\n| a | " + "b " * 60 + "|\n")
+    lines = text.splitlines()
+    assert all(len(line) <= readme.WIDTH for line in lines if not line.startswith("|"))
+    assert lines[1].startswith("  word")  # a bullet's continuation is indented
+    assert lines[-1].startswith("| a |") and len(lines[-1]) > readme.WIDTH  # tables stay
 
 
 def test_requests_chart_shows_every_point_of_every_panel(

@@ -249,8 +249,9 @@ def test_core_imports_without_aiohttp_and_redis() -> None:
         with aiobridge.AioThread() as bridge:
             assert bridge.run(asyncio.sleep(0, result=1)) == 1
         # The library is imported when the factory is made, so that is what fails.
-        for make, hint in ((http_session, "aiobridge[http]"),
-                           (lambda: redis_client("redis://127.0.0.1:1/0"), "aiobridge[redis]")):
+        for make, hint in ((http_session, "pip install aiohttp (or aiobridge's 'http' extra"),
+                           (lambda: redis_client("redis://127.0.0.1:1/0"),
+                            "pip install redis (or aiobridge's 'redis' extra")):
             try:
                 make()
             except ImportError as exc:
@@ -314,3 +315,62 @@ def test_first_use_of_the_client_helpers_raises_no_blocked_loop_alarm(
     assert result.stdout.split() == ["True", "True", "0"]
     assert "loop blocked" not in result.stderr
     assert result.stderr == "", result.stderr
+
+
+# -- defaults (CHANGES: bounded Redis pool, HTTP total timeout inside the request deadline) ----
+
+
+def test_redis_client_pool_is_bounded_by_default(bridge: AioThread, clean_redis: str) -> None:
+    """64 blocking commands at once: the default pool opens 32 connections, None opens 64."""
+    from aiobridge.clients import REDIS_MAX_CONNECTIONS
+
+    assert REDIS_MAX_CONNECTIONS == 32
+    bounded = bridge.resource(redis_client(clean_redis, client_name="default-bound"))
+    unbounded = bridge.resource(
+        redis_client(clean_redis, max_connections=None, client_name="no-bound")
+    )
+
+    async def burst(resource: Any) -> None:
+        client: redis.asyncio.Redis = await resource.get()
+        # Each BLPOP holds its connection for 0.2 s, so every command in flight needs one.
+        await asyncio.gather(*(client.blpop(["aiobridge:empty"], timeout=0.2) for _ in range(64)))
+
+    bridge.run(burst(bounded), timeout=WAIT)
+    bridge.run(burst(unbounded), timeout=WAIT)
+    check = redis.Redis.from_url(clean_redis)
+    try:
+        names = [c.get("name") for c in check.client_list()]
+    finally:
+        check.close()
+    assert names.count("default-bound") == REDIS_MAX_CONNECTIONS, names.count("default-bound")
+    assert names.count("no-bound") == 64, names.count("no-bound")
+
+
+def test_http_total_timeout_is_inside_the_flask_request_deadline(
+    upstream: Any,
+    aiobridge_make_flask_app: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A hung upstream times out in the view (which answers for it), not as the request's 504."""
+    from aiobridge import clients
+    from aiobridge.flask import _DEFAULTS
+
+    assert _DEFAULTS["AIOBRIDGE_TIMEOUT"] > clients.HTTP_TOTAL_TIMEOUT
+    # The same 20 s : 30 s ratio, scaled down so the test takes a second.
+    monkeypatch.setattr(clients, "HTTP_TOTAL_TIMEOUT", 0.4)
+    app = aiobridge_make_flask_app("http_deadline", AIOBRIDGE_TIMEOUT=0.6)
+    ext = app.extensions["aiobridge"]
+    http = ext.resource(http_session(), app=app)
+
+    @app.get("/slow")
+    async def slow() -> Any:
+        session: aiohttp.ClientSession = await http.get()
+        try:
+            async with session.get(f"{upstream.url}/delay", params={"seconds": "3"}) as response:
+                return await response.json()
+        except TimeoutError:
+            return {"fallback": True}, 200
+
+    response = app.test_client().get("/slow")
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.json == {"fallback": True}
