@@ -30,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
@@ -207,11 +208,12 @@ def redis_client(
     Failover:
         Behind Sentinel, each new connection asks the sentinels for the
         current master; a connection to a master that was demoted is closed
-        on its first ``READONLY`` answer, including one raised inside a Lua
-        script (which redis-py alone reports as a plain ``ResponseError`` and
-        keeps the connection: the client would write to the demoted master
-        until restarted). The sentinels themselves are queried with a 1 s
-        ``socket_timeout`` (a query is an idempotent read) unless
+        on its first ``READONLY`` or ``NOREPLICAS`` answer, including one
+        raised inside a Lua script (which redis-py alone reports as a plain
+        ``ResponseError`` and keeps the connection: the client would write to
+        the demoted master until restarted); it raises ``ConnectionError``.
+        The sentinels themselves are queried with a 1 s ``socket_timeout``
+        (a query is an idempotent read) unless
         ``sentinel_kwargs`` says otherwise. In a Cluster, redis-py refreshes
         the slot map after a connection error and follows ``MOVED``.
 
@@ -281,6 +283,10 @@ def redis_client(
     return make_redis_client
 
 
+#: A master's answers that mean "no longer the master to write to": demoted
+#: (READONLY), or cut off from its replicas (NOREPLICAS, with min-replicas-to-write).
+_DEMOTED = re.compile(r"\b(READONLY|NOREPLICAS)\b")
+
 #: How long a query to one sentinel may take before the next sentinel is asked.
 SENTINEL_QUERY_TIMEOUT = 1.0
 
@@ -289,6 +295,7 @@ def _sentinel_factory(
     target: RedisTarget, max_connections: int | None, pool_timeout: float | None,
     client_kw: dict[str, Any],
 ) -> Callable[[], Coroutine[Any, Any, redis.asyncio.Redis]]:  # fmt: skip
+    import redis.asyncio
     from redis.asyncio.connection import BlockingConnectionPool
     from redis.asyncio.sentinel import (
         Sentinel,
@@ -298,19 +305,21 @@ def _sentinel_factory(
     from redis.exceptions import ConnectionError, ResponseError
 
     class FailoverAwareConnection(SentinelManagedConnection):
-        """A demoted master's READONLY inside a Lua script closes the connection too.
+        """READONLY or NOREPLICAS, even inside a Lua script, reconnects through Sentinel.
 
         redis-py turns a bare ``READONLY`` answer into "reconnect through
         Sentinel", but an ``EVAL`` whose write hits a demoted master answers
         ``ERR Error running script ... -READONLY ...``: a plain
         ``ResponseError`` that would leave the connection on the old master.
+        A master with ``min-replicas-to-write`` that lost its replicas (they
+        follow a new master) answers ``NOREPLICAS``: the same case.
         """
 
         async def read_response(self, *args: Any, **kwargs: Any) -> Any:
             try:
                 return await super().read_response(*args, **kwargs)
             except ResponseError as exc:
-                if self.connection_pool.is_master and "READONLY" in str(exc):
+                if self.connection_pool.is_master and _DEMOTED.search(str(exc)):
                     await self.disconnect()
                     raise ConnectionError("the master was demoted (READONLY)") from exc
                 raise

@@ -26,7 +26,8 @@ from werkzeug.exceptions import HTTPException, InternalServerError, RequestURITo
 
 from .params import MAX_URL_LENGTH, BadParameter
 
-__all__ = ("ERROR_FIELDS", "REDIS_FAILOVER_ERRORS", "register_error_handlers", "register_json_errors")
+__all__ = ("ERROR_FIELDS", "REDIS_FAILOVER_ERRORS", "register_error_handlers",
+           "register_json_errors")
 
 log = logging.getLogger(__name__)
 

@@ -38,6 +38,10 @@ __all__ = ("ClusterGroup", "RedisNode", "SentinelGroup", "free_port_pair", "wait
 
 #: The Sentinel service name of the demo's master.
 SERVICE = "caas"
+#: A master refuses writes (NOREPLICAS) once no replica has acknowledged it for
+#: this long: a master that a failover left behind stops taking writes the
+#: promoted replica never sees (asynchronous replication would lose them).
+GUARDED = ("--min-replicas-to-write", "1", "--min-replicas-max-lag", "10")
 #: Sentinel's and the Cluster's failure detection (ms): a dead master is noticed in ~1 s.
 DOWN_AFTER_MS = 1000
 
@@ -198,15 +202,15 @@ class SentinelGroup(_Group):
         return f"redis+sentinel://{nodes}/{SERVICE}/0"
 
     def start(self) -> Self:
-        master = self._start(RedisNode(self.workdir, host=self.host))
+        master = self._start(RedisNode(self.workdir, host=self.host, args=GUARDED))
         for _ in range(self.replica_count):
             self._start(RedisNode(self.workdir, host=self.host,
-                                  args=("--replicaof", self.host, str(master.port))))  # fmt: skip
+                                  args=(*GUARDED, "--replicaof", self.host, str(master.port))))
         quorum = self.sentinel_count // 2 + 1
         config = "\n".join([
             f"sentinel monitor {SERVICE} {self.host} {master.port} {quorum}",
             f"sentinel down-after-milliseconds {SERVICE} {DOWN_AFTER_MS}",
-            f"sentinel failover-timeout {SERVICE} 10000",
+            f"sentinel failover-timeout {SERVICE} 4000",
             f"sentinel parallel-syncs {SERVICE} 2",
             "",
         ])  # fmt: skip
@@ -253,11 +257,59 @@ class SentinelGroup(_Group):
         master.kill()
         return master.address
 
-    def failover(self) -> tuple[str, int]:
-        """``SENTINEL FAILOVER``: the master is demoted to a replica; its address."""
+    def restart_as_replica(self, address: tuple[str, int], timeout: float) -> None:
+        """Start the node at ``address`` again (after a crash) as a replica of the
+        current master, as its supervisor would; return once every sentinel and
+        the master see it in sync."""
+        node = self.node_at(address)
+        node.stop()  # the crashed process's leftovers
+        master = self.master_address()
+        node.args = (*GUARDED, "--replicaof", master[0], str(master[1]))
+        node.start()
+        self.wait_for_new_master(address, timeout)
+
+    def failover(self, pause: float = 3.0) -> tuple[str, int]:
+        """A planned switch: the master's writes paused, then ``SENTINEL FAILOVER``;
+        the old master's address.
+
+        Sentinel promotes a replica without stopping the old master first, and
+        the old master keeps a replica (so, with ``min-replicas-to-write``, keeps
+        taking writes) until Sentinel moves that replica too: about a second of
+        acknowledged writes the promoted replica never sees. So the writes are
+        paused (``CLIENT PAUSE ... WRITE``: they wait, they do not fail) for
+        ``pause`` seconds, longer than the switch; once it ends the old master
+        has no replica left and answers ``NOREPLICAS``, which sends the clients
+        to the new master through the sentinels. ``pause=0``: no pause.
+        """
         address = self.master_address()
+        master = self.node_at(address)
+        if pause > 0:
+            master.execute("CLIENT", "PAUSE", str(int(pause * 1000)), "WRITE")
+            wait_for("the replicas caught up with the paused master",
+                     lambda: _caught_up(master), self.timeout)  # fmt: skip
         self.sentinels[0].execute("SENTINEL", "FAILOVER", SERVICE)
         return address
+
+    def wait_for_switch(self, old: tuple[str, int], timeout: float) -> tuple[str, int]:
+        """Block until every running sentinel names a master other than ``old`` that
+        answers as one (what a client asking the sentinels then connects to)."""
+
+        def named() -> tuple[str, int] | None:
+            try:
+                seen = {tuple(s.execute("SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE))
+                        for s in self.sentinels if s.running}  # fmt: skip
+                if len(seen) != 1:
+                    return None
+                host, port = seen.pop()
+                address = (str(host), int(port))
+                ok = address != old and self.node_at(address).execute("ROLE")[0] == "master"
+            except Exception:
+                return None
+            return address if ok else None
+
+        found: tuple[str, int] = wait_for(f"the sentinels name a master other than {old}",
+                                          named, timeout)  # fmt: skip
+        return found
 
     def wait_for_new_master(self, old: tuple[str, int], timeout: float) -> tuple[str, int]:
         """Block until every running sentinel names a master other than ``old``, no
@@ -290,6 +342,13 @@ class SentinelGroup(_Group):
 
         found: tuple[str, int] = wait_for(f"a master other than {old} promoted", promoted, timeout)
         return found
+
+
+def _caught_up(master: RedisNode) -> bool:
+    info = master.execute("INFO", "replication")
+    offset = int(info["master_repl_offset"])
+    replicas = [v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)]
+    return bool(replicas) and all(int(r["offset"]) >= offset for r in replicas)
 
 
 def _pairs(reply: Any) -> dict[str, Any]:
@@ -375,7 +434,8 @@ class ClusterGroup(_Group):
         replica.execute("CLUSTER", "FAILOVER")
         return master.address
 
-    def wait_for_new_master(self, key: str, old: tuple[str, int], timeout: float) -> tuple[str, int]:
+    def wait_for_new_master(self, key: str, old: tuple[str, int],
+                            timeout: float) -> tuple[str, int]:  # fmt: skip
         """Block until a running node other than ``old`` owns ``key``'s slot and every
         running node reports ``cluster_state:ok``; the new master's address."""
 
