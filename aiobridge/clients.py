@@ -30,15 +30,17 @@ Example:
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from urllib.parse import unquote, urlsplit
 
 if TYPE_CHECKING:
     import aiohttp
     import redis.asyncio
 
-__all__ = ("http_session", "redis_client")
+__all__ = ("RedisTarget", "http_session", "parse_redis_url", "redis_client")
 
 #: Default timeouts of :func:`http_session` (seconds). The total is inside the
 #: Flask extension's default request deadline (``AIOBRIDGE_TIMEOUT``, 30 s), so a
@@ -123,6 +125,67 @@ def _keepalive_options() -> dict[int, int]:
             if hasattr(socket, name)}
 
 
+#: The URL schemes of a Redis behind Sentinel and of a Redis Cluster.
+SENTINEL_SCHEME = "redis+sentinel"
+CLUSTER_SCHEME = "redis+cluster"
+
+
+class RedisTarget(NamedTuple):
+    """What a Redis URL names: one server, a Sentinel-watched service or a Cluster.
+
+    ``kind`` is ``"standalone"``, ``"sentinel"`` or ``"cluster"``; ``nodes``
+    the ``(host, port)`` of the sentinels or of the cluster's seed nodes
+    (empty for a standalone URL, which redis-py parses itself); ``service``
+    the Sentinel service name; ``db`` the database (0 for a cluster).
+    """
+
+    kind: str
+    nodes: tuple[tuple[str, int], ...]
+    service: str | None
+    db: int
+
+
+def parse_redis_url(url: str) -> RedisTarget:
+    """Read a Redis URL, including the two forms redis-py has no URL for.
+
+    - ``redis://``, ``rediss://``, ``unix://``: one server (redis-py's own URLs);
+    - ``redis+sentinel://HOST:PORT,HOST:PORT,.../SERVICE[/DB]``: the master of
+      ``SERVICE`` as the listed sentinels report it;
+    - ``redis+cluster://HOST:PORT,HOST:PORT,...``: a Redis Cluster, from these
+      seed nodes (any one that answers is enough).
+
+    Raises:
+        ValueError: a malformed URL; the message says what is wrong.
+
+    Example:
+        >>> parse_redis_url("redis+sentinel://10.0.0.5:26379,10.0.0.6:26379/caas/0")
+        RedisTarget(kind='sentinel', nodes=(('10.0.0.5', 26379), ('10.0.0.6', 26379)), service='caas', db=0)
+    """  # noqa: E501
+    if not isinstance(url, str) or not url:
+        raise TypeError(f"a Redis URL must be a non-empty string, got {url!r}")
+    parts = urlsplit(url)
+    if parts.scheme not in (SENTINEL_SCHEME, CLUSTER_SCHEME):
+        return RedisTarget("standalone", (), None, 0)
+    if "@" in parts.netloc or parts.query:
+        raise ValueError(f"{url!r}: pass credentials and options as keyword arguments")
+    nodes = tuple(_address(url, item) for item in parts.netloc.split(","))
+    path = [unquote(p) for p in parts.path.split("/") if p]
+    if parts.scheme == CLUSTER_SCHEME:
+        if path:
+            raise ValueError(f"{url!r}: a cluster URL has no path (a cluster has only db 0)")
+        return RedisTarget("cluster", nodes, None, 0)
+    if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
+        raise ValueError(f"{url!r}: expected {SENTINEL_SCHEME}://HOST:PORT,.../SERVICE[/DB]")
+    return RedisTarget("sentinel", nodes, path[0], int(path[1]) if len(path) == 2 else 0)
+
+
+def _address(url: str, item: str) -> tuple[str, int]:
+    host, sep, port = item.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"{url!r}: {item!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
 def redis_client(
     url: str,
     *,
@@ -130,17 +193,23 @@ def redis_client(
     pool_timeout: float | None = 5.0,
     **client_kw: Any,
 ) -> Callable[[], Coroutine[Any, Any, redis.asyncio.Redis]]:
-    """A factory of ``redis.asyncio.Redis`` clients (one connection pool each).
+    """A factory of ``redis.asyncio`` clients (one connection pool each).
 
     Args:
-        url: ``redis://``, ``rediss://`` or ``unix://`` URL.
+        url: ``redis://``, ``rediss://`` or ``unix://`` URL for one server;
+            ``redis+sentinel://HOST:PORT,.../SERVICE[/DB]`` for the master of
+            a Sentinel-watched service (a ``redis.asyncio.sentinel`` client);
+            ``redis+cluster://HOST:PORT,...`` for a Redis Cluster (a
+            ``redis.asyncio.cluster.RedisCluster``); see :func:`parse_redis_url`.
         max_connections: bound the pool at this many connections. Commands
             beyond it wait for a free connection (up to ``pool_timeout``
             seconds, then ``redis.exceptions.ConnectionError``) instead of
             failing at once. Redis answers in well under a millisecond, so a
             few connections serve a whole worker. Default: 32
             (:data:`REDIS_MAX_CONNECTIONS`); ``None`` opens one connection
-            per concurrent command, without bound.
+            per concurrent command, without bound. For a cluster the bound
+            is per node, and a command beyond it fails at once
+            (``MaxConnectionsError``: redis-py's cluster pool does not wait).
             Keep pub/sub on a client of its own: a subscription holds its
             connection for as long as it lasts.
         pool_timeout: seconds a command waits for a connection of a bounded
@@ -148,6 +217,18 @@ def redis_client(
         **client_kw: connection options (``decode_responses``...). Defaults:
             5 s to connect, no ``socket_timeout``, TCP keepalive on, a health
             check of idle connections every 30 s (see below).
+
+    Failover:
+        Behind Sentinel, each new connection asks the sentinels for the
+        current master; a connection to a master that was demoted is closed
+        on its first ``READONLY`` or ``NOREPLICAS`` answer, including one
+        raised inside a Lua script (which redis-py alone reports as a plain
+        ``ResponseError`` and keeps the connection: the client would write to
+        the demoted master until restarted); it raises ``ConnectionError``.
+        The sentinels themselves are queried with a 1 s ``socket_timeout``
+        (a query is an idempotent read) unless
+        ``sentinel_kwargs`` says otherwise. In a Cluster, redis-py refreshes
+        the slot map after a connection error and follows ``MOVED``.
 
     Cancellation:
         A command cancelled by the bridge (a timeout, ``Future.cancel()``,
@@ -170,16 +251,17 @@ def redis_client(
 
     Returns:
         An async function making the client on the running loop; it is closed
-        with ``aclose()``, which also closes its pool.
+        with ``aclose()``, which also closes its pool (and, behind Sentinel,
+        the connections to the sentinels).
 
     Raises:
         ImportError: redis is not installed (it is imported here, not on the loop).
+        ValueError: a malformed Sentinel or Cluster URL.
 
     Example:
         >>> cache = bridge.resource(redis_client(redis_url, decode_responses=True))
     """
-    if not isinstance(url, str) or not url:
-        raise TypeError(f"redis_client() takes a Redis URL string, got {url!r}")
+    target = parse_redis_url(url)
     if max_connections is not None and (
         not isinstance(max_connections, int) or max_connections < 1
     ):
@@ -188,7 +270,7 @@ def redis_client(
     client_kw.setdefault("health_check_interval", 30)
     # Not asyncio.wait_for on every write (see "Cancellation" above).
     client_kw.setdefault("socket_timeout", None)
-    if url.startswith(("redis://", "rediss://")):  # unix sockets take no keepalive
+    if not url.startswith("unix://"):  # unix sockets take no keepalive
         client_kw.setdefault("socket_keepalive", True)
         client_kw.setdefault("socket_keepalive_options", _keepalive_options())
 
@@ -196,6 +278,11 @@ def redis_client(
         import redis.asyncio  # here, in the caller's thread: see the module docstring
     except ImportError as exc:
         raise _missing("redis", "redis") from exc
+
+    if target.kind == "sentinel":
+        return _sentinel_factory(target, max_connections, pool_timeout, client_kw)
+    if target.kind == "cluster":
+        return _cluster_factory(target, max_connections, client_kw)
 
     async def make_redis_client() -> redis.asyncio.Redis:
         if max_connections is None:
@@ -207,3 +294,97 @@ def redis_client(
         return redis.asyncio.Redis.from_pool(pool)  # the client owns and closes the pool
 
     return make_redis_client
+
+
+#: A master's answers that mean "no longer the master to write to": demoted
+#: (READONLY), or cut off from its replicas (NOREPLICAS, with min-replicas-to-write).
+_DEMOTED = re.compile(r"\b(READONLY|NOREPLICAS)\b")
+
+#: How long a query to one sentinel may take before the next sentinel is asked.
+SENTINEL_QUERY_TIMEOUT = 1.0
+
+
+def _sentinel_factory(
+    target: RedisTarget, max_connections: int | None, pool_timeout: float | None,
+    client_kw: dict[str, Any],
+) -> Callable[[], Coroutine[Any, Any, redis.asyncio.Redis]]:  # fmt: skip
+    import redis.asyncio
+    from redis.asyncio.connection import BlockingConnectionPool
+    from redis.asyncio.sentinel import (
+        Sentinel,
+        SentinelConnectionPool,
+        SentinelManagedConnection,
+    )
+    from redis.exceptions import ConnectionError, ResponseError
+
+    class FailoverAwareConnection(SentinelManagedConnection):
+        """READONLY or NOREPLICAS, even inside a Lua script, reconnects through Sentinel.
+
+        redis-py turns a bare ``READONLY`` answer into "reconnect through
+        Sentinel", but an ``EVAL`` whose write hits a demoted master answers
+        ``ERR Error running script ... -READONLY ...``: a plain
+        ``ResponseError`` that would leave the connection on the old master.
+        A master with ``min-replicas-to-write`` that lost its replicas (they
+        follow a new master) answers ``NOREPLICAS``: the same case.
+        """
+
+        async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return await super().read_response(*args, **kwargs)
+            except ResponseError as exc:
+                if self.connection_pool.is_master and _DEMOTED.search(str(exc)):
+                    await self.disconnect()
+                    raise ConnectionError("the master was demoted (READONLY)") from exc
+                raise
+
+    class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
+        """Sentinel's master discovery with a bounded pool that waits for a connection."""
+
+    class SentinelMaster(redis.asyncio.Redis):
+        """The master's client; closing it closes the connections to the sentinels too."""
+
+        sentinel_manager: Sentinel | None = None
+
+        async def aclose(self, close_connection_pool: bool | None = None) -> None:
+            await super().aclose(close_connection_pool)
+            for client in self.sentinel_manager.sentinels if self.sentinel_manager else ():
+                await client.aclose()
+
+    sentinel_kw = dict(client_kw.pop("sentinel_kwargs", None) or {})
+    sentinel_kw.setdefault("socket_timeout", SENTINEL_QUERY_TIMEOUT)
+    sentinel_kw.setdefault("socket_connect_timeout", client_kw["socket_connect_timeout"])
+    pool_kw: dict[str, Any] = {"connection_class": FailoverAwareConnection}
+    if max_connections is not None:
+        pool_kw.update(max_connections=max_connections, timeout=pool_timeout)
+    pool_class = SentinelConnectionPool if max_connections is None else BlockingSentinelPool
+    client_kw.setdefault("db", target.db)
+
+    async def make_sentinel_master() -> redis.asyncio.Redis:
+        assert target.service is not None
+        sentinel = Sentinel(list(target.nodes), sentinel_kwargs=sentinel_kw, **client_kw)
+        master: SentinelMaster = sentinel.master_for(
+            target.service, redis_class=SentinelMaster, connection_pool_class=pool_class,
+            **pool_kw,
+        )  # fmt: skip
+        master.sentinel_manager = sentinel
+        return master
+
+    return make_sentinel_master
+
+
+def _cluster_factory(
+    target: RedisTarget, max_connections: int | None, client_kw: dict[str, Any],
+) -> Callable[[], Coroutine[Any, Any, redis.asyncio.Redis]]:  # fmt: skip
+    from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+    options = dict(client_kw)
+    options.pop("db", None)
+    if max_connections is not None:
+        options["max_connections"] = max_connections
+
+    async def make_cluster() -> redis.asyncio.Redis:
+        nodes = [ClusterNode(host, port) for host, port in target.nodes]
+        cluster: Any = RedisCluster(startup_nodes=nodes, **options)
+        return cast("redis.asyncio.Redis", cluster)  # same command surface, for the callers
+
+    return make_cluster

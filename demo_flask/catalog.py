@@ -21,9 +21,10 @@ DOGS: dict[str, str] = {
     "rex.jpg": "Rex",
 }
 
-#: Redis hash: file name -> dog name.
-DOG_NAMES_KEY = "caas:dog-names"
+#: Redis hash: file name -> dog name. The two keys of ``/dog``'s one Lua call share
+#: the hash tag ``{dog}``: in a Redis Cluster they live in one slot, so the script runs.
+DOG_NAMES_KEY = "caas:{dog}:names"
 #: Redis counter incremented once per ``/dog`` request (the billing meter).
-BILLING_KEY = "caas:billing:dog"
+BILLING_KEY = "caas:{dog}:billing"
 #: Redis pub/sub channel prefix of ``/track/<order_id>``.
 TRACK_CHANNEL_PREFIX = "caas:track:"

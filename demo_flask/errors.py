@@ -26,7 +26,8 @@ from werkzeug.exceptions import HTTPException, InternalServerError, RequestURITo
 
 from .params import MAX_URL_LENGTH, BadParameter
 
-__all__ = ("ERROR_FIELDS", "register_error_handlers", "register_json_errors")
+__all__ = ("ERROR_FIELDS", "REDIS_FAILOVER_ERRORS", "register_error_handlers",
+           "register_json_errors")
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,18 @@ ErrorAnswer = tuple[dict[str, Any], int] | tuple[dict[str, Any], int, list[tuple
 
 class _HandlesErrors(Protocol):
     def register_error_handler(self, code_or_exception: Any, f: Any) -> None: ...
+
+#: Redis is down or changing masters: each is a 503 (a dead server, a pool that
+#: waited too long, a demoted master's READONLY, a Cluster slot without a master,
+#: a Cluster no node of which answers). Other Redis errors are bugs: a 500.
+REDIS_FAILOVER_ERRORS: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.ClusterError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.RedisClusterException,
+)
 
 #: The keys an error body may have: ``error`` always, at most one of the others.
 ERROR_FIELDS = frozenset({"error", "parameter", "detail", "timeout"})
@@ -91,7 +104,7 @@ def register_json_errors(app: _HandlesErrors) -> None:
     app.register_error_handler(requests.RequestException, _upstream_failed)
     app.register_error_handler(requests.Timeout, _upstream_timed_out)
     app.register_error_handler(TimeoutError, _upstream_timed_out)
-    app.register_error_handler(redis.exceptions.ConnectionError, _redis_failed)
-    app.register_error_handler(redis.exceptions.TimeoutError, _redis_failed)
+    for failure in REDIS_FAILOVER_ERRORS:
+        app.register_error_handler(failure, _redis_failed)
     app.register_error_handler(InternalServerError, _internal_error)
     app.register_error_handler(HTTPException, _http_error)

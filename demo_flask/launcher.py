@@ -74,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--check", action="store_true",
                         help="start, fetch /dog, /delay and /stats once, stop; "
                              "exit 0 if all answered")  # fmt: skip
+    parser.add_argument("--cluster", action="store_true",
+                        help="several hosts (network namespaces, root only) behind HAProxy, "
+                             "one Sentinel Redis")  # fmt: skip
+    parser.add_argument("--hosts", type=int, default=3, help="--cluster: hosts (default 3)")
+    parser.add_argument("--chaos", type=float, metavar="SECONDS",
+                        help="--cluster: every SECONDS, SIGKILL the Redis master or a host")
     return parser
 
 
@@ -270,6 +276,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
+        if args.cluster:
+            from .scaleout.launch import run
+
+            return run(args.hosts, args.chaos)
         problem = _preflight(args, parser)
         if problem:
             _say(f"error: {problem}")

@@ -133,10 +133,11 @@ def create_app() -> web.Application:
 
 
 def seed_redis(url: str) -> None:
-    """Write every dog's name into the ``caas:dog-names`` hash at ``url``."""
-    import redis
+    """Write every dog's name into the :data:`~demo_flask.catalog.DOG_NAMES_KEY` hash at ``url``
+    (any URL :mod:`demo_flask.redis_targets` takes)."""
+    from .redis_targets import sync_client
 
-    client = redis.Redis.from_url(url)
+    client = sync_client(url)
     try:
         client.hset(DOG_NAMES_KEY, mapping=dict(DOGS.items()))
     finally:

@@ -9,12 +9,12 @@ from __future__ import annotations
 import os
 from typing import Any, cast
 
-import redis.exceptions
 from flask import Blueprint, Response, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import UnsupportedMediaType
 
 from . import params
+from .errors import REDIS_FAILOVER_ERRORS
 from .models import DelayResult, DogResult
 from .modes import AsyncMode, BlockingMode, Mode
 
@@ -49,8 +49,13 @@ def _position(order_id: str) -> dict[str, Any]:
 
 
 def dog_headers(result: DogResult) -> dict[str, str]:
-    """The headers of a ``/dog`` answer (its body is the JPEG picture)."""
-    return {"X-Filename": result.filename, "X-Dog-Name": result.name}
+    """The headers of a ``/dog`` answer (its body is the JPEG picture).
+
+    ``X-Worker-Pid`` names the worker process that answered (as ``/stats``
+    does): the failover drills tell from it when each worker writes again.
+    """
+    return {"X-Filename": result.filename, "X-Dog-Name": result.name,
+            "X-Worker-Pid": str(os.getpid())}  # fmt: skip
 
 
 def _dog_response(result: DogResult) -> Response:
@@ -62,7 +67,7 @@ def _delay_response(result: DelayResult) -> Response:
 
 
 # /stats must answer while Redis is down: that is when its loop figures matter.
-REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+REDIS_DOWN = REDIS_FAILOVER_ERRORS
 
 
 def stats_body(
