@@ -39,6 +39,7 @@ from .context import copy_back
 from .loop_thread import Closer, LoopThread
 from .observers import BridgeStats
 from .state import State
+from .switch import Switch, SwitchingFuture, run_switched, switch_here
 
 __all__ = ("Portal", "check_timeout", "interpreter_debug_mode")
 
@@ -135,6 +136,19 @@ class Portal:
         """Drain for up to ``timeout`` seconds, cancel the rest, close, join."""
         self._loop_thread.stop(timeout)
 
+    @property
+    def adopted(self) -> bool:
+        """True if the bridge runs on a loop it adopted (a server's) rather than its own."""
+        return self._loop_thread.adopted
+
+    def adopt(self) -> None:
+        """Run on the calling thread's running loop instead of a thread of its own."""
+        self._loop_thread.adopt()
+
+    async def stop_adopted(self, drain_seconds: float) -> None:
+        """Stop an adopted bridge from a coroutine on its loop; the loop keeps running."""
+        await self._loop_thread.stop_adopted(drain_seconds)
+
     def ensure_running(self) -> None:
         """Start the loop thread unless it already runs in this process."""
         lt = self._loop_thread
@@ -182,6 +196,10 @@ class Portal:
         """True when called on the loop thread itself."""
         lt = self._loop_thread
         return lt.thread_ident == _get_ident() and lt.pid == _getpid()
+
+    def stopping_would_deadlock(self) -> bool:
+        """True on the loop thread while its loop runs: ``stop()`` would wait for itself."""
+        return self.on_loop_thread() and _get_running_loop() is not None
 
     def check_may_block(self, method: str) -> None:
         """Raise :class:`BridgeDeadlockError` if blocking here would never end.
@@ -259,6 +277,10 @@ class Portal:
         if type(awaitable) is not _CoroutineType:
             self.check_awaitable(awaitable, "AioThread.run()")
         lt = self._loop_thread
+        if lt.thread_ident == _get_ident():
+            switch = switch_here()  # a request greenlet on an adopted loop: switch
+            if switch is not None:
+                return self._run_switched(switch, awaitable, timeout)
         call: BlockingCall[T] | None = None
         try:
             self.check_may_block("run")
@@ -294,6 +316,19 @@ class Portal:
                 del error
         return call.value  # type: ignore[no-any-return]
 
+    def _run_switched(self, switch: Switch, awaitable: Awaitable[T], timeout: float | None) -> T:
+        lt = self._loop_thread
+        try:
+            wait = self.timeout(timeout)
+            if lt.state is not State.RUNNING or lt.pid != _getpid():
+                raise BridgeClosedError(
+                    f"bridge {self.name!r} is {lt.state.value} and accepts no new work"
+                )
+        except BaseException:
+            close_awaitables((awaitable,))
+            raise
+        return run_switched(switch, awaitable, wait, lt.counters, lt.observer)
+
     def submit(
         self, awaitable: Awaitable[T], timeout: float | None, *, spawned: bool, where: str
     ) -> concurrent.futures.Future[T]:
@@ -308,6 +343,8 @@ class Portal:
                 lt.start()
             keepalive = None if spawned else lt.threads.submit_keepalive()
             call = FutureCall(awaitable, _copy_context(), limit, spawned, keepalive)
+            if lt.thread_ident == _get_ident() and switch_here() is not None:
+                call.future = SwitchingFuture()  # a request greenlet waits by switching
             future = call.future
             accepted = call  # not Optional, for the closure
 
