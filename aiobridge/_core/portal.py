@@ -201,12 +201,29 @@ class Portal:
         """True on the loop thread while its loop runs: ``stop()`` would wait for itself."""
         return self.on_loop_thread() and _get_running_loop() is not None
 
-    def check_may_block(self, method: str) -> None:
+    def switch_here(self) -> Switch | None:
+        """The switch of the calling request greenlet on this bridge's (adopted) loop, if any."""
+        if self._loop_thread.thread_ident != _get_ident():
+            return None
+        return switch_here()
+
+    def check_may_block(self, method: str, *, switches: bool = True) -> None:
         """Raise :class:`BridgeDeadlockError` if blocking here would never end.
 
         Args:
             method: the ``AioThread`` method name, for the message.
+            switches: the method waits by switching in a request greenlet
+                (``aiobridge.onloop``); if not, it is refused there.
         """
+        if self.on_loop_thread() and switch_here() is not None:
+            if switches:
+                return
+            raise BridgeDeadlockError(
+                f"AioThread.{method}() cannot wait in a request served on the server's loop "
+                "(aiobridge.onloop): it would block the loop that must answer it. Use "
+                "bridge.gather() or bridge.run() of a coroutine that does the work, or run "
+                "the view in a thread (@aiobridge.flask.threaded)"
+            )
         if self.on_loop_thread():
             raise BridgeDeadlockError(
                 f"AioThread.{method}() was called from the bridge's own loop thread and would "

@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .._core.awaitables import close_awaitables, describe
+from .._core.switch import Switch, SwitchingFuture
 from ..errors import BridgeTimeoutError
 
 if TYPE_CHECKING:
@@ -70,6 +71,8 @@ class _Channel(Generic[T]):
         self.task: asyncio.Task[None] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.finished = threading.Event()
+        #: Request greenlets on the loop's own thread waiting for an item.
+        self.switch_waiters: list[asyncio.Future[None]] = []
 
     # loop side
     async def produce(self) -> None:
@@ -117,6 +120,8 @@ class _Channel(Generic[T]):
             if self.ended:
                 return
             self.items.append((_ITEM, item))
+            if self.switch_waiters:
+                self.notify_switched()
             if not self.consumers_waiting or self.notify_pending:
                 return
             self.notify_pending = True
@@ -127,6 +132,7 @@ class _Channel(Generic[T]):
             self.notify_pending = False
             if self.consumers_waiting:
                 self.ready.notify_all()
+        self.notify_switched()
 
     def push(self, kind: int, value: Any) -> None:
         with self.mutex:
@@ -136,6 +142,8 @@ class _Channel(Generic[T]):
             self.items.append((kind, value))
             if self.consumers_waiting:
                 self.ready.notify()
+            if self.switch_waiters:
+                self.notify_switched()
 
     def halt(self) -> None:
         """On the loop: stop the producer, gently if it waits for credits."""
@@ -147,36 +155,67 @@ class _Channel(Generic[T]):
         elif self.task is not None and not self.task.done():
             self.task.cancel()
 
+    def notify_switched(self) -> None:
+        """On the loop: wake the request greenlets waiting for an item (``aiobridge.onloop``)."""
+        waiters, self.switch_waiters = self.switch_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
     # consumer side
     def take(self, timeout: float | None) -> tuple[int, Any]:
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self.mutex:
-            while not self.items:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise BridgeTimeoutError(
-                        f"AioThread.iterate() waited more than {timeout} s for the next item; "
-                        "the stream was closed"
-                    )
-                self.consumers_waiting += 1
-                try:
-                    with self.portal.waiting_for_loop():
-                        self.ready.wait(remaining)
-                finally:
-                    self.consumers_waiting -= 1
-            kind, value = self.items.popleft()
-            if kind != _ITEM:
-                self.items.appendleft((kind, value))  # every later next() sees the end too
-                return kind, value
-            self.credits += 1
-            waiter = self.producer_waiting
-            if waiter is None:
-                return kind, value
+        # A request greenlet on the loop's own thread (aiobridge.onloop) waits by switching.
+        switch = self.portal.switch_here()
+        while True:
+            with self.mutex:
+                while not self.items and switch is None:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        raise BridgeTimeoutError(
+                            f"AioThread.iterate() waited more than {timeout} s for the next "
+                            "item; the stream was closed"
+                        )
+                    self.consumers_waiting += 1
+                    try:
+                        with self.portal.waiting_for_loop():
+                            self.ready.wait(remaining)
+                    finally:
+                        self.consumers_waiting -= 1
+                if self.items:
+                    return self._pop()
+                waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                self.switch_waiters.append(waiter)
+            assert switch is not None
+            self.wait_switched(switch, waiter, deadline, timeout)
+
+    def _pop(self) -> tuple[int, Any]:
+        """Take the next entry (mutex held); give the producer its credit back."""
+        kind, value = self.items.popleft()
+        if kind != _ITEM:
+            self.items.appendleft((kind, value))  # every later next() sees the end too
+            return kind, value
+        self.credits += 1
+        waiter = self.producer_waiting
+        if waiter is not None:
             self.producer_waiting = None
-        assert self.loop is not None
-        with contextlib.suppress(RuntimeError):  # loop closed: the producer is gone anyway
-            self.loop.call_soon_threadsafe(_resolve, waiter)
+            assert self.loop is not None
+            with contextlib.suppress(RuntimeError):  # loop closed: the producer is gone
+                self.loop.call_soon_threadsafe(_resolve, waiter)
         return kind, value
+
+    def wait_switched(self, switch: Switch, waiter: asyncio.Future[None],
+                      deadline: float | None, timeout: float | None) -> None:
+        remaining = None if deadline is None else deadline - time.monotonic()
+        try:
+            switch(_within(waiter, remaining))
+        except TimeoutError:
+            raise BridgeTimeoutError(
+                f"AioThread.iterate() waited more than {timeout} s for the next item; "
+                "the stream was closed"
+            ) from None
+        except asyncio.CancelledError:  # the client went away: the stream ends
+            raise concurrent.futures.CancelledError() from None
 
     def settled(self, future: concurrent.futures.Future[None]) -> None:
         """Done callback of the producer's future: make sure consumers see an end."""
@@ -187,6 +226,11 @@ class _Channel(Generic[T]):
         else:
             self.push(_END, None)
         self.finished.set()
+
+
+async def _within(waiter: asyncio.Future[None], limit: float | None) -> None:
+    async with asyncio.timeout(limit):
+        await waiter
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:
@@ -264,7 +308,8 @@ class _Entered(Generic[T]):
         self._portal = portal
         self._manager = manager
         self._timeout = timeout
-        self._entered: concurrent.futures.Future[T] = concurrent.futures.Future()
+        # Waited for by switching in a request greenlet (aiobridge.onloop).
+        self._entered: concurrent.futures.Future[T] = SwitchingFuture()
         self._leave: asyncio.Future[BaseException | None] | None = None
         self._outcome: concurrent.futures.Future[tuple[bool, Any]] | None = None
 

@@ -229,7 +229,9 @@ def serve(app: Callable[..., Iterable[bytes]], environ: dict[str, Any],
         if not driver.disconnected:
             responder.finish()
     except BaseException as exc:
-        responder.fail(exc)
+        if not driver.disconnected:
+            responder.fail(exc)
+        # else: the client went away, which ended the stream: nothing more to tell
     finally:
         close = getattr(iterable, "close", None)
         if close is not None:
