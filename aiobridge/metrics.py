@@ -14,7 +14,7 @@ outcomes are ``completed``, ``failed``, ``cancelled`` and ``timed_out``:
 | `aiobridge_loop_lag_seconds` | histogram | how late the loop's probe ran (each sample) |
 | `aiobridge_loop_lag_max_seconds` | gauge | the largest lag since the last scrape |
 | `aiobridge_slow_callbacks_total` | counter | callbacks that held the loop too long |
-| `aiobridge_loop_blocked_total` | counter | views on the loop (`aiobridge.onloop`) that held it, by `route` |
+| `aiobridge_loop_blocked_total` | counter | views on the loop that held it, by `route` |
 | `aiobridge_cancel_ignored_total` | counter | calls that went on after being cancelled |
 | `aiobridge_cancel_redelivered_total` | counter | dropped cancellations delivered again |
 | `aiobridge_loop_restarts_total` | counter | loops started again in a forked child |
