@@ -153,7 +153,8 @@ class Driver:
                 else:
                     error = outcome[1]
                     del outcome
-                    request = glet.throw(error)
+                    # With its traceback: greenlet would otherwise start a new one.
+                    request = glet.throw(type(error), error, error.__traceback__)
                     del error
                 serving[ident] = None
         finally:
