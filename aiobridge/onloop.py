@@ -197,7 +197,11 @@ def on_loop(app: WSGIApp, *, bridge: AioThread | None = None, threads: int = 8,
         The ASGI app to give the server.
 
     Example:
-        >>> app = on_loop(flask_app, threads=4)
+        >>> from flask import Flask
+        >>> flask_app = Flask("shop")
+        >>> app = on_loop(flask_app, threads=4)  # give "module:app" to the server
+        >>> type(app).__name__
+        'OnLoop'
     """
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be an int >= 1, got {threads!r}")
