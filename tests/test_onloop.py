@@ -380,9 +380,8 @@ def test_the_watchdog_names_the_route_that_blocked_the_loop(served: Any,
                                                            caplog: Any) -> None:
     server, _, _ = served
     with caplog.at_level(logging.WARNING, logger="aiobridge"), \
-            pytest.raises(pytest.fail.Exception, match="GET /block"):
-        with no_loop_blocking() as reports:
-            assert server.get("/block")[0] == 200
+            pytest.raises(pytest.fail.Exception, match="GET /block"), no_loop_blocking() as reports:
+        assert server.get("/block")[0] == 200
     assert reports and reports[0][0] == "GET /block"
     assert "time.sleep(0.4)" in reports[0][1]
     assert any("GET /block" in r.getMessage() and "threaded" in r.getMessage()
