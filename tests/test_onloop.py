@@ -39,9 +39,9 @@ request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", d
 class Served:
     """A uvicorn server in a thread serving ``on_loop(app)``."""
 
-    def __init__(self, app: Flask, **config: Any) -> None:
+    def __init__(self, app: Flask, bridge: AioThread | None = None, **config: Any) -> None:
         self.app = app
-        self.asgi = on_loop(app)
+        self.asgi = on_loop(app, bridge=bridge)
         self.port = free_port()
         self.server = uvicorn.Server(uvicorn.Config(
             self.asgi, host=HOST, port=self.port, lifespan="on", log_level="warning", **config))
@@ -415,3 +415,67 @@ def test_adopting_leaves_the_servers_loop_and_tasks_alone() -> None:
 
     asyncio.run(main())
     assert closed == ["pool"]
+
+
+def test_a_plain_wsgi_app_gets_a_pep_3333_environ() -> None:
+    closed = threading.Event()
+
+    class Body:
+        def __init__(self, data: bytes) -> None:
+            self.data = data
+
+        def __iter__(self) -> Iterator[bytes]:
+            yield self.data
+
+        def close(self) -> None:
+            closed.set()
+
+    def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
+        if environ["PATH_INFO"] == "/fail":
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            try:
+                raise ValueError("after start_response")
+            except ValueError:
+                import sys
+                start_response("500 Oops", [("Content-Type", "text/plain")], sys.exc_info())
+            return Body(b"replaced")
+        keys = ("REQUEST_METHOD", "SCRIPT_NAME", "PATH_INFO", "QUERY_STRING", "SERVER_NAME",
+                "SERVER_PORT", "SERVER_PROTOCOL", "REMOTE_ADDR", "CONTENT_TYPE",
+                "CONTENT_LENGTH", "HTTP_X_TWICE", "wsgi.url_scheme")
+        seen = {key: environ.get(key) for key in keys}
+        seen["body"] = environ["wsgi.input"].read().decode()
+        seen["multithread"] = environ["wsgi.multithread"]
+        seen["errors"] = hasattr(environ["wsgi.errors"], "write")
+        start_response("201 Created", [("Content-Type", "application/json")])
+        return Body(json.dumps(seen).encode())
+
+    bridge = AioThread(name="plain-wsgi")
+    plain = Served(wsgi, bridge=bridge, root_path="/prefix")  # type: ignore[arg-type]
+    try:
+        conn = http.client.HTTPConnection(HOST, plain.port, timeout=DEADLINE)
+        # A proxy strips the prefix; uvicorn's root_path puts it back in the scope's path.
+        conn.putrequest("POST", "/items/%C3%A9?a=1&b=%20")
+        for name, value in (("Content-Type", "text/plain"), ("Content-Length", "5"),
+                            ("X-Twice", "1"), ("X-Twice", "2")):
+            conn.putheader(name, value)
+        conn.endheaders(b"hello")
+        response = conn.getresponse()
+        seen = json.loads(response.read())
+        conn.close()
+        assert response.status == 201
+        assert seen == {
+            "REQUEST_METHOD": "POST", "SCRIPT_NAME": "/prefix",
+            "PATH_INFO": "/items/\u00c3\u00a9", "QUERY_STRING": "a=1&b=%20",
+            "SERVER_NAME": HOST, "SERVER_PORT": str(plain.port), "SERVER_PROTOCOL": "HTTP/1.1",
+            "REMOTE_ADDR": "127.0.0.1", "CONTENT_TYPE": "text/plain", "CONTENT_LENGTH": "5",
+            "HTTP_X_TWICE": "1,2", "wsgi.url_scheme": "http", "body": "hello",
+            "multithread": True, "errors": True,
+        }
+        assert closed.wait(DEADLINE)
+        closed.clear()
+        status, body = plain.get("/fail")
+        assert (status, body) == (500, b"replaced")
+        assert closed.wait(DEADLINE)
+    finally:
+        plain.stop()
+    assert not bridge.running
