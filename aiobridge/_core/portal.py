@@ -22,9 +22,7 @@ import concurrent.futures
 import contextvars
 import functools
 import inspect
-import math
 import os
-import sys
 import threading
 import types
 import weakref
@@ -38,6 +36,7 @@ from .calls import BlockingCall, FutureCall
 from .context import copy_back
 from .loop_thread import Closer, LoopThread
 from .observers import BridgeStats
+from .options import check_timeout, interpreter_debug_mode
 from .state import State
 from .switch import Switch, SwitchingFuture, run_switched, switch_here
 
@@ -415,28 +414,3 @@ class Portal:
             return self.run(fn(*args, **kwargs), timeout)
 
         return blocking
-
-
-def interpreter_debug_mode() -> bool:
-    """Whether ``asyncio.run`` would turn debug mode on: ``-X dev`` or ``PYTHONASYNCIODEBUG``."""
-    return sys.flags.dev_mode or (
-        not sys.flags.ignore_environment and bool(os.environ.get("PYTHONASYNCIODEBUG"))
-    )
-
-
-def check_timeout(timeout: float | None, what: str) -> float | None:
-    """Validate a timeout in seconds; infinity means none.
-
-    Raises:
-        TypeError: not a number.
-        ValueError: negative or NaN.
-    """
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"{what} must be a number of seconds or None, got {describe(timeout)}")
-    if math.isnan(timeout) or timeout < 0:
-        raise ValueError(f"{what} must be >= 0 seconds or None, got {timeout!r}")
-    if math.isinf(timeout):
-        return None
-    return float(timeout)
