@@ -108,12 +108,50 @@ class AioThread:
             BridgeDeadlockError: called from the loop thread itself.
         """
         check_timeout(timeout, "timeout")
-        if self._portal.on_loop_thread():
+        if self._portal.stopping_would_deadlock():
+            hint = ("await bridge.astop() in a coroutine on it (the ASGI lifespan shutdown)"
+                    if self._portal.adopted else "call it from another thread")
             raise BridgeDeadlockError(
                 "AioThread.stop() was called from the bridge's own loop thread, where it "
-                "would wait for itself; call it from another thread"
+                f"would wait for itself; {hint}"
             )
         self._portal.stop(timeout)
+
+    def adopt(self) -> AioThread:
+        """Run on the event loop running in this thread (a server's) instead of starting one.
+
+        Call it from a coroutine on that loop, before the bridge's first use
+        (an ASGI lifespan startup: :func:`aiobridge.onloop.on_loop` does). The
+        process still has one loop: resources bind to it, calls from other
+        threads reach it through the usual thread-safe hand-off, and calls made
+        on its own thread from a request greenlet switch to it. Stop it with
+        :meth:`astop`; the loop itself is never stopped or closed by the bridge.
+        Idempotent on the same loop.
+
+        Raises:
+            RuntimeError: no event loop runs in this thread.
+            BridgeError: the bridge already runs (its own thread) or was stopped.
+
+        Example:
+            >>> async def lifespan_startup(bridge):
+            ...     bridge.adopt()
+            >>> async def lifespan_shutdown(bridge):
+            ...     await bridge.astop()
+        """
+        self._portal.adopt()
+        return self
+
+    async def astop(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 (as stop())
+        """Stop a bridge that adopted the running loop, from a coroutine on that loop.
+
+        As :meth:`stop`: new work is refused, calls and spawned tasks get
+        ``timeout`` seconds, then the tasks the bridge owns are cancelled and
+        its queues and resources closed. The loop, its other tasks, its async
+        generators and its executor belong to the server and are left running.
+        Returns once stopped (also if another caller began the stop).
+        """
+        check_timeout(timeout, "timeout")
+        await self._portal.stop_adopted(timeout)
 
     def __enter__(self) -> AioThread:
         return self.start()
@@ -485,8 +523,11 @@ class AioThread:
 _default: AioThread | None = None
 
 
-def default_bridge() -> AioThread:
+def default_bridge(*, start: bool = True) -> AioThread:
     """The process-wide bridge, created and started on first use.
+
+    With ``start=False`` it is returned without being started (to :meth:`~AioThread.adopt`
+    a server's loop).
 
     It is fork-aware: in a forked child (gunicorn ``--preload``,
     ``multiprocessing`` with fork) the first call starts a fresh loop thread.
@@ -506,7 +547,7 @@ def default_bridge() -> AioThread:
         bridge = _default
         if bridge is None or bridge._portal.state is State.STOPPED:
             bridge = _default = AioThread(name="aiobridge-default")
-        return bridge.start()
+        return bridge.start() if start else bridge
 
 
 def run(awaitable: Awaitable[T], *, timeout: float | None = None) -> T:

@@ -43,13 +43,15 @@ from flask.typing import ResponseReturnValue
 
 from ._core import process
 from ._flask import request_scope as _flask_request
+from ._flask import threaded as _flask_threaded
+from ._flask.threaded import threaded
 from .bridge import AioThread
 from .errors import BridgeClosedError, BridgeTimeoutError
 
 if TYPE_CHECKING:
     from ._features.resources import Resource
 
-__all__ = ("EXTENSION_KEY", "AioBridge", "shutdown", "startup")
+__all__ = ("EXTENSION_KEY", "AioBridge", "shutdown", "startup", "threaded")
 
 T = TypeVar("T")
 
@@ -288,6 +290,11 @@ class AioBridge:
         Seconds in-flight work gets to finish at shutdown before it is cancelled.
     ``AIOBRIDGE_THREAD_NAME`` (``"aiobridge"``)
         Name of the loop thread.
+    ``AIOBRIDGE_THREADED_VIEWS`` (``()``)
+        Endpoints whose sync views run in a thread pool when the app is served
+        on the server's loop (:mod:`aiobridge.onloop`), like views marked with
+        :func:`threaded`: for blocking views you cannot edit. A list, or a
+        comma-separated string.
     ``AIOBRIDGE_METRICS_ENDPOINT`` (``None``)
         A path such as ``"/metrics"`` (or ``True`` for that one) serves the
         Prometheus metrics of :mod:`aiobridge.metrics` (installed then with the
@@ -357,6 +364,7 @@ class AioBridge:
         if self._async_views:
             app.async_to_sync = functools.partial(_async_to_sync, state)  # type: ignore[method-assign]
         _flask_request.install(app)
+        _flask_threaded.install(app)
         app.register_error_handler(BridgeTimeoutError, _timeout_response)
         app.register_error_handler(BridgeClosedError, _closed_response)
         endpoint = app.config["AIOBRIDGE_METRICS_ENDPOINT"]

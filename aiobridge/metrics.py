@@ -14,6 +14,7 @@ outcomes are ``completed``, ``failed``, ``cancelled`` and ``timed_out``:
 | `aiobridge_loop_lag_seconds` | histogram | how late the loop's probe ran (each sample) |
 | `aiobridge_loop_lag_max_seconds` | gauge | the largest lag since the last scrape |
 | `aiobridge_slow_callbacks_total` | counter | callbacks that held the loop too long |
+| `aiobridge_loop_blocked_total` | counter | views on the loop that held it, by `route` |
 | `aiobridge_cancel_ignored_total` | counter | calls that went on after being cancelled |
 | `aiobridge_cancel_redelivered_total` | counter | dropped cancellations delivered again |
 | `aiobridge_loop_restarts_total` | counter | loops started again in a forked child |
@@ -142,6 +143,10 @@ class BridgeMetrics:
         self.cancel_redelivered = Counter("aiobridge_cancel_redelivered",
                                           "Cancellations a task dropped that aiobridge "
                                           "delivered again.", labels, registry=registry)
+        self.loop_blocked = Counter("aiobridge_loop_blocked",
+                                    "Views served on the loop (aiobridge.onloop) that held it "
+                                    "longer than slow_callback_duration, by route.",
+                                    ("bridge", "route"), registry=registry)
         self.restarts = Counter("aiobridge_loop_restarts",
                                 "Loop threads started again in a forked child.", labels,
                                 registry=registry)
@@ -182,6 +187,8 @@ class _BridgeObserver(Observer):
         self._lag = metrics.lag.labels(name)
         self._lag_max = metrics.lag_max.labels(name)
         self._slow = metrics.slow_callbacks.labels(name)
+        self._blocked = metrics.loop_blocked
+        self._name = name
         self._restarts = metrics.restarts.labels(name)
         self._cancel_ignored = metrics.cancel_ignored.labels(name)
         self._cancel_redelivered = metrics.cancel_redelivered.labels(name)
@@ -216,6 +223,9 @@ class _BridgeObserver(Observer):
 
     def slow_callback(self) -> None:
         self._slow.inc()
+
+    def loop_blocked(self, route: str) -> None:
+        self._blocked.labels(self._name, route).inc()
 
     def cancel_ignored(self) -> None:
         self._cancel_ignored.inc()

@@ -14,6 +14,11 @@ entry point (``-p no:aiobridge`` turns it off). Fixtures:
     The keyword arguments of that bridge (default ``{"debug": True}``, so
     tasks record where they were created). Override it in a ``conftest.py`` to
     test on uvloop or with ``max_in_flight``.
+``aiobridge_no_loop_blocking``
+    The test **fails** if a view served on the server's loop
+    (:mod:`aiobridge.onloop`) blocked the loop longer than its bridge's
+    ``slow_callback_duration`` while the test ran; the failure names the
+    route and the stack (see :func:`no_loop_blocking`).
 ``aiobridge_flask_app``
     A ``Flask`` app with the :class:`~aiobridge.flask.AioBridge` extension on
     ``aiobridge_bridge``. Flask is imported only when a test asks for it.
@@ -39,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 import os
 import threading
 import warnings
@@ -53,7 +59,7 @@ from .bridge import AioThread
 if TYPE_CHECKING:
     from flask import Flask
 
-__all__ = ("BridgeProblems", "FlaskAppFactory", "bridge_guard")
+__all__ = ("BridgeProblems", "FlaskAppFactory", "bridge_guard", "no_loop_blocking")
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
@@ -204,6 +210,53 @@ def bridge_guard(bridge: AioThread, *, stop_timeout: float = 5.0) -> Iterator[Ai
             gc.collect()
     if problems:
         pytest.fail(problems.report(), pytrace=False)
+
+
+class _BlockedViews(logging.Handler):
+    """Collects the watchdog's reports of a view that blocked the loop (``aiobridge.onloop``)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.reports: list[tuple[str, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        route = getattr(record, "aiobridge_route", None)
+        if route is not None:
+            self.reports.append((str(route), str(getattr(record, "aiobridge_stack", ""))))
+
+
+@contextlib.contextmanager
+def no_loop_blocking() -> Iterator[list[tuple[str, str]]]:
+    """Fail the test if a view served on the loop (``aiobridge.onloop``) blocked it.
+
+    The bridge's watchdog reports a view that held the loop longer than
+    ``slow_callback_duration``; on exit from the block every report fails the
+    test with the route and the stack of the view. The list yielded holds the
+    ``(route, stack)`` reports so far.
+
+    Example:
+        >>> with no_loop_blocking():  # doctest: +SKIP
+        ...     client.get(f"{server_url}/report")
+    """
+    handler = _BlockedViews()
+    logger = logging.getLogger("aiobridge")
+    logger.addHandler(handler)
+    try:
+        yield handler.reports
+    finally:
+        logger.removeHandler(handler)
+    if handler.reports:
+        pytest.fail("\n".join(
+            f"the view of {route} blocked the event loop (aiobridge.onloop); send it to a "
+            f"thread with @aiobridge.flask.threaded or AIOBRIDGE_THREADED_VIEWS. It was at:\n"
+            f"{stack}" for route, stack in handler.reports), pytrace=False)
+
+
+@pytest.fixture
+def aiobridge_no_loop_blocking() -> Iterator[list[tuple[str, str]]]:
+    """The test fails if a view served on the loop blocked it (:func:`no_loop_blocking`)."""
+    with no_loop_blocking() as reports:
+        yield reports
 
 
 @pytest.fixture

@@ -27,9 +27,9 @@ ROOT = PACKAGE.parent
 MAX_CODE_LINES = 300
 PUBLIC_MODULES = {
     "__init__", "asgi", "bridge", "celery", "clients", "errors", "exit", "flask", "metrics",
-    "monitor", "pytest_plugin", "uwsgi",
+    "monitor", "onloop", "pytest_plugin", "uwsgi",
 }
-PRIVATE_PACKAGES = {"_backends", "_core", "_features", "_flask"}
+PRIVATE_PACKAGES = {"_backends", "_core", "_features", "_flask", "_onloop"}
 
 
 def _modules() -> list[pathlib.Path]:

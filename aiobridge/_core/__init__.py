@@ -16,6 +16,9 @@ above the core; above it, only :class:`~.portal.Portal` is used. Modules:
 - ``health``: counters, the lag probe and the stall watchdog;
 - ``observers``: the stats snapshot and the observer of events;
 - ``server_checks``: hosts a loop thread cannot run in (uWSGI);
+- ``adopt``: a loop thread that adopts a server's running loop (``aiobridge.onloop``);
+- ``switch``: calls made on that loop's thread from a request greenlet (switched);
+- ``options``: checks of a bridge's and a call's options;
 - ``awaitables``, ``context``: small helpers of the call path.
 
 A call's hot path reads in four files: ``portal`` → ``handoff`` →

@@ -279,6 +279,7 @@ async def cancel_remaining(
     name: str,
     *,
     cancel: Callable[[asyncio.Task[Any]], object] = asyncio.Task.cancel,
+    only: Callable[[], set[asyncio.Task[Any]]] | None = None,
 ) -> None:
     """Cancel every other task of the running loop; wait at most ``grace`` seconds.
 
@@ -291,24 +292,31 @@ async def cancel_remaining(
         name: the bridge's name, for the log line.
         cancel: how to cancel a task the first time (the loop thread's
             re-delivering cancel, which notices a dropped cancellation at once).
+        only: the tasks to cancel, if not every task of the loop (a loop the
+            bridge adopted: the server owns its other tasks).
     """
     loop = asyncio.get_running_loop()
     me = asyncio.current_task()
     deadline = loop.time() + grace
-    pending = _others(me)
+    def others() -> set[asyncio.Task[Any]]:
+        if only is None:
+            return _others(me)
+        return {task for task in only() | cancelled if task is not me and not task.done()}
+
+    pending = others()
     for task in pending - cancelled:
         cancel(task)
     if pending:
         await asyncio.wait(pending, timeout=grace * (1 - _RECANCEL_SHARE))
     for _ in range(RECANCEL_ROUNDS):
-        pending = _others(me)  # cleanup code may have started new tasks
+        pending = others()  # cleanup code may have started new tasks
         remaining = deadline - loop.time()
         if not pending or remaining <= 0:
             break
         for task in pending:
             task.cancel()
         await asyncio.wait(pending, timeout=remaining / 2)
-    pending = _others(me)
+    pending = others()
     if pending:
         logger.warning(
             "aiobridge: bridge %r stopped although %d task(s) ignored cancellation for %s s; "

@@ -175,6 +175,10 @@ class Dispatcher:
                 # would otherwise recurse once per call.
                 self.launch(self.next_waiting())
 
+    def active_tasks(self) -> set[asyncio.Task[Any]]:
+        """The tasks of the calls running now."""
+        return {call.task for call in self.active if call.task is not None}
+
     def next_waiting(self) -> Call[Any]:
         """Take the oldest call waiting for a slot."""
         call = self.waiting.popleft()

@@ -27,6 +27,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from .switch import label_of_running
+
 if TYPE_CHECKING:
     from .._backends.threads import NativeLock, OsThreads
     from .observers import Observer
@@ -197,13 +199,28 @@ class LoopMonitor:
                 continue
             self._reported_beat = beat
             self.slow_callbacks += 1
+            # A request greenlet on an adopted loop (aiobridge.onloop): name its route.
+            route = label_of_running(self._loop_thread_id)
             if self.observer is not None:
                 self.observer.slow_callback()
+                if route is not None:
+                    self.observer.loop_blocked(route)
+            stack = "".join(traceback.format_list(traceback.extract_stack(frame)[-8:]))
+            if route is None:
+                logger.warning(
+                    "aiobridge loop blocked for more than %.3f s; it is stuck at:\n%s"
+                    "Blocking code in a coroutine stalls every caller of the bridge; "
+                    "move it to a thread (await asyncio.to_thread(...)).",
+                    stalled, stack,
+                )
+                continue
             logger.warning(
-                "aiobridge loop blocked for more than %.3f s; it is stuck at:\n%s"
-                "Blocking code in a coroutine stalls every caller of the bridge; "
-                "move it to a thread (await asyncio.to_thread(...)).",
-                stalled, "".join(traceback.format_list(traceback.extract_stack(frame)[-6:])),
+                "aiobridge loop blocked for more than %.3f s by the view of %s; it is stuck "
+                "at:\n%sA view that blocks stalls every request served on this loop: send it "
+                "to a thread (@aiobridge.flask.threaded, AIOBRIDGE_THREADED_VIEWS, or "
+                "aiobridge.onloop.run_in_thread(...) for one call).",
+                stalled, route, stack,
+                extra={"aiobridge_route": route, "aiobridge_stack": stack},
             )
 
     def is_idle(self, frame: types.FrameType) -> bool:

@@ -22,6 +22,7 @@ from typing import Any
 
 from .._backends import NativeLock, OsThreads, threads_for_this_process
 from ..errors import BridgeClosedError, BridgeError
+from . import adopt as adoption
 from . import fork, process, wakeup
 from .calls import wake_now
 from .dispatch import Dispatcher
@@ -91,6 +92,11 @@ class LoopThread:
         self.restarted_after_fork = restarted_after_fork
         #: Set by the shutdown sequence right before ``loop.stop()``.
         self.loop_stopped = False
+        #: The loop is the running loop of another owner (a server's), see :mod:`.adopt`.
+        self.adopted = False
+        #: Set once an adopted loop thread has stopped; its coroutine waiters resolved then.
+        self.stopped = threading.Event()
+        self.stopped_waiters: list[asyncio.Future[None]] = []
         self._transition = threading.Lock()
         self._startup_error: BaseException | None = None
         # Last: a thread that sees this process's pid sees the whole fresh state.
@@ -128,6 +134,45 @@ class LoopThread:
                     f"{self._startup_error!r}"
                 ) from self._startup_error
             self.thread = thread
+
+    def adopt(self) -> None:
+        """Use the running loop of the calling thread instead of starting a thread.
+
+        Idempotent on that loop. Raises ``RuntimeError`` outside a running loop,
+        :class:`BridgeError` if the bridge already runs elsewhere or has stopped.
+        """
+        loop = asyncio.get_running_loop()
+        if self.pid != os.getpid():
+            self.after_fork_in_child()
+        with self._transition:
+            if self.state is State.RUNNING and self.loop is loop:
+                return
+            if self.state is not State.NEW:
+                where = "runs its own loop thread" if self.state is State.RUNNING else (
+                    f"is {self.state.value}")
+                raise BridgeError(
+                    f"bridge {self.name!r} {where}; a bridge can adopt the server's loop only "
+                    "before its first use: create it (or call default_bridge()) after the "
+                    "server has started, e.g. in the ASGI lifespan startup"
+                )
+            adoption.adopt(self, loop)
+
+    async def stop_adopted(self, drain_seconds: float) -> None:
+        """Stop an adopted loop thread from a coroutine on its loop (the server's shutdown).
+
+        Returns once it has stopped, also if another caller began the stop.
+        """
+        with self._transition:
+            begin = self.state is State.RUNNING
+            if begin:
+                self.state = State.STOPPING
+        if begin:
+            await adoption.stop_adopted(self, drain_seconds)
+        elif self.adopted and not self.stopped.is_set():
+            loop = asyncio.get_running_loop()
+            done = loop.create_future()
+            self.stopped_waiters.append(done)
+            await asyncio.wait_for(done, drain_seconds + CANCEL_GRACE + CLOSER_TIMEOUT + 5.0)
 
     def _main(self, ready: NativeLock, threads: OsThreads) -> None:
         """The loop thread's body: make the loop, run it until stopped, settle what is left."""
@@ -238,9 +283,25 @@ class LoopThread:
                 self.state = State.STOPPED
                 return
             if self.state is State.RUNNING:
-                self.state = State.STOPPING
                 assert self.loop is not None
+                if self.adopted and (self.loop.is_closed() or not self.loop.is_running()):
+                    # The server's loop has ended without a lifespan shutdown.
+                    self.state = State.STOPPED
+                    self._close_adopted_late()
+                    return
+                self.state = State.STOPPING
                 self.loop.call_soon_threadsafe(self._begin_shutdown, timeout)
+        if self.adopted:
+            if self.stopped.is_set():
+                return
+            if self.thread_ident == _get_ident():
+                raise BridgeError(
+                    f"bridge {self.name!r} runs on this thread's loop: stop it with "
+                    "'await bridge.astop()' in a coroutine (the ASGI lifespan shutdown)"
+                )
+            if not self.stopped.wait(timeout + CANCEL_GRACE + CLOSER_TIMEOUT + 5.0):
+                logger.error("aiobridge bridge %r did not stop in time", self.name)
+            return
         thread = self.thread
         if thread is not None and thread is not threading.current_thread():
             # The drain and the cleanup are bounded on the loop side; the margin covers them.
@@ -250,7 +311,17 @@ class LoopThread:
 
     def _begin_shutdown(self, timeout: float) -> None:
         assert self.loop is not None
-        self.loop.create_task(shut_down(self, timeout), name=f"{self.name}-shutdown")
+        job = adoption.stop_adopted(self, timeout) if self.adopted else shut_down(self, timeout)
+        self.loop.create_task(job, name=f"{self.name}-shutdown")
+
+    def _close_adopted_late(self) -> None:
+        """An adopted loop that is no longer running: settle every caller, keep nothing."""
+        self.monitor.stop()
+        if self.dispatcher is not None:
+            self.dispatcher.closed = True
+        if self.loop is not None:
+            settle_leftovers(self, self.loop)
+        self.stopped.set()
 
     def add_closer(self, closer: Closer) -> None:
         """Register an async cleanup step run at stop, last registered first."""

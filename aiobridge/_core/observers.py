@@ -72,8 +72,8 @@ class Observer:
     """Told of a bridge's events as they happen; every method does nothing here.
 
     Subclass it to export figures elsewhere (:mod:`aiobridge.metrics` does).
-    Methods run on the loop thread, except :meth:`slow_callback` (the
-    watchdog's thread); they must be quick and must not raise.
+    Methods run on the loop thread, except :meth:`slow_callback` and
+    :meth:`loop_blocked` (the watchdog's thread); they must be quick and must not raise.
 
     Example:
         >>> class Printer(Observer):
@@ -108,6 +108,11 @@ class Observer:
 
     def slow_callback(self) -> None:
         """A callback held the loop longer than ``slow_callback_duration``."""
+
+    def loop_blocked(self, route: str) -> None:
+        """A view served on the loop (``aiobridge.onloop``) held it too long; ``route``
+        names it (``"GET /report"``). Told from the watchdog's thread, after
+        :meth:`slow_callback`."""
 
     def cancel_ignored(self) -> None:
         """A call went on after aiobridge cancelled it (``BridgeStats.cancel_ignored``)."""

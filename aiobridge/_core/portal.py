@@ -22,9 +22,7 @@ import concurrent.futures
 import contextvars
 import functools
 import inspect
-import math
 import os
-import sys
 import threading
 import types
 import weakref
@@ -38,7 +36,9 @@ from .calls import BlockingCall, FutureCall
 from .context import copy_back
 from .loop_thread import Closer, LoopThread
 from .observers import BridgeStats
+from .options import check_timeout, interpreter_debug_mode
 from .state import State
+from .switch import Switch, SwitchingFuture, run_switched, switch_here
 
 __all__ = ("Portal", "check_timeout", "interpreter_debug_mode")
 
@@ -135,6 +135,19 @@ class Portal:
         """Drain for up to ``timeout`` seconds, cancel the rest, close, join."""
         self._loop_thread.stop(timeout)
 
+    @property
+    def adopted(self) -> bool:
+        """True if the bridge runs on a loop it adopted (a server's) rather than its own."""
+        return self._loop_thread.adopted
+
+    def adopt(self) -> None:
+        """Run on the calling thread's running loop instead of a thread of its own."""
+        self._loop_thread.adopt()
+
+    async def stop_adopted(self, drain_seconds: float) -> None:
+        """Stop an adopted bridge from a coroutine on its loop; the loop keeps running."""
+        await self._loop_thread.stop_adopted(drain_seconds)
+
     def ensure_running(self) -> None:
         """Start the loop thread unless it already runs in this process."""
         lt = self._loop_thread
@@ -183,12 +196,33 @@ class Portal:
         lt = self._loop_thread
         return lt.thread_ident == _get_ident() and lt.pid == _getpid()
 
-    def check_may_block(self, method: str) -> None:
+    def stopping_would_deadlock(self) -> bool:
+        """True on the loop thread while its loop runs: ``stop()`` would wait for itself."""
+        return self.on_loop_thread() and _get_running_loop() is not None
+
+    def switch_here(self) -> Switch | None:
+        """The switch of the calling request greenlet on this bridge's (adopted) loop, if any."""
+        if self._loop_thread.thread_ident != _get_ident():
+            return None
+        return switch_here()
+
+    def check_may_block(self, method: str, *, switches: bool = True) -> None:
         """Raise :class:`BridgeDeadlockError` if blocking here would never end.
 
         Args:
             method: the ``AioThread`` method name, for the message.
+            switches: the method waits by switching in a request greenlet
+                (``aiobridge.onloop``); if not, it is refused there.
         """
+        if self.on_loop_thread() and switch_here() is not None:
+            if switches:
+                return
+            raise BridgeDeadlockError(
+                f"AioThread.{method}() cannot wait in a request served on the server's loop "
+                "(aiobridge.onloop): it would block the loop that must answer it. Use "
+                "bridge.gather() or bridge.run() of a coroutine that does the work, or run "
+                "the view in a thread (@aiobridge.flask.threaded)"
+            )
         if self.on_loop_thread():
             raise BridgeDeadlockError(
                 f"AioThread.{method}() was called from the bridge's own loop thread and would "
@@ -259,6 +293,10 @@ class Portal:
         if type(awaitable) is not _CoroutineType:
             self.check_awaitable(awaitable, "AioThread.run()")
         lt = self._loop_thread
+        if lt.thread_ident == _get_ident():
+            switch = switch_here()  # a request greenlet on an adopted loop: switch
+            if switch is not None:
+                return self._run_switched(switch, awaitable, timeout)
         call: BlockingCall[T] | None = None
         try:
             self.check_may_block("run")
@@ -294,6 +332,19 @@ class Portal:
                 del error
         return call.value  # type: ignore[no-any-return]
 
+    def _run_switched(self, switch: Switch, awaitable: Awaitable[T], timeout: float | None) -> T:
+        lt = self._loop_thread
+        try:
+            wait = self.timeout(timeout)
+            if lt.state is not State.RUNNING or lt.pid != _getpid():
+                raise BridgeClosedError(
+                    f"bridge {self.name!r} is {lt.state.value} and accepts no new work"
+                )
+        except BaseException:
+            close_awaitables((awaitable,))
+            raise
+        return run_switched(switch, awaitable, wait, lt.counters, lt.observer)
+
     def submit(
         self, awaitable: Awaitable[T], timeout: float | None, *, spawned: bool, where: str
     ) -> concurrent.futures.Future[T]:
@@ -308,6 +359,8 @@ class Portal:
                 lt.start()
             keepalive = None if spawned else lt.threads.submit_keepalive()
             call = FutureCall(awaitable, _copy_context(), limit, spawned, keepalive)
+            if lt.thread_ident == _get_ident() and switch_here() is not None:
+                call.future = SwitchingFuture()  # a request greenlet waits by switching
             future = call.future
             accepted = call  # not Optional, for the closure
 
@@ -361,28 +414,3 @@ class Portal:
             return self.run(fn(*args, **kwargs), timeout)
 
         return blocking
-
-
-def interpreter_debug_mode() -> bool:
-    """Whether ``asyncio.run`` would turn debug mode on: ``-X dev`` or ``PYTHONASYNCIODEBUG``."""
-    return sys.flags.dev_mode or (
-        not sys.flags.ignore_environment and bool(os.environ.get("PYTHONASYNCIODEBUG"))
-    )
-
-
-def check_timeout(timeout: float | None, what: str) -> float | None:
-    """Validate a timeout in seconds; infinity means none.
-
-    Raises:
-        TypeError: not a number.
-        ValueError: negative or NaN.
-    """
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"{what} must be a number of seconds or None, got {describe(timeout)}")
-    if math.isnan(timeout) or timeout < 0:
-        raise ValueError(f"{what} must be >= 0 seconds or None, got {timeout!r}")
-    if math.isinf(timeout):
-        return None
-    return float(timeout)

@@ -41,8 +41,13 @@ CANCEL_GRACE = 2.0
 CLOSER_TIMEOUT = 5.0
 
 
-async def shut_down(owner: LoopThread, drain_seconds: float) -> None:
-    """The graceful stop of ``owner``'s loop (runs as a task on it)."""
+async def shut_down(owner: LoopThread, drain_seconds: float, *, owns_loop: bool = True) -> None:
+    """The graceful stop of ``owner``'s loop (runs as a task on it).
+
+    ``owns_loop`` false (an adopted loop, see :mod:`.adopt`): only the bridge's
+    own tasks are cancelled, and the loop, its async generators and its
+    executor are left to their owner.
+    """
     loop = asyncio.get_running_loop()
     dispatcher = owner.dispatcher
     assert dispatcher is not None
@@ -62,7 +67,8 @@ async def shut_down(owner: LoopThread, drain_seconds: float) -> None:
     for call in list(dispatcher.active):
         dispatcher.cancel_task(call)
     await cancel_remaining(tasks, CANCEL_GRACE, owner.name,
-                           cancel=dispatcher.redeliverer.cancel)
+                           cancel=dispatcher.redeliverer.cancel,
+                           only=None if owns_loop else dispatcher.active_tasks)
     # 3. Close what the bridge owns, newest first.
     while owner.closers:
         closer = owner.closers.pop()
@@ -70,6 +76,8 @@ async def shut_down(owner: LoopThread, drain_seconds: float) -> None:
             await asyncio.wait_for(closer(), CLOSER_TIMEOUT)
         except Exception:
             logger.exception("aiobridge: error while closing %r", closer)
+    if not owns_loop:
+        return
     # 4. What asyncio itself holds.
     await loop.shutdown_asyncgens()
     with contextlib.suppress(Exception):
@@ -92,7 +100,7 @@ def settle_leftovers(owner: LoopThread, loop: asyncio.AbstractEventLoop) -> None
     leftovers = [c for c in dispatcher.active if c.task is not None and not c.task.done()]
     for call in leftovers:
         call.fail(_closed(owner.name, "while the call ran"), wake_now)
-    if leftovers and not loop.is_running():
+    if leftovers and not loop.is_running() and not loop.is_closed():
         # Only after a crash: give the stranded tasks a chance to run their cleanup.
         tasks = [c.task for c in leftovers if c.task is not None]
         for call in leftovers:

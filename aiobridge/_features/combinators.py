@@ -238,7 +238,7 @@ def as_completed(
         close_awaitables(items)
         raise ValueError(f"limit must be an int >= 1 or None, got {limit!r}")
     try:
-        portal.check_may_block("as_completed")
+        portal.check_may_block("as_completed", switches=False)
         wait = portal.timeout(timeout)
     except BaseException:
         close_awaitables(items)

@@ -20,18 +20,21 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Generator
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from .._core.awaitables import close_awaitables, describe
+from .._core.awaitables import describe
+from .._core.switch import Switch
 from ..errors import BridgeTimeoutError
+from . import contexts
 
 if TYPE_CHECKING:
-    from contextlib import AbstractAsyncContextManager
 
     from .._core.portal import Portal
 
 __all__ = ("CLOSE_TIMEOUT", "enter", "iterate")
+
+# Re-exported: AioThread.enter is implemented in .contexts.
+enter = contexts.enter
 
 T = TypeVar("T")
 
@@ -70,6 +73,8 @@ class _Channel(Generic[T]):
         self.task: asyncio.Task[None] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.finished = threading.Event()
+        #: Request greenlets on the loop's own thread waiting for an item.
+        self.switch_waiters: list[asyncio.Future[None]] = []
 
     # loop side
     async def produce(self) -> None:
@@ -117,6 +122,8 @@ class _Channel(Generic[T]):
             if self.ended:
                 return
             self.items.append((_ITEM, item))
+            if self.switch_waiters:
+                self.notify_switched()
             if not self.consumers_waiting or self.notify_pending:
                 return
             self.notify_pending = True
@@ -127,6 +134,7 @@ class _Channel(Generic[T]):
             self.notify_pending = False
             if self.consumers_waiting:
                 self.ready.notify_all()
+        self.notify_switched()
 
     def push(self, kind: int, value: Any) -> None:
         with self.mutex:
@@ -136,6 +144,8 @@ class _Channel(Generic[T]):
             self.items.append((kind, value))
             if self.consumers_waiting:
                 self.ready.notify()
+            if self.switch_waiters:
+                self.notify_switched()
 
     def halt(self) -> None:
         """On the loop: stop the producer, gently if it waits for credits."""
@@ -147,36 +157,67 @@ class _Channel(Generic[T]):
         elif self.task is not None and not self.task.done():
             self.task.cancel()
 
+    def notify_switched(self) -> None:
+        """On the loop: wake the request greenlets waiting for an item (``aiobridge.onloop``)."""
+        waiters, self.switch_waiters = self.switch_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
     # consumer side
     def take(self, timeout: float | None) -> tuple[int, Any]:
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self.mutex:
-            while not self.items:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise BridgeTimeoutError(
-                        f"AioThread.iterate() waited more than {timeout} s for the next item; "
-                        "the stream was closed"
-                    )
-                self.consumers_waiting += 1
-                try:
-                    with self.portal.waiting_for_loop():
-                        self.ready.wait(remaining)
-                finally:
-                    self.consumers_waiting -= 1
-            kind, value = self.items.popleft()
-            if kind != _ITEM:
-                self.items.appendleft((kind, value))  # every later next() sees the end too
-                return kind, value
-            self.credits += 1
-            waiter = self.producer_waiting
-            if waiter is None:
-                return kind, value
+        # A request greenlet on the loop's own thread (aiobridge.onloop) waits by switching.
+        switch = self.portal.switch_here()
+        while True:
+            with self.mutex:
+                while not self.items and switch is None:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        raise BridgeTimeoutError(
+                            f"AioThread.iterate() waited more than {timeout} s for the next "
+                            "item; the stream was closed"
+                        )
+                    self.consumers_waiting += 1
+                    try:
+                        with self.portal.waiting_for_loop():
+                            self.ready.wait(remaining)
+                    finally:
+                        self.consumers_waiting -= 1
+                if self.items:
+                    return self._pop()
+                waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                self.switch_waiters.append(waiter)
+            assert switch is not None
+            self.wait_switched(switch, waiter, deadline, timeout)
+
+    def _pop(self) -> tuple[int, Any]:
+        """Take the next entry (mutex held); give the producer its credit back."""
+        kind, value = self.items.popleft()
+        if kind != _ITEM:
+            self.items.appendleft((kind, value))  # every later next() sees the end too
+            return kind, value
+        self.credits += 1
+        waiter = self.producer_waiting
+        if waiter is not None:
             self.producer_waiting = None
-        assert self.loop is not None
-        with contextlib.suppress(RuntimeError):  # loop closed: the producer is gone anyway
-            self.loop.call_soon_threadsafe(_resolve, waiter)
+            assert self.loop is not None
+            with contextlib.suppress(RuntimeError):  # loop closed: the producer is gone
+                self.loop.call_soon_threadsafe(_resolve, waiter)
         return kind, value
+
+    def wait_switched(self, switch: Switch, waiter: asyncio.Future[None],
+                      deadline: float | None, timeout: float | None) -> None:
+        remaining = None if deadline is None else deadline - time.monotonic()
+        try:
+            switch(_within(waiter, remaining))
+        except TimeoutError:
+            raise BridgeTimeoutError(
+                f"AioThread.iterate() waited more than {timeout} s for the next item; "
+                "the stream was closed"
+            ) from None
+        except asyncio.CancelledError:  # the client went away: the stream ends
+            raise concurrent.futures.CancelledError() from None
 
     def settled(self, future: concurrent.futures.Future[None]) -> None:
         """Done callback of the producer's future: make sure consumers see an end."""
@@ -189,17 +230,14 @@ class _Channel(Generic[T]):
         self.finished.set()
 
 
+async def _within(waiter: asyncio.Future[None], limit: float | None) -> None:
+    async with asyncio.timeout(limit):
+        await waiter
+
+
 def _resolve(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
-
-
-def _refused_coroutine(obj: object) -> str:
-    """Close a coroutine passed where it does not belong (no "never awaited"); a hint."""
-    if not asyncio.iscoroutine(obj):
-        return ""
-    close_awaitables((obj,))
-    return " (a coroutine: use bridge.run() for its result)"
 
 
 def iterate(
@@ -208,7 +246,7 @@ def iterate(
     """The implementation of :meth:`aiobridge.AioThread.iterate`."""
     if not hasattr(source, "__aiter__"):
         hint = " (a sync iterable: iterate it directly)" if hasattr(source, "__iter__") else ""
-        hint = _refused_coroutine(source) or hint
+        hint = contexts.refused_coroutine(source) or hint
         raise TypeError(
             f"AioThread.iterate() takes an async iterable or async generator, got "
             f"{describe(source)}{hint}"
@@ -252,126 +290,3 @@ def _close_channel(portal: Portal, channel: _Channel[Any]) -> None:
             "aiobridge: the async iterator %r did not close within %s s",
             channel.source, CLOSE_TIMEOUT,
         )
-
-
-# -- enter ----------------------------------------------------------------------------
-class _Entered(Generic[T]):
-    """The sync face of an async context manager entered on the loop."""
-
-    def __init__(
-        self, portal: Portal, manager: AbstractAsyncContextManager[T], timeout: float | None
-    ) -> None:
-        self._portal = portal
-        self._manager = manager
-        self._timeout = timeout
-        self._entered: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._leave: asyncio.Future[BaseException | None] | None = None
-        self._outcome: concurrent.futures.Future[tuple[bool, Any]] | None = None
-
-    async def _hold(self) -> tuple[bool, Any]:
-        """Enter, wait for the thread to leave the block, exit: all in this one task.
-
-        Returns ``(True, suppressed)`` or ``(False, error)``: an error is the
-        caller's to handle, not a failure of a background task.
-        """
-        manager = self._manager
-        kind = type(manager)
-        try:
-            value = await kind.__aenter__(manager)
-        except BaseException as exc:
-            self._entered.set_exception(exc)
-            return True, False
-        self._leave = leave = asyncio.get_running_loop().create_future()
-        self._entered.set_result(value)
-        try:
-            error = await leave
-        except asyncio.CancelledError as cancelled:
-            # The bridge is stopping (or the thread gave up): leave with the
-            # cancellation, as ``async with`` would.
-            if not await kind.__aexit__(
-                manager, type(cancelled), cancelled, cancelled.__traceback__
-            ):
-                raise
-            return True, True
-        try:
-            if error is None:
-                await kind.__aexit__(manager, None, None, None)
-                return True, False
-            return True, bool(
-                await kind.__aexit__(manager, type(error), error, error.__traceback__)
-            )
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            return False, exc
-
-    def __enter__(self) -> T:
-        if self._outcome is not None:
-            raise RuntimeError("a context manager from AioThread.enter() can be entered once")
-        self._portal.check_may_block("enter")
-        self._outcome = self._portal.spawn(self._hold())
-        try:
-            return self._entered.result(self._timeout)
-        except concurrent.futures.TimeoutError:
-            self._outcome.cancel()
-            raise BridgeTimeoutError(
-                f"AioThread.enter(): __aenter__ of {describe(self._manager)} took more than "
-                f"{self._timeout} s and was cancelled"
-            ) from None
-        except BaseException:
-            if not self._entered.done():  # KeyboardInterrupt while waiting
-                self._outcome.cancel()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
-        outcome = self._outcome
-        leave = self._leave
-        assert outcome is not None
-        assert leave is not None
-        with contextlib.suppress(RuntimeError):  # loop gone: the outcome says why
-            leave.get_loop().call_soon_threadsafe(_leave_with, leave, exc)
-        try:
-            ok, value = outcome.result(self._timeout)
-        except concurrent.futures.TimeoutError:
-            outcome.cancel()
-            raise BridgeTimeoutError(
-                f"AioThread.enter(): __aexit__ of {describe(self._manager)} took more than "
-                f"{self._timeout} s and was cancelled"
-            ) from exc
-        except concurrent.futures.CancelledError:
-            if exc is not None:
-                return False  # the block's own error is the one to see
-            raise
-        except BaseException:  # KeyboardInterrupt while waiting
-            outcome.cancel()
-            raise
-        if not ok:
-            try:
-                raise value
-            finally:
-                del value
-        return bool(value)
-
-
-def _leave_with(leave: asyncio.Future[BaseException | None], exc: BaseException | None) -> None:
-    if not leave.done():
-        leave.set_result(exc)
-
-
-def enter(
-    portal: Portal, manager: AbstractAsyncContextManager[T], timeout: float | None
-) -> _Entered[T]:
-    """The implementation of :meth:`aiobridge.AioThread.enter`."""
-    if not (hasattr(manager, "__aenter__") and hasattr(manager, "__aexit__")):
-        hint = " (a sync context manager: use 'with' directly)" if hasattr(
-            manager, "__enter__") else ""
-        hint = _refused_coroutine(manager) or hint
-        raise TypeError(
-            f"AioThread.enter() takes an async context manager, got {describe(manager)}{hint}"
-        )
-    return _Entered(portal, manager, portal.timeout(timeout))

@@ -30,6 +30,10 @@ T = TypeVar("T")
 P = ParamSpec("P")
 
 _ENVIRON_KEY = "aiobridge.scope"
+#: Set by ``aiobridge.onloop`` in the environ of a request served on the server's loop.
+ON_LOOP_KEY = "aiobridge.on_loop"
+#: The request's route, for the watchdog and the metrics of ``aiobridge.onloop``.
+ROUTE_KEY = "aiobridge.route"
 _G_NAME = "_aiobridge_scope"
 _copy_context = contextvars.copy_context
 
@@ -41,10 +45,13 @@ class RequestScope:
         budget: ``AIOBRIDGE_TIMEOUT`` when the request started (None: no deadline).
     """
 
-    __slots__ = ("budget", "closed", "deadline", "finished", "tokens")
+    __slots__ = ("budget", "closed", "deadline", "finished", "isolated", "tokens")
 
-    def __init__(self, budget: float | None) -> None:
+    def __init__(self, budget: float | None, isolated: bool = False) -> None:
         self.budget = budget
+        #: The request runs in a context of its own (a request greenlet on the server's
+        #: loop, ``aiobridge.onloop``): calls write into it directly, nothing to undo.
+        self.isolated = isolated
         self.deadline = None if budget is None else time.monotonic() + budget
         self.finished = False  # the response is made: teardown code is not bound by it
         self.closed = False
@@ -65,6 +72,8 @@ class RequestScope:
 
     def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """``fn(*args)`` (a blocking bridged call); keep the context changes it made."""
+        if self.isolated:
+            return fn(*args, **kwargs)
         scratch = _copy_context()
         try:
             return scratch.run(fn, *args, **kwargs)
@@ -110,7 +119,12 @@ def install(app: Flask) -> None:
 
 def _request_started(app: Flask, **_: Any) -> None:
     budget = app.config.get("AIOBRIDGE_TIMEOUT")
-    request.environ[_ENVIRON_KEY] = RequestScope(None if budget is None else float(budget))
+    environ = request.environ
+    on_loop = bool(environ.get(ON_LOOP_KEY))
+    environ[_ENVIRON_KEY] = RequestScope(None if budget is None else float(budget), on_loop)
+    if on_loop:  # what the watchdog names if this request blocks the loop
+        rule = request.url_rule
+        environ[ROUTE_KEY] = rule.rule if rule is not None else "<no route>"
 
 
 def _request_finished(app: Flask, response: Response, **_: Any) -> None:
