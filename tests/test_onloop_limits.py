@@ -1,0 +1,91 @@
+"""The contracts that once had limits inside a request greenlet (aiobridge.onloop), held there.
+
+Each test serves a Flask app through ``on_loop`` on a real uvicorn server
+(``tests.test_onloop.Served``: 127.0.0.1, a free port, its own thread) and
+sends real HTTP requests, concurrent ones from a thread pool. Views report
+through ``threading.Event``s; every wait is bounded; nothing sleeps to order
+events.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from aiobridge.flask import AioBridge
+from aiobridge.pytest_plugin import no_loop_blocking
+from tests.test_onloop import DEADLINE, Served, make_app
+
+
+@pytest.fixture
+def app_ext() -> tuple[Flask, AioBridge]:
+    return make_app()
+
+
+@pytest.fixture
+def serve(app_ext: tuple[Flask, AioBridge]) -> Iterator[Any]:
+    """``serve()`` starts the server once the test added its routes; stopped after the test."""
+    app, ext = app_ext
+    servers: list[Served] = []
+
+    def start() -> Served:
+        servers.append(Served(app))
+        return servers[-1]
+
+    try:
+        yield start
+    finally:
+        for server in servers:
+            server.stop()
+    assert not ext.get_bridge(app).running
+
+
+def in_thread(pool: concurrent.futures.ThreadPoolExecutor, server: Served,
+              path: str) -> concurrent.futures.Future[tuple[int, Any]]:
+    return pool.submit(server.get, path)
+
+
+# -- fairness: a request looping over calls that never suspend -------------------------
+def test_a_request_looping_over_cheap_calls_does_not_starve_another(
+        app_ext: tuple[Flask, AioBridge], serve: Any) -> None:
+    app, ext = app_ext
+    spinning, stop = threading.Event(), threading.Event()
+
+    async def cheap() -> int:
+        return 1  # finishes without suspending: the await never gives the loop a turn
+
+    @app.get("/spin")
+    def spin() -> dict[str, Any]:
+        calls = 0
+        spinning.set()
+        deadline = time.monotonic() + DEADLINE / 2
+        while not stop.is_set() and time.monotonic() < deadline:
+            calls += ext.run(cheap())
+        return {"calls": calls, "stopped_by": "event" if stop.is_set() else "deadline"}
+
+    @app.get("/ping")
+    def ping() -> dict[str, Any]:
+        return {"spinning": spinning.is_set() and not stop.is_set()}
+
+    server = serve()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool, no_loop_blocking() as reports:
+        spinner = in_thread(pool, server, "/spin")
+        assert spinning.wait(DEADLINE)
+        began = time.monotonic()
+        try:
+            answer = server.get("/ping", timeout=DEADLINE)
+        finally:
+            waited = time.monotonic() - began
+            stop.set()
+        status, body = spinner.result(DEADLINE)
+    # The other request was answered while the loop still ran the spinning request.
+    assert answer == (200, {"spinning": True})
+    assert status == 200 and body["stopped_by"] == "event" and body["calls"] > 0
+    assert waited < 1.0, f"a request waited {waited:.3f} s behind a loop of cheap calls"
+    assert not reports
