@@ -9,7 +9,10 @@ events.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import inspect
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +23,7 @@ from flask import Flask
 
 from aiobridge.flask import AioBridge
 from aiobridge.pytest_plugin import no_loop_blocking
+from demo_flask.services import HOST
 from tests.test_onloop import DEADLINE, Served, make_app
 
 
@@ -89,3 +93,41 @@ def test_a_request_looping_over_cheap_calls_does_not_starve_another(
     assert status == 200 and body["stopped_by"] == "event" and body["calls"] > 0
     assert waited < 1.0, f"a request waited {waited:.3f} s behind a loop of cheap calls"
     assert not reports
+
+
+# -- a client that went away: every later call of its request fails fast ---------------
+def test_after_a_disconnect_later_calls_of_the_request_fail_fast(
+        app_ext: tuple[Flask, AioBridge], serve: Any) -> None:
+    app, ext = app_ext
+    started, finished = threading.Event(), threading.Event()
+    seen: dict[str, Any] = {}
+
+    async def forever() -> None:
+        started.set()
+        await asyncio.sleep(DEADLINE * 2)
+
+    async def later() -> None:
+        seen["later ran"] = True
+
+    @app.get("/two-calls")
+    def two_calls() -> dict[str, Any]:
+        try:
+            for name, coro in (("first", forever()), ("second", later())):
+                seen[f"{name} coroutine"] = coro
+                try:
+                    ext.run(coro)
+                except concurrent.futures.CancelledError:
+                    seen[name] = "cancelled"
+            return {}
+        finally:
+            finished.set()
+
+    server = serve()
+    with socket.create_connection((HOST, server.port), timeout=DEADLINE) as sock:
+        sock.sendall(f"GET /two-calls HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
+        assert started.wait(DEADLINE)
+    assert finished.wait(DEADLINE)
+    assert seen["first"] == seen["second"] == "cancelled"
+    assert "later ran" not in seen
+    assert inspect.getcoroutinestate(seen["second coroutine"]) == inspect.CORO_CLOSED
+    assert server.get("/ping-after")[0] == 404  # the loop serves on

@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ..errors import BridgeTimeoutError
+from .awaitables import close_unstarted
 
 if TYPE_CHECKING:
     from .health import Counters
@@ -112,6 +113,7 @@ def run_switched(
     except asyncio.CancelledError:
         counters.cancelled += 1
         outcome = "cancelled"
+        close_unstarted(awaitable)  # refused before it began (its client went away)
         raise concurrent.futures.CancelledError() from None
     except BridgeTimeoutError:
         counters.cancelled += 1

@@ -14,6 +14,10 @@ afterwards, as with ``await``. A request greenlet that entered another context
 (``ctx.run()``) has its awaitable run in a task of a copy of that context
 instead, the changes copied back.
 
+A client that goes away cancels the wait its request is in (the driver's
+watcher cancels the request's task), and every later bridged wait of that
+request fails at once with a cancellation, its awaitable closed, never run.
+
 Fairness: a bridged call whose awaitable finishes without suspending (a cache
 hit, a coroutine with nothing to wait for) never gives the loop a turn, so a
 view looping over such calls would hold the loop, and starve every other
@@ -39,7 +43,7 @@ from typing import Any, TypeVar
 import greenlet
 
 from .._core import switch as core_switch
-from .._core.awaitables import close_awaitables
+from .._core.awaitables import close_awaitables, close_unstarted
 from .._core.context import copy_back
 
 __all__ = ("SLICE", "SWITCHER", "Driver", "RequestGreenlet")
@@ -79,9 +83,17 @@ class RequestGreenlet(greenlet.greenlet):  # type: ignore[misc]
         return f"{environ.get('REQUEST_METHOD', '?')} {route}"
 
     def await_(self, awaitable: Awaitable[T]) -> T:
-        """Wait for ``awaitable`` on the loop, cancellable by the client going away."""
-        if self.gr_context is self.driver.context:
-            return self.driver.hand(awaitable, True)  # type: ignore[no-any-return]
+        """Wait for ``awaitable`` on the loop, cancellable by the client going away.
+
+        Once the client went away, it raises ``asyncio.CancelledError`` at once
+        and closes ``awaitable``, never run.
+        """
+        driver = self.driver
+        if driver.disconnected:
+            close_awaitables((awaitable,))
+            raise asyncio.CancelledError()
+        if self.gr_context is driver.context:
+            return driver.hand(awaitable, True)  # type: ignore[no-any-return]
         return self._await_in_own_context(awaitable)
 
     def io(self, awaitable: Awaitable[T]) -> T:
@@ -100,6 +112,10 @@ class RequestGreenlet(greenlet.greenlet):  # type: ignore[misc]
 
         try:
             return self.driver.hand(in_task(), True)  # type: ignore[no-any-return]
+        except BaseException:
+            # Cancelled before in_task() began (a disconnect while the driver yielded).
+            close_unstarted(awaitable)
+            raise
         finally:
             copy_back(context)
 
