@@ -21,15 +21,26 @@ from typing import Any
 import pytest
 from flask import Flask
 
+from aiobridge import BridgeTimeoutError
 from aiobridge.flask import AioBridge
 from aiobridge.pytest_plugin import no_loop_blocking
 from demo_flask.services import HOST
-from tests.test_onloop import DEADLINE, Served, make_app
+from tests.test_onloop import DEADLINE, Served, make_app, request_id
 
 
 @pytest.fixture
-def app_ext() -> tuple[Flask, AioBridge]:
-    return make_app()
+def app_ext(request: pytest.FixtureRequest) -> tuple[Flask, AioBridge]:
+    """The app and its extension; ``AIOBRIDGE_*`` settings from an indirect parameter."""
+    return make_app(**getattr(request, "param", {}))
+
+
+def wait_until(condition: Any, what: str) -> None:
+    """Wait (bounded) for a condition another thread makes true."""
+    pause = threading.Event()
+    deadline = time.monotonic() + DEADLINE
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        pause.wait(0.005)
 
 
 @pytest.fixture
@@ -131,3 +142,72 @@ def test_after_a_disconnect_later_calls_of_the_request_fail_fast(
     assert "later ran" not in seen
     assert inspect.getcoroutinestate(seen["second coroutine"]) == inspect.CORO_CLOSED
     assert server.get("/ping-after")[0] == 404  # the loop serves on
+
+
+# -- max_in_flight: switched calls take slots and wait for them in order ------------------
+@pytest.mark.parametrize("app_ext", [{"AIOBRIDGE_MAX_IN_FLIGHT": 2}], indirect=True)
+def test_max_in_flight_bounds_calls_from_request_greenlets(
+        app_ext: tuple[Flask, AioBridge], serve: Any) -> None:
+    app, ext = app_ext
+    bridge = ext.get_bridge(app)
+    log: list[tuple[str, str]] = []
+    running: list[str] = []
+    peak: list[int] = [0]
+    entered: dict[str, threading.Event] = {n: threading.Event() for n in "abcd"}
+    release: list[asyncio.Event] = []
+    never_ran = threading.Event()
+
+    async def hold(name: str) -> str:
+        if not release:
+            release.append(asyncio.Event())
+        log.append(("enter", name))
+        request_id.set(f"id-{name}")  # seen by the view afterwards, queued or not
+        running.append(name)
+        peak[0] = max(peak[0], len(running))
+        entered[name].set()
+        try:
+            await release[0].wait()
+        finally:
+            running.remove(name)
+            log.append(("exit", name))
+        return name
+
+    async def must_not_run() -> None:
+        never_ran.set()
+
+    @app.get("/hold/<name>")
+    def held(name: str) -> dict[str, Any]:
+        return {"name": ext.run(hold(name)), "var": request_id.get()}
+
+    @app.get("/late")
+    def late() -> dict[str, Any]:
+        coro = must_not_run()
+        try:
+            ext.run(coro, timeout=0.05)
+        except BridgeTimeoutError:
+            return {"timed_out": True,
+                    "closed": inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED}
+        return {"timed_out": False}
+
+    server = serve()
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        first = []
+        for name in "ab":
+            first.append(in_thread(pool, server, f"/hold/{name}"))
+            assert entered[name].wait(DEADLINE)
+        third = in_thread(pool, server, "/hold/c")
+        wait_until(lambda: bridge.stats().queued == 1, "/hold/c to wait for a slot")
+        fourth = in_thread(pool, server, "/hold/d")
+        wait_until(lambda: bridge.stats().queued == 2, "/hold/d to wait for a slot")
+        # A call beyond the limit times out while it waits: cancelled, never run.
+        assert server.get("/late") == (200, {"timed_out": True, "closed": True})
+        assert not entered["c"].is_set() and not entered["d"].is_set()
+        bridge.call_soon(lambda: release[0].set())
+        answers = [f.result(DEADLINE) for f in (*first, third, fourth)]
+    assert [a[1] for a in answers] == [{"name": n, "var": f"id-{n}"} for n in "abcd"]
+    assert peak[0] == 2 and not never_ran.is_set()
+    enters = [name for kind, name in log if kind == "enter"]
+    assert enters == ["a", "b", "c", "d"]
+    assert log.index(("enter", "c")) > min(log.index(("exit", "a")), log.index(("exit", "b")))
+    stats = bridge.stats()
+    assert stats.timed_out == 1 and stats.in_flight == 0 and stats.queued == 0
