@@ -18,8 +18,9 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import janus
 import pytest
-from flask import Flask
+from flask import Flask, request
 
 from aiobridge import BridgeTimeoutError
 from aiobridge.flask import AioBridge
@@ -211,3 +212,95 @@ def test_max_in_flight_bounds_calls_from_request_greenlets(
     assert log.index(("enter", "c")) > min(log.index(("exit", "a")), log.index(("exit", "b")))
     stats = bridge.stats()
     assert stats.timed_out == 1 and stats.in_flight == 0 and stats.queued == 0
+
+
+# -- bridge queues: sync_q waits by switching in a request greenlet ----------------------
+def test_queue_sync_side_waits_by_switching_in_request_greenlets(
+        app_ext: tuple[Flask, AioBridge], serve: Any) -> None:
+    app, ext = app_ext
+    calling: dict[str, threading.Event] = {}
+    queues: list[Any] = []
+
+    def about_to_wait(name: str) -> Any:
+        # Set just before the view waits: the greenlet runs on until it switches, so
+        # once the test sees it, the next request the loop serves finds it waiting.
+        calling.setdefault(name, threading.Event()).set()
+        return queues[0].sync_q
+
+    def limit() -> float | None:
+        return float(request.args["timeout"]) if "timeout" in request.args else DEADLINE
+
+    @app.get("/q/get/<name>")
+    def get(name: str) -> dict[str, Any]:
+        sync_q = about_to_wait(name)
+        try:
+            return {"item": sync_q.get(timeout=limit())}
+        except janus.SyncQueueEmpty:
+            return {"empty": True}
+
+    @app.get("/q/put/<name>/<item>")
+    def put(name: str, item: str) -> dict[str, Any]:
+        sync_q = about_to_wait(name)
+        try:
+            sync_q.put(item, timeout=limit())
+        except janus.SyncQueueFull:
+            return {"full": True}
+        return {"put": item}
+
+    @app.get("/q/join")
+    def join() -> dict[str, Any]:
+        about_to_wait("join").join()
+        return {"joined": True}
+
+    @app.get("/q/done/<int:count>")
+    def done(count: int) -> dict[str, Any]:
+        for _ in range(count):
+            queues[0].sync_q.task_done()
+        return {"unfinished": queues[0].sync_q.unfinished_tasks}
+
+    @app.get("/ping")
+    def ping() -> dict[str, Any]:
+        return {"ok": True}
+
+    server = serve()
+    bridge = ext.get_bridge(app)
+    queues.append(bridge.queue(maxsize=1))
+    sync_q = queues[0].sync_q
+
+    def waiting(pool: concurrent.futures.ThreadPoolExecutor,
+                path: str, name: str) -> concurrent.futures.Future[tuple[int, Any]]:
+        future = in_thread(pool, server, path)
+        assert calling.setdefault(name, threading.Event()).wait(DEADLINE)
+        return future
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        # Empty queue: two requests wait to get; the loop serves on meanwhile.
+        first = waiting(pool, "/q/get/a", "a")
+        second = waiting(pool, "/q/get/b", "b")
+        assert server.get("/ping") == (200, {"ok": True})
+        assert not first.done() and not second.done()
+        # An item put by another request goes to the first getter, one put by a thread
+        # to the second.
+        assert server.get("/q/put/c/x") == (200, {"put": "x"})
+        assert first.result(DEADLINE) == (200, {"item": "x"})
+        sync_q.put("y", timeout=DEADLINE)
+        assert second.result(DEADLINE) == (200, {"item": "y"})
+        # Full queue: a request waits to put; a getting request makes room.
+        sync_q.put("z", timeout=DEADLINE)
+        putter = waiting(pool, "/q/put/d/w", "d")
+        assert server.get("/ping") == (200, {"ok": True})
+        assert not putter.done()
+        assert server.get("/q/get/e") == (200, {"item": "z"})
+        assert putter.result(DEADLINE) == (200, {"put": "w"})
+        assert sync_q.get(timeout=DEADLINE) == "w"  # a thread gets what a request put
+        # Timeouts: janus's own errors, the loop never held.
+        assert server.get("/q/get/f?timeout=0.05") == (200, {"empty": True})
+        sync_q.put("v", timeout=DEADLINE)
+        assert server.get("/q/put/g/u?timeout=0.05") == (200, {"full": True})
+        assert sync_q.get(timeout=DEADLINE) == "v"
+        # join() waits for task_done() of every item, made by another request.
+        joiner = waiting(pool, "/q/join", "join")
+        assert server.get("/ping") == (200, {"ok": True})
+        assert not joiner.done()
+        assert server.get("/q/done/5") == (200, {"unfinished": 0})
+        assert joiner.result(DEADLINE) == (200, {"joined": True})
