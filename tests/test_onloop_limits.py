@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import inspect
 import socket
 import threading
@@ -304,3 +305,56 @@ def test_queue_sync_side_waits_by_switching_in_request_greenlets(
         assert not joiner.done()
         assert server.get("/q/done/5") == (200, {"unfinished": 0})
         assert joiner.result(DEADLINE) == (200, {"joined": True})
+
+
+# -- as_completed: results as they finish, waited for by switching ----------------------
+def test_as_completed_waits_by_switching_in_a_request_greenlet(
+        app_ext: tuple[Flask, AioBridge], serve: Any) -> None:
+    app, ext = app_ext
+    bridge = ext.get_bridge(app)
+    gate: list[asyncio.Event] = []
+    waiting_for_gate = threading.Event()
+    cancelled: dict[str, threading.Event] = {n: threading.Event() for n in ("timeout", "break")}
+
+    async def value(v: int) -> int:
+        await asyncio.sleep(0)
+        return v
+
+    async def gated() -> str:
+        gate.append(asyncio.Event())
+        waiting_for_gate.set()
+        await gate[0].wait()
+        return "opened"
+
+    async def forever(name: str) -> None:
+        try:
+            await asyncio.sleep(DEADLINE * 2)
+        except asyncio.CancelledError:
+            cancelled[name].set()
+            raise
+
+    @app.get("/completed")
+    def completed() -> dict[str, Any]:
+        got = list(bridge.as_completed([gated(), value(2)]))
+        try:
+            list(bridge.as_completed([forever("timeout")], timeout=0.05))
+        except BridgeTimeoutError:
+            timed_out = cancelled["timeout"].is_set()
+        with contextlib.closing(bridge.as_completed([value(1), forever("break")])) as results:
+            first = next(results)  # closing the iterator cancels the rest, and waits for it
+        return {"got": got, "timed_out": timed_out, "first": first,
+                "break_cancelled": cancelled["break"].is_set()}
+
+    @app.get("/open")
+    def open_gate() -> dict[str, Any]:
+        gate[0].set()
+        return {"opened": True}
+
+    server = serve()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        answer = in_thread(pool, server, "/completed")
+        assert waiting_for_gate.wait(DEADLINE)
+        assert server.get("/open") == (200, {"opened": True})  # served while it waits
+        assert answer.result(DEADLINE) == (200, {"got": [2, "opened"], "timed_out": True,
+                                                 "first": 1, "break_cancelled": True})
+    assert bridge.stats().in_flight == 0
