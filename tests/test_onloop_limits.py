@@ -13,18 +13,24 @@ import asyncio
 import concurrent.futures
 import contextlib
 import inspect
+import logging
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import janus
 import pytest
-from flask import Flask, request
+from flask import Flask, current_app, request
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
-from aiobridge import BridgeTimeoutError
+from aiobridge import AioThread, BridgeTimeoutError
 from aiobridge.flask import AioBridge
+from aiobridge.onloop import in_request_greenlet
 from aiobridge.pytest_plugin import no_loop_blocking
 from demo_flask.services import HOST
 from tests.test_onloop import DEADLINE, Served, make_app, request_id
@@ -358,3 +364,106 @@ def test_as_completed_waits_by_switching_in_a_request_greenlet(
         assert answer.result(DEADLINE) == (200, {"got": [2, "opened"], "timed_out": True,
                                                  "first": 1, "break_cancelled": True})
     assert bridge.stats().in_flight == 0
+
+
+# -- context under concurrency: OpenTelemetry spans and current_app ----------------------
+@pytest.fixture
+def tracing(caplog: pytest.LogCaptureFixture) -> Iterator[tuple[Any, Any]]:
+    """A tracer of a provider of our own, its exporter; no "Failed to detach context" error."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    caplog.set_level(logging.ERROR, logger="opentelemetry")
+    try:
+        yield provider.get_tracer("aiobridge-onloop-tests"), exporter
+    finally:
+        provider.shutdown()
+    errors = [r.getMessage() for r in caplog.records if "detach" in r.getMessage().lower()]
+    assert not errors, errors
+
+
+def both_inside(gate: dict[str, asyncio.Event], name: str, others: tuple[str, ...]) -> Any:
+    """A coroutine that returns once every request of ``others`` reached it: the request
+    greenlets interleave on the loop."""
+    async def wait() -> None:
+        gate.setdefault(name, asyncio.Event()).set()
+        for other in others:
+            await asyncio.wait_for(gate.setdefault(other, asyncio.Event()).wait(), DEADLINE)
+    return wait()
+
+
+def test_a_views_span_is_the_parent_of_its_coroutines_spans_per_concurrent_request(
+        app_ext: tuple[Flask, AioBridge], serve: Any, tracing: tuple[Any, Any]) -> None:
+    app, ext = app_ext
+    tracer, exporter = tracing
+    gate: dict[str, asyncio.Event] = {}
+
+    async def step(label: str, name: str) -> str:
+        with tracer.start_as_current_span(f"{label}-{name}"):
+            await both_inside(gate, f"{label}-{name}", (f"{label}-a", f"{label}-b"))
+            return label
+
+    async def items(name: str) -> AsyncIterator[int]:
+        for index in range(3):
+            with tracer.start_as_current_span(f"item{index}-{name}"):
+                await asyncio.sleep(0)
+            yield index
+
+    @app.get("/traced/<name>")
+    def traced(name: str) -> dict[str, Any]:
+        bridge = ext.bridge
+        with tracer.start_as_current_span(f"view-{name}"):
+            ran = ext.run(step("run", name))
+            gathered = bridge.gather(step("gather", name), asyncio.sleep(0, "x"))
+            completed = list(bridge.as_completed([step("completed", name)]))
+            iterated = list(bridge.iterate(items(name)))
+        return {"ran": ran, "gathered": gathered, "completed": completed, "iterated": iterated}
+
+    server = serve()
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        answers = [in_thread(pool, server, f"/traced/{n}") for n in "ab"]
+        assert [f.result(DEADLINE) for f in answers] == [(200, {
+            "ran": "run", "gathered": ["gather", "x"], "completed": ["completed"],
+            "iterated": [0, 1, 2]})] * 2
+    spans = {span.name: span for span in exporter.get_finished_spans()}
+    for name in "ab":
+        view = spans[f"view-{name}"]
+        for child in ("run", "gather", "completed", "item0", "item1", "item2"):
+            span = spans[f"{child}-{name}"]
+            assert span.parent is not None and span.parent.span_id == view.context.span_id, \
+                f"{child}-{name}"
+            assert span.context.trace_id == view.context.trace_id
+    assert spans["view-a"].context.trace_id != spans["view-b"].context.trace_id
+
+
+def test_current_app_is_each_requests_own_under_concurrency() -> None:
+    shared = AioThread(name="two-apps")
+    apps = {}
+    gate: dict[str, asyncio.Event] = {}
+    for name in ("one", "two"):
+        app = Flask(f"app-{name}")
+        ext = AioBridge(app, bridge=shared)
+
+        async def seen_in_coroutine(name: str = name) -> str:
+            await both_inside(gate, name, ("one", "two"))
+            return current_app.name
+
+        @app.get("/who")
+        def who(ext: AioBridge = ext, seen_in_coroutine: Any = seen_in_coroutine) -> Any:
+            inside = ext.run(seen_in_coroutine())
+            return {"coroutine": inside, "view": current_app.name,
+                    "greenlet": in_request_greenlet()}
+
+        apps[name] = app
+    both = DispatcherMiddleware(apps["one"], {"/two": apps["two"]})
+    server = Served(both, bridge=shared)  # type: ignore[arg-type]
+    try:
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            one, two = in_thread(pool, server, "/who"), in_thread(pool, server, "/two/who")
+            assert one.result(DEADLINE) == (200, {"coroutine": "app-one", "view": "app-one",
+                                                  "greenlet": True})
+            assert two.result(DEADLINE) == (200, {"coroutine": "app-two", "view": "app-two",
+                                                  "greenlet": True})
+    finally:
+        server.stop()
+    assert not shared.running
