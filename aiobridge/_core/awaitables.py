@@ -11,7 +11,8 @@ import types
 from collections.abc import Awaitable, Iterable, Iterator
 from typing import Any
 
-__all__ = ("await_chain", "check_awaitable", "close_awaitables", "code_of", "describe", "location")
+__all__ = ("await_chain", "check_awaitable", "close_awaitables", "close_unstarted", "code_of",
+           "describe", "location")
 
 
 def describe(obj: object) -> str:
@@ -69,6 +70,14 @@ def close_awaitables(items: Iterable[Any], *, cancel_futures: bool = True) -> No
             loop = item.get_loop()
             if not loop.is_closed():
                 loop.call_soon_threadsafe(item.cancel)
+
+
+def close_unstarted(awaitable: object) -> None:
+    """Close ``awaitable`` if it is a coroutine that never began (a wait refused or cancelled
+    before it started), so it never warns "was never awaited"; anything else is left alone."""
+    if inspect.iscoroutine(awaitable) and \
+            inspect.getcoroutinestate(awaitable) == inspect.CORO_CREATED:
+        awaitable.close()
 
 
 def await_chain(awaitable: object) -> Iterator[tuple[object, types.FrameType | None]]:

@@ -170,10 +170,15 @@ class Dispatcher:
             self.active.discard(call)
             if call.timer is not None:
                 call.timer.cancel()
-            if self.waiting and not self.closed:
-                # Never eager here: a chain of waiting calls that finish at once
-                # would otherwise recurse once per call.
-                self.launch(self.next_waiting())
+            if self.waiting:
+                self.slot_freed()
+
+    def slot_freed(self) -> None:
+        """A call ended (here, or a switched one, see :mod:`.switch`): launch the oldest waiting."""
+        if self.waiting and not self.closed:
+            # Never eager here: a chain of waiting calls that finish at once
+            # would otherwise recurse once per call.
+            self.launch(self.next_waiting())
 
     def active_tasks(self) -> set[asyncio.Task[Any]]:
         """The tasks of the calls running now."""

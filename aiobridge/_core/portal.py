@@ -343,7 +343,7 @@ class Portal:
         except BaseException:
             close_awaitables((awaitable,))
             raise
-        return run_switched(switch, awaitable, wait, lt.counters, lt.observer)
+        return run_switched(switch, awaitable, wait, lt)
 
     def submit(
         self, awaitable: Awaitable[T], timeout: float | None, *, spawned: bool, where: str

@@ -15,22 +15,31 @@ pays nothing for it.
 This module runs one switched call with the same contract as a handed-off one:
 counted in the stats and told to the observer, bounded by its timeout (which
 cancels it on the loop), cancelled as ``concurrent.futures.CancelledError``,
-its exception raised with its own type and traceback.
+its exception raised with its own type and traceback, and bounded by
+``max_in_flight``: a switched call holds a slot while it runs, and one made
+when every slot is taken (or calls already wait for one) joins the
+dispatcher's queue as a call of its own, in order with the calls of threads,
+its timeout running while it waits; the request greenlet waits for it by
+switching, and gets its context changes back as from ``run()`` in a thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from ..errors import BridgeTimeoutError
+from ..errors import BridgeClosedError, BridgeTimeoutError
+from .awaitables import close_unstarted
+from .calls import FutureCall
+from .context import copy_back
 
 if TYPE_CHECKING:
-    from .health import Counters
-    from .observers import Observer, Outcome
+    from .loop_thread import LoopThread
+    from .observers import Outcome
 
 __all__ = ("Switch", "Switcher", "label_of_running", "register", "run_switched", "switch_here")
 
@@ -99,10 +108,14 @@ def run_switched(
     switch: Switch,
     awaitable: Awaitable[T],
     wait: float | None,
-    counters: Counters,
-    observer: Observer | None,
+    owner: LoopThread,
 ) -> T:
     """Run ``awaitable`` through ``switch`` (on the loop thread, in a request greenlet)."""
+    counters, observer, dispatcher = owner.counters, owner.observer, owner.dispatcher
+    assert dispatcher is not None
+    limit = dispatcher.max_in_flight
+    if limit is not None and (counters.in_flight >= limit or dispatcher.waiting):
+        return _run_queued(owner, awaitable, wait)
     counters.submitted += 1
     counters.in_flight += 1
     began = 0.0 if observer is None else _clock()
@@ -112,6 +125,7 @@ def run_switched(
     except asyncio.CancelledError:
         counters.cancelled += 1
         outcome = "cancelled"
+        close_unstarted(awaitable)  # refused before it began (its client went away)
         raise concurrent.futures.CancelledError() from None
     except BridgeTimeoutError:
         counters.cancelled += 1
@@ -126,8 +140,33 @@ def run_switched(
         counters.in_flight -= 1
         if observer is not None:
             observer.finished(outcome, _clock() - began)
+        if dispatcher.waiting:
+            dispatcher.slot_freed()
     counters.completed += 1
     return value
+
+
+def _run_queued(owner: LoopThread, awaitable: Awaitable[T], wait: float | None) -> T:
+    """Every ``max_in_flight`` slot is taken: wait in the dispatcher's queue, by switching."""
+    context = contextvars.copy_context()
+    call: FutureCall[T] = FutureCall(awaitable, context, wait)
+    future = call.future = SwitchingFuture()
+    inbox = owner.inbox
+
+    def propagate_cancel(done: concurrent.futures.Future[T]) -> None:
+        if done.cancelled():  # the request's client went away while it waited
+            inbox.request_cancel(call)
+
+    future.add_done_callback(propagate_cancel)
+    try:
+        inbox.hand_off(call)
+    except BridgeClosedError:
+        close_unstarted(awaitable)  # never reached the loop
+        raise
+    try:
+        return future.result()
+    finally:
+        copy_back(context)  # what the call set, seen afterwards as with await
 
 
 class SwitchingFuture(concurrent.futures.Future[T]):

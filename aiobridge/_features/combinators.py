@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import queue
 import threading
 import time
@@ -20,6 +21,7 @@ from ..errors import BridgeTimeoutError
 
 if TYPE_CHECKING:
     from .._core.portal import Portal
+    from .._core.switch import Switch
 
 __all__ = (
     "as_completed",
@@ -140,20 +142,25 @@ def iterate_completed(
     items: list[Awaitable[T]],
     limit: int,
     wait: float | None,
+    switch_here: Callable[[], Switch | None],
 ) -> Iterator[T]:
-    """The thread side of ``AioThread.as_completed``: results as they arrive.
+    """The caller's side of ``AioThread.as_completed``: results as they arrive.
 
     ``run_limited`` runs on the loop (through ``submit``) and drops each outcome
-    into a thread-safe queue; the generator returned here takes them out.
-    Closing the generator cancels the driver and waits (bounded) until the
-    remaining awaitables have stopped.
+    into a queue the generator returned here takes them out of: a thread-safe
+    queue a thread blocks on, or, for a request greenlet on the loop's own
+    thread (``aiobridge.onloop``: ``switch_here()`` is not None), an asyncio
+    queue it awaits by switching. Closing the generator cancels the driver and
+    waits (bounded) until the remaining awaitables have stopped.
     """
-    outcomes: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
-    finished = threading.Event()
+    switched = switch_here() is not None
+    outcomes: queue.SimpleQueue[tuple[bool, Any]] | asyncio.Queue[tuple[bool, Any]]
+    outcomes = asyncio.Queue() if switched else queue.SimpleQueue()
+    finished = _Finished(switched)
 
     async def drive() -> None:
         try:
-            await run_limited(items, limit, lambda ok, v: outcomes.put((ok, v)))
+            await run_limited(items, limit, lambda ok, v: outcomes.put_nowait((ok, v)))
         finally:
             finished.set()
 
@@ -164,12 +171,26 @@ def iterate_completed(
         raise
     deadline = None if wait is None else time.monotonic() + wait
 
+    def take(remaining: float | None) -> tuple[bool, Any]:
+        if isinstance(outcomes, queue.SimpleQueue):
+            return outcomes.get(timeout=remaining)
+        if not outcomes.empty():
+            return outcomes.get_nowait()
+        switch = switch_here()
+        assert switch is not None, "a request greenlet's as_completed() iterated elsewhere"
+        try:
+            return switch(_next_outcome(outcomes, remaining))  # type: ignore[no-any-return]
+        except TimeoutError:
+            raise queue.Empty from None
+        except asyncio.CancelledError:  # the client went away
+            raise concurrent.futures.CancelledError() from None
+
     def results() -> Iterator[T]:
         try:
             for _ in range(len(items)):
                 remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
                 try:
-                    ok, value = outcomes.get(timeout=remaining)
+                    ok, value = take(remaining)
                 except queue.Empty:
                     raise BridgeTimeoutError(
                         f"AioThread.as_completed() timed out after {wait} s; "
@@ -183,9 +204,42 @@ def iterate_completed(
         finally:
             if not future.done():
                 future.cancel()
-                finished.wait(_CLOSE_WAIT)
+                finished.wait(_CLOSE_WAIT, switch_here())
 
     return results()
+
+
+async def _next_outcome(outcomes: asyncio.Queue[tuple[bool, Any]],
+                        limit: float | None) -> tuple[bool, Any]:
+    async with asyncio.timeout(limit):
+        return await outcomes.get()
+
+
+class _Finished:
+    """Set on the loop when ``as_completed``'s driver has stopped; waited for by its
+    caller: a thread blocks, a request greenlet switches, anything else on the loop
+    thread cannot wait."""
+
+    def __init__(self, switched: bool) -> None:
+        self.event: threading.Event | asyncio.Event = (
+            asyncio.Event() if switched else threading.Event())
+
+    def set(self) -> None:
+        self.event.set()
+
+    def wait(self, limit: float, switch: Switch | None) -> None:
+        event = self.event
+        if isinstance(event, threading.Event):
+            event.wait(limit)
+        elif switch is not None and not event.is_set():
+            # A client gone away refuses the wait at once: the driver still ends, unwaited.
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                switch(_wait_event(event, limit))
+
+
+async def _wait_event(event: asyncio.Event, limit: float) -> None:
+    async with asyncio.timeout(limit):
+        await event.wait()
 
 
 # -- the thread side: the bodies of AioThread.gather, first and as_completed ------------
@@ -238,7 +292,7 @@ def as_completed(
         close_awaitables(items)
         raise ValueError(f"limit must be an int >= 1 or None, got {limit!r}")
     try:
-        portal.check_may_block("as_completed", switches=False)
+        portal.check_may_block("as_completed")
         wait = portal.timeout(timeout)
     except BaseException:
         close_awaitables(items)
@@ -247,4 +301,5 @@ def as_completed(
     def submit(coro: Coroutine[Any, Any, None]) -> concurrent.futures.Future[None]:
         return portal.submit(coro, None, spawned=False, where="AioThread.as_completed()")
 
-    return iterate_completed(submit, items, limit or max(1, len(items)), wait)
+    return iterate_completed(submit, items, limit or max(1, len(items)), wait,
+                             portal.switch_here)

@@ -14,6 +14,18 @@ afterwards, as with ``await``. A request greenlet that entered another context
 (``ctx.run()``) has its awaitable run in a task of a copy of that context
 instead, the changes copied back.
 
+A client that goes away cancels the wait its request is in (the driver's
+watcher cancels the request's task), and every later bridged wait of that
+request fails at once with a cancellation, its awaitable closed, never run.
+
+Fairness: a bridged call whose awaitable finishes without suspending (a cache
+hit, a coroutine with nothing to wait for) never gives the loop a turn, so a
+view looping over such calls would hold the loop, and starve every other
+request, for as long as it loops. The driver therefore yields to the loop
+(``await asyncio.sleep(0)``) before a call once :data:`SLICE` seconds have
+passed since it last did: another request waits at most about a slice, and a
+call pays one clock read.
+
 The core consults :data:`SWITCHER` (registered with the core on import) when a
 bridged call is made on the loop thread; it names what a stalled loop serves
 for the watchdog.
@@ -24,17 +36,25 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import greenlet
 
 from .._core import switch as core_switch
+from .._core.awaitables import close_awaitables, close_unstarted
 from .._core.context import copy_back
 
-__all__ = ("SWITCHER", "Driver", "RequestGreenlet")
+__all__ = ("SLICE", "SWITCHER", "Driver", "RequestGreenlet")
 
 T = TypeVar("T")
+
+#: Seconds a request may hold the loop through calls that never suspend before the
+#: driver yields to the loop once (well under the watchdog's 0.1 s).
+SLICE = 0.002
+
+_clock = time.perf_counter
 
 _getcurrent = greenlet.getcurrent
 _get_ident = threading.get_ident
@@ -63,9 +83,17 @@ class RequestGreenlet(greenlet.greenlet):  # type: ignore[misc]
         return f"{environ.get('REQUEST_METHOD', '?')} {route}"
 
     def await_(self, awaitable: Awaitable[T]) -> T:
-        """Wait for ``awaitable`` on the loop, cancellable by the client going away."""
-        if self.gr_context is self.driver.context:
-            return self.driver.hand(awaitable, True)  # type: ignore[no-any-return]
+        """Wait for ``awaitable`` on the loop, cancellable by the client going away.
+
+        Once the client went away, it raises ``asyncio.CancelledError`` at once
+        and closes ``awaitable``, never run.
+        """
+        driver = self.driver
+        if driver.disconnected:
+            close_awaitables((awaitable,))
+            raise asyncio.CancelledError()
+        if self.gr_context is driver.context:
+            return driver.hand(awaitable, True)  # type: ignore[no-any-return]
         return self._await_in_own_context(awaitable)
 
     def io(self, awaitable: Awaitable[T]) -> T:
@@ -84,6 +112,10 @@ class RequestGreenlet(greenlet.greenlet):  # type: ignore[misc]
 
         try:
             return self.driver.hand(in_task(), True)  # type: ignore[no-any-return]
+        except BaseException:
+            # Cancelled before in_task() began (a disconnect while the driver yielded).
+            close_unstarted(awaitable)
+            raise
         finally:
             copy_back(context)
 
@@ -126,6 +158,7 @@ class Driver:
         server_cancelled = False
         try:
             serving[ident] = glet
+            slice_end = _clock() + SLICE
             request = glet.switch()
             serving[ident] = None
             while not glet.dead:
@@ -134,6 +167,9 @@ class Driver:
                     self.watch()
                 self.cancellable = cancellable
                 try:
+                    if _clock() >= slice_end:  # give the other requests a turn (fairness)
+                        await _yield_to_loop(awaitable)
+                        slice_end = _clock() + SLICE
                     value = await awaitable
                 except asyncio.CancelledError as exc:
                     if self.disconnected and task.cancelling():
@@ -180,6 +216,15 @@ class Driver:
         self.disconnected = True
         if self.cancellable and self.task is not None:
             self.task.cancel()
+
+
+async def _yield_to_loop(awaitable: Awaitable[Any]) -> None:
+    """One pass of the loop before ``awaitable`` is awaited (closed if cancelled meanwhile)."""
+    try:
+        await asyncio.sleep(0)
+    except BaseException:
+        close_awaitables((awaitable,))
+        raise
 
 
 class Switcher:
