@@ -206,23 +206,17 @@ class Portal:
             return None
         return switch_here()
 
-    def check_may_block(self, method: str, *, switches: bool = True) -> None:
+    def check_may_block(self, method: str) -> None:
         """Raise :class:`BridgeDeadlockError` if blocking here would never end.
+
+        In a request greenlet (``aiobridge.onloop``) every waiting method
+        switches to the loop instead of blocking, so nothing is refused there.
 
         Args:
             method: the ``AioThread`` method name, for the message.
-            switches: the method waits by switching in a request greenlet
-                (``aiobridge.onloop``); if not, it is refused there.
         """
         if self.on_loop_thread() and switch_here() is not None:
-            if switches:
-                return
-            raise BridgeDeadlockError(
-                f"AioThread.{method}() cannot wait in a request served on the server's loop "
-                "(aiobridge.onloop): it would block the loop that must answer it. Use "
-                "bridge.gather() or bridge.run() of a coroutine that does the work, or run "
-                "the view in a thread (@aiobridge.flask.threaded)"
-            )
+            return
         if self.on_loop_thread():
             raise BridgeDeadlockError(
                 f"AioThread.{method}() was called from the bridge's own loop thread and would "
