@@ -48,6 +48,30 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(aiobridge.pytest_plugin, "aiobridge")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Keep each page's examples together and in page order, wherever the page lands.
+
+    pytest-randomly shuffles the tests (and moves each page as a whole, where
+    the page first appears in its order); a page's examples share a namespace
+    and build on each other, so they run one after the other, top to bottom.
+    """
+    pages: dict[Any, list[pytest.Item]] = {}
+    for item in items:
+        example = getattr(item, "example", None)
+        if example is not None:
+            pages.setdefault(item.parent, []).append(item)
+    if not pages:
+        return
+    ordered: list[pytest.Item] = []
+    for item in items:
+        page = pages.pop(item.parent, None) if getattr(item, "example", None) else None
+        if page is not None:
+            ordered.extend(sorted(page, key=lambda i: i.example.region.start))  # type: ignore[attr-defined]
+        elif getattr(item, "example", None) is None:
+            ordered.append(item)
+    items[:] = ordered
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Stop the bridges examples leave running (``aiobridge.run``'s default bridge).
