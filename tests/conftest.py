@@ -60,3 +60,23 @@ def _app_metrics_uninstalled() -> Iterator[None]:
     installed = metrics.installed()
     if installed is not None and installed.registry is metrics.REGISTRY:
         metrics.uninstall()
+
+
+@pytest.fixture
+def default_bridge_stopped() -> Iterator[None]:
+    """For a test that uses ``aiobridge.run()`` / ``default_bridge()``: stop the one it started.
+
+    The process default bridge outlives the test otherwise (it stops at exit), and
+    the next test would find it running (tests/isolation.py fails the test then).
+    """
+    import aiobridge.bridge
+
+    def running() -> AioThread | None:
+        default = aiobridge.bridge._default
+        return default if default is not None and default.running else None
+
+    before = running()
+    yield
+    after = running()
+    if after is not None and after is not before:
+        after.stop(5.0)
