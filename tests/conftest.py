@@ -41,15 +41,14 @@ def bridge(aiobridge_bridge: AioThread) -> AioThread:
     return aiobridge_bridge
 
 
-@pytest.fixture(autouse=True)
-def _app_metrics_uninstalled() -> Iterator[None]:
+def _undo_app_metrics() -> Iterator[None]:
     """Undo the metrics an app's ``/metrics`` endpoint installed for the process.
 
     ``AioBridge`` with ``AIOBRIDGE_METRICS_ENDPOINT`` (the demo's default) installs
     ``aiobridge.metrics`` on prometheus_client's default registry, once per process,
     as an app does at import. The next test must not inherit that observer (a docs
     example counting its own calls would see them counted twice, or refused):
-    only that installation is undone here; any other change of the observer factory
+    only that installation is undone; any other change of the observer factory
     still fails the test (tests/isolation.py).
     """
     before = monitor.observer_factory()
@@ -60,6 +59,18 @@ def _app_metrics_uninstalled() -> Iterator[None]:
     installed = metrics.installed()
     if installed is not None and installed.registry is metrics.REGISTRY:
         metrics.uninstall()
+
+
+@pytest.fixture(autouse=True)
+def _app_metrics_uninstalled() -> Iterator[None]:
+    """After each test: see :func:`_undo_app_metrics`."""
+    yield from _undo_app_metrics()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _app_metrics_uninstalled_per_module() -> Iterator[None]:
+    """After each module, for apps a module-scoped fixture made: see :func:`_undo_app_metrics`."""
+    yield from _undo_app_metrics()
 
 
 @pytest.fixture

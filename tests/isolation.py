@@ -173,16 +173,22 @@ def _process_globals_unchanged(request: pytest.FixtureRequest) -> Iterator[None]
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _loop_threads_stopped(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Fail a module after which an aiobridge loop thread it started still runs.
+def _module_leaves_nothing_running(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a module that leaves a process global changed, or a loop thread it started.
 
-    Checked per module, not per test: a module-scoped fixture may share one
-    bridge (or an app owning one) between the tests of its module.
+    What its module-scoped fixtures changed (the per-test check runs inside them).
+    Loop threads are checked per module, not per test: a module-scoped fixture
+    may share one bridge (or an app owning one) between its module's tests.
     """
-    before = running_loop_threads()
+    before = Globals.now()
+    threads_before = running_loop_threads()
     yield
-    left = {key: name for key, name in running_loop_threads().items() if key not in before}
+    changes = Globals.now().changes_since(before)
+    left = {key: name for key, name in running_loop_threads().items()
+            if key not in threads_before}
     if left:
         _stop_loop_threads(set(left))
-        pytest.fail(f"{request.node.nodeid}: aiobridge loop threads left running after the "
-                    f"module: {sorted(left.values())}", pytrace=False)
+        changes.append(f"aiobridge loop threads left running: {sorted(left.values())}")
+    if changes:
+        pytest.fail(f"{request.node.nodeid} left process globals changed after its last "
+                    "test:\n  " + "\n  ".join(changes), pytrace=False)
