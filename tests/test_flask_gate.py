@@ -55,10 +55,10 @@ def test_subclass_gets_the_extension_too():
 
 
 @pytest.fixture
-def flask_style(pytester: pytest.Pytester) -> pytest.Pytester:
+def flask_style(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     pytester.makepyfile(test_flask_style=FLASK_STYLE_TESTS)
     pytester.makeini("[pytest]\nfilterwarnings = error\n")
-    pytester.syspathinsert(ROOT)
+    monkeypatch.setenv("PYTHONPATH", ROOT)  # the child pytest imports tests.flask_gate.plugin
     return pytester
 
 
