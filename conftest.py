@@ -12,6 +12,10 @@ Sybil collects README.md, docs/*.md and the docstrings of aiobridge/ (its privat
 While a page that mentions ``REDIS_URL`` or ``UPSTREAM_URL`` runs, those
 variables point at the suite's real Redis and dog service (tests/servers.py),
 so examples read them like an application reads its configuration.
+
+A page is checked as a whole for process globals it leaves changed (the
+environment, aiobridge's observer factory, the default bridge; see
+tests/isolation.py): the page fails, and the globals are put back.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ from aiobridge import AioThread
 from aiobridge._core.process import stop_all
 from aiobridge.pytest_plugin import bridge_guard
 
-pytest_plugins = ["tests.servers", "pytester"]
+# tests.isolation first: it clears the environment before any server starts.
+pytest_plugins = ["tests.isolation", "tests.servers", "pytester"]
 
 DOCTEST_FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
@@ -41,6 +46,30 @@ def pytest_configure(config: pytest.Config) -> None:
     # point; a checkout on PYTHONPATH, or an install older than the plugin, does not.
     if not config.pluginmanager.has_plugin("aiobridge"):
         config.pluginmanager.register(aiobridge.pytest_plugin, "aiobridge")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Keep each page's examples together and in page order, wherever the page lands.
+
+    pytest-randomly shuffles the tests (and moves each page as a whole, where
+    the page first appears in its order); a page's examples share a namespace
+    and build on each other, so they run one after the other, top to bottom.
+    """
+    pages: dict[Any, list[pytest.Item]] = {}
+    for item in items:
+        example = getattr(item, "example", None)
+        if example is not None:
+            pages.setdefault(item.parent, []).append(item)
+    if not pages:
+        return
+    ordered: list[pytest.Item] = []
+    for item in items:
+        page = pages.pop(item.parent, None) if getattr(item, "example", None) else None
+        if page is not None:
+            ordered.extend(sorted(page, key=lambda i: i.example.region.start))  # type: ignore[attr-defined]
+        elif getattr(item, "example", None) is None:
+            ordered.append(item)
+    items[:] = ordered
 
 
 @pytest.hookimpl(trylast=True)
@@ -80,9 +109,19 @@ def upstream_url(upstream: Any) -> str:
     return str(upstream.url)
 
 
+_PAGE_GLOBALS = "__aiobridge_globals_before_page__"
+
+
 def _page_setup(namespace: dict[str, Any]) -> None:
     # A page reads like a script: Flask(__name__) and logging see "__main__".
     namespace["__name__"] = "__main__"
+    _docstrings_setup(namespace)
+
+
+def _docstrings_setup(namespace: dict[str, Any]) -> None:
+    from tests.isolation import Globals  # a plugin (pytest_plugins): imported by pytest first
+
+    namespace[_PAGE_GLOBALS] = Globals.now()
 
 
 def _stop_leftovers(namespace: dict[str, Any]) -> None:
@@ -107,6 +146,10 @@ def _stop_leftovers(namespace: dict[str, Any]) -> None:
                 shutdown(value)
     if left:
         raise AssertionError(f"the page left bridges running: {left}; stop them or use `with`")
+    before = namespace[_PAGE_GLOBALS]
+    changes = type(before).now().changes_since(before)
+    if changes:
+        raise AssertionError("the page left process globals changed:\n  " + "\n  ".join(changes))
 
 
 pytest_collect_file = (
@@ -123,6 +166,7 @@ pytest_collect_file = (
         parsers=[DocTestParser(optionflags=DOCTEST_FLAGS)],
         patterns=["aiobridge/*.py", "aiobridge/*/*.py"],
         fixtures=["bridge", "redis_url", "upstream_url"],
+        setup=_docstrings_setup,
         teardown=_stop_leftovers,
         name="docstrings",
     )

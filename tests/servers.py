@@ -5,9 +5,12 @@ Enabled with ``pytest_plugins = ["tests.servers"]`` in ``tests/conftest.py``.
 Fixtures:
 
 - ``redis_server`` (session): a :class:`~demo_flask.services.RedisServer` on a
-  free port, or an :class:`~demo_flask.services.ExternalRedis` when
-  ``REDIS_URL`` is set. Tests that kill or restart Redis must start their own
-  ``RedisServer`` instead of touching this shared one.
+  free port, started for the session. Never the developer's Redis: ``REDIS_URL``
+  is cleared for the session (tests/isolation.py); only a URL in
+  ``AIOBRIDGE_TEST_REDIS_URL_MAY_BE_WIPED``, whose name says the suite flushes
+  that database, is used instead (an :class:`~demo_flask.services.ExternalRedis`).
+  Tests that kill or restart Redis must start their own ``RedisServer``
+  instead of touching this shared one.
 - ``redis_url`` (session): its URL.
 - ``upstream`` (session): the demo's dog service
   (:class:`~demo_flask.services.UpstreamServer`), with the dog names seeded
@@ -27,14 +30,16 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from demo_flask.services import ExternalRedis, RedisServer, UpstreamServer, redis_from_env
+from demo_flask.services import ExternalRedis, RedisServer, UpstreamServer
 from demo_flask.upstream import seed_redis
+from tests.isolation import wipeable_redis_url
 
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer | ExternalRedis]:
-    """A Redis for the whole session (``REDIS_URL`` wins when set)."""
-    with redis_from_env() as server:
+    """A Redis for the whole session: started here, or the one the developer let us wipe."""
+    url = wipeable_redis_url()
+    with ExternalRedis(url) if url else RedisServer() as server:
         yield server
 
 

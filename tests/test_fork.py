@@ -74,6 +74,7 @@ async def _nested_run(bridge: AioThread) -> None:
     bridge.run(asyncio.sleep(0))
 
 
+@pytest.mark.usefixtures("default_bridge_stopped")
 def test_default_bridge_in_forked_child() -> None:
     parent = aiobridge.default_bridge()
     assert aiobridge.run(pid_and_value(1))[0] == os.getpid()

@@ -1,7 +1,10 @@
 """Per-request state of the Flask extension: one deadline, and context changes to undo.
 
 A :class:`RequestScope` lives in the request's WSGI environ (or, for async code run
-in an app context without a request, in ``g``). It gives every bridged call of
+in an app context without a request, in a weak map keyed by the app context
+object). Never in ``g``: an app may replace ``g``'s class
+(``app_ctx_globals_class``) with one that has no ``get``, or
+store what it likes there. It gives every bridged call of
 the request the time left until the request's deadline (``AIOBRIDGE_TIMEOUT``
 from the moment the request started), copies the context variables each call
 sets back into the request thread, as ``await`` would, and undoes them when
@@ -14,10 +17,13 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
-from flask import Flask, Response, g, has_app_context, has_request_context, request
+from flask import Flask, Response, has_app_context, has_request_context, request
+from flask.ctx import AppContext
+from flask.globals import app_ctx
 from flask.signals import request_finished, request_started
 
 from .._core.awaitables import close_awaitables
@@ -34,7 +40,8 @@ _ENVIRON_KEY = "aiobridge.scope"
 ON_LOOP_KEY = "aiobridge.on_loop"
 #: The request's route, for the watchdog and the metrics of ``aiobridge.onloop``.
 ROUTE_KEY = "aiobridge.route"
-_G_NAME = "_aiobridge_scope"
+# Scopes of app contexts without a request; an entry goes with its context.
+_APP_SCOPES: weakref.WeakKeyDictionary[AppContext, RequestScope] = weakref.WeakKeyDictionary()
 _copy_context = contextvars.copy_context
 
 
@@ -101,10 +108,10 @@ def current_scope() -> RequestScope | None:
             scope = environ[_ENVIRON_KEY] = RequestScope(None)
         return scope
     if has_app_context():
-        scope = g.get(_G_NAME)
+        context: AppContext = app_ctx._get_current_object()  # type: ignore[attr-defined]
+        scope = _APP_SCOPES.get(context)
         if scope is None:
-            scope = RequestScope(None)
-            setattr(g, _G_NAME, scope)
+            scope = _APP_SCOPES[context] = RequestScope(None)
         return scope
     return None
 
@@ -140,6 +147,7 @@ def _undo_request(error: BaseException | None) -> None:
 
 
 def _undo_app_context(error: BaseException | None) -> None:
-    scope = g.get(_G_NAME)
+    # Flask calls this while the context being popped is still the current one.
+    scope = _APP_SCOPES.pop(app_ctx._get_current_object(), None)  # type: ignore[attr-defined]
     if scope is not None:
         scope.undo()
