@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .bm_profile import findings as profile_findings
 from .load_analysis import ONLOOP, ONLOOP_VERSUS
 from .load_plan import PEER_CONCURRENCY, server_of
 from .report_run import (
@@ -257,7 +258,8 @@ def _onloop_findings(document: dict[str, Any]) -> list[str]:
         out.append(f"One bridge call from a request greenlet cost {switched:.1f} µs of CPU (one "
                    f"CPU, uvloop), against {handed:.1f} µs for the same call handed off from a "
                    f"thread ({cpu.get('aiobridge') or 0:.1f} µs on the default loop).")
-    return out
+    profiled = (document.get("benchmarks", {}).get("profile") or {}).get("rows") or []
+    return out + profile_findings(profiled)
 
 
 def _redis_findings(document: dict[str, Any]) -> list[str]:
