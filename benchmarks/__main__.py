@@ -56,6 +56,7 @@ TINY_ARGS: dict[str, list[str]] = {
     "load_demo": ["--modes", "bridge", "--concurrency", "8", "--latencies", "0",
                   "--duration", "1", "--canines", "20"],
     "faults": ["--modes", "bridge", "--scenarios", "loop killed", "--deadline", "3"],
+    "profile": ["--labels", "bridge-loop", "--duration", "2"],
 }  # fmt: skip
 
 #: Default ``--deadline`` in seconds: far above a normal run, so only a hang reaches it.

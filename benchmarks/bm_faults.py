@@ -16,7 +16,13 @@ so a hang is recorded as "no answer in N s" instead of hanging the run:
   "Task was destroyed", "never awaited", a SIGKILLed worker).
 * ``loop killed``: in-process, Flask's test client: an ``async def`` view
   raises ``SystemExit`` (as ``sys.exit()`` deep in a library would), then an
-  ordinary async view is called. Only for the loop-owning Flask modes.
+  ordinary async view is called. Only for the loop-owning Flask modes; for
+  ``bridge-loop`` the app is served on the loop of a uvicorn running in a
+  thread of this process (the view's ``SystemExit`` is raised on the server's
+  own loop), over HTTP.
+
+``bridge-loop`` runs on uvicorn (its default), but ``--preload fork`` on
+gunicorn's uvicorn workers, which have ``--preload``.
 
 Run: ``python -m benchmarks.bm_faults [--modes bridge,flask-recipe] [--deadline 8]``.
 """
@@ -34,7 +40,7 @@ from collections.abc import Callable
 from typing import Any
 
 from demo_flask import ALL_MODES, create_app, shutdown
-from demo_flask.services import RedisServer, UpstreamServer
+from demo_flask.services import HOST, RedisServer, UpstreamServer, free_port
 
 from ._gunicorn import DemoServer
 from .results import Progress, Rows, UsageError, main_for
@@ -42,7 +48,7 @@ from .results import Progress, Rows, UsageError, main_for
 __all__ = ("main", "run_scenarios")
 
 NAME = "faults"
-MODES = ("bridge", "flask-recipe", "flask-async", "sync", "gevent", "quart")
+MODES = ("bridge", "bridge-loop", "flask-recipe", "flask-async", "sync", "gevent", "quart")
 #: ``--quick`` (part of ``python -m benchmarks --quick``, which must stay within 180 s):
 #: the bridge against the recipe, a hang called after QUICK_DEADLINE seconds.
 QUICK_MODES = ("bridge", "flask-recipe")
@@ -131,7 +137,8 @@ class Scenarios:
     def preload_fork(self, mode: str) -> dict[str, Any]:
         if mode == "quart":
             return _row("--preload fork", mode, "n/a (uvicorn has no --preload)", None, False)
-        with self._server(mode, preload=True) as server:
+        where = {"server": "gunicorn"} if mode == "bridge-loop" else {}  # uvicorn workers
+        with self._server(mode, preload=True, **where) as server:
             status, seconds = _get(f"{server.url}/dog?latency=0", self.deadline)
             server.stop(timeout=5.0)
         return _answer_row("--preload fork", mode, status, seconds, self.deadline)
@@ -168,7 +175,7 @@ class Scenarios:
                     answers=answers, log_problems=problems)  # fmt: skip
 
     def loop_killed(self, mode: str) -> dict[str, Any]:
-        if mode not in ("bridge", "flask-recipe", "flask-async"):
+        if mode not in ("bridge", "bridge-loop", "flask-recipe", "flask-async"):
             return _row("loop killed", mode, "n/a (no loop shared by requests)", None, False)
         app = create_app({"CAAS_MODE": mode, "REDIS_URL": self.redis_url,
                           "UPSTREAM_URL": self.upstream.url})  # fmt: skip
@@ -177,6 +184,8 @@ class Scenarios:
         async def leave() -> str:
             raise SystemExit(3)
 
+        if mode == "bridge-loop":
+            return self._loop_killed_on_loop(app)
         try:
             client = app.test_client()
             first, _ = _in_thread(lambda: client.get("/exit"), self.deadline)
@@ -186,6 +195,34 @@ class Scenarios:
             return row
         finally:
             shutdown(app)
+
+
+    def _loop_killed_on_loop(self, app: Any) -> dict[str, Any]:
+        """``/exit`` then ``/stats`` over HTTP, the app on the loop of uvicorn in a thread."""
+        import uvicorn
+
+        from demo_flask.onloop_app import DemoOnLoop
+
+        app.extensions["caas"].served_on_loop = True
+        port = free_port()
+        server = uvicorn.Server(uvicorn.Config(
+            DemoOnLoop(app, threads=2), host=HOST, port=port, lifespan="on", loop="uvloop",
+            http="httptools", log_level="critical"))  # fmt: skip
+        thread = threading.Thread(target=server.run, name="fault-uvicorn", daemon=True)
+        thread.start()
+        try:
+            limit = time.monotonic() + 30.0
+            while not server.started and thread.is_alive() and time.monotonic() < limit:
+                time.sleep(0.02)
+            url = f"http://{HOST}:{port}"
+            first, _ = _get(f"{url}/exit", self.deadline)
+            status, seconds = _get(f"{url}/stats", self.deadline)
+            row = _answer_row("loop killed", "bridge-loop", status, seconds, self.deadline)
+            row["outcome"] = f"/exit: {first}; then /stats: {row['outcome']}"
+            return row
+        finally:
+            server.should_exit = True
+            thread.join(self.deadline + 10)
 
 
 def run_scenarios(modes: tuple[str, ...], scenarios: tuple[str, ...], deadline: float,

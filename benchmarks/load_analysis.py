@@ -20,7 +20,13 @@ from .load_plan import (
 )
 from .results import check, p99_ratio, rps_ratio
 
-__all__ = ("best_bridge", "check_targets", "find_point", "peer_specs")
+__all__ = ("ONLOOP", "ONLOOP_VERSUS", "best_bridge", "check_targets", "find_point",
+           "onloop_specs", "peer_specs")  # fmt: skip
+
+#: The Flask app on the server's loop (the demo's ``bridge-loop`` mode).
+ONLOOP = "bridge-loop"
+#: What its targets compare it with, and the req/s ratio each must reach.
+ONLOOP_VERSUS = (("quart", 1.0), ("bridge@granian", 1.3))
 
 
 def find_point(result: dict[str, Any], mode: str, concurrency: int,
@@ -80,6 +86,7 @@ def check_targets(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
                    if m["mode"] == "bridge"), None)  # fmt: skip
     specs.append(("bridge worker RSS growth <= 10 MB over the run", growth, "<=", 10.0))
     specs += peer_specs(result, spreads)
+    specs += onloop_specs(result, spreads)
     return {label: check(value, op, bound, spreads.get(label))
             for label, value, op, bound in specs}
 
@@ -131,6 +138,39 @@ def peer_specs(
             plain = _ratio(p99, other["p99_ms"] if other else None)
             value = spreads[label]["median"] if spreads[label] else plain
             specs.append((label, value, "<=", 1.0))
+    return specs
+
+
+def onloop_specs(
+    result: dict[str, Any], spreads: dict[str, dict[str, Any] | None]
+) -> list[tuple[str, float | None, str, float]]:
+    """The targets of the Flask app on the server's loop (``bridge-loop``, uvicorn+uvloop).
+
+    At each peer point: req/s against Quart (>= 1.0x) and against the bridge
+    behind granian WSGI (>= 1.3x), round by round; p99 and worker CPU per
+    answer no more than Quart's. Then its fan-out p50.
+    """
+    specs: list[tuple[str, float | None, str, float]] = []
+    if not any(entry["mode"] == ONLOOP for entry in result.get("modes", [])):
+        return specs
+    for concurrency in PEER_CONCURRENCY:
+        where = f"/dog, {concurrency} clients, {TARGET_LATENCY_MS} ms upstream"
+        mine = find_point(result, ONLOOP, concurrency, TARGET_LATENCY_MS)
+        quart = find_point(result, "quart", concurrency, TARGET_LATENCY_MS)
+        for peer, bound in ONLOOP_VERSUS:
+            label = f"{ONLOOP} req/s >= {bound:g}x {peer} ({where})"
+            spreads[label] = rps_ratio(mine, find_point(result, peer, concurrency,
+                                                        TARGET_LATENCY_MS))  # fmt: skip
+            specs.append((label, spreads[label]["median"] if spreads[label] else None,
+                          ">=", bound))  # fmt: skip
+        label = f"{ONLOOP} p99 <= quart's ({where})"
+        spreads[label] = p99_ratio(mine, quart)
+        specs.append((label, spreads[label]["median"] if spreads[label] else None, "<=", 1.0))
+        cpu = [p.get("worker_cpu_ms_per_request") if p else None for p in (mine, quart)]
+        specs.append((f"{ONLOOP} worker CPU per answer <= quart's ({where})",
+                      _ratio(cpu[0], cpu[1]), "<=", 1.0))  # fmt: skip
+    specs.append((f"{ONLOOP} fan-out {FANOUT_CALLS} x {FANOUT_FLOOR_MS:g} ms p50 <= 55 ms",
+                  _fanout_p50(result, ONLOOP), "<=", 55.0))  # fmt: skip
     return specs
 
 

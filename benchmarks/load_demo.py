@@ -1,11 +1,12 @@
 """End-to-end load test of the demo ("Canines as a Service") under gunicorn.
 
 One embedded Redis and one upstream dog service are started once
-(:mod:`demo_flask.services`); then the demo is started in each of the eight
+(:mod:`demo_flask.services`); then the demo is started in each of the nine
 modes (``sync``, ``gevent``, ``embedded``, ``embedded-thread``,
 ``flask-async``, ``flask-recipe``, ``bridge`` under gunicorn, 1 worker, 32
 gthread threads by default, gevent workers for ``gevent``; ``quart`` on
-uvicorn, one process), and in the bridge's other deployments
+uvicorn, one process; ``bridge-loop``, the Flask app on uvicorn's own loop,
+uvloop and httptools, one process), and in the bridge's other deployments
 (:data:`DEPLOYMENTS`: ``bridge@granian``, ``bridge@uvicorn`` through a2wsgi,
 ``bridge@gevent`` workers), all side by side, and
 each is loaded in turn from this process by an aiohttp closed-loop client

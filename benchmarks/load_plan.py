@@ -74,11 +74,12 @@ class Plan:
     def quick(cls, **changes: Any) -> Plan:
         """About a minute, so ``python -m benchmarks --quick`` stays within 180 s on 2 cores.
 
-        Every mode (not the bridge's other deployments) at the points the
-        targets read (32 and 64 clients, a 20 ms upstream), two short rounds
-        each so every ratio still shows how far its rounds disagree.
+        Every mode, and the bridge behind granian (the on-loop mode's targets
+        read it; not the bridge's other deployments), at the points the targets
+        read (32 and 64 clients, a 20 ms upstream), two short rounds each so
+        every ratio still shows how far its rounds disagree.
         """
-        base = {"modes": ALL_MODES, "concurrency": PEER_CONCURRENCY,
+        base = {"modes": (*ALL_MODES, "bridge@granian"), "concurrency": PEER_CONCURRENCY,
                 "latencies_ms": (TARGET_LATENCY_MS,), "rounds": 2, "duration": 0.8,
                 "warmup_requests": 50, "fanout_concurrency": (1,), "fanout_requests": 8,
                 "fanout_duration": 3.0}  # fmt: skip

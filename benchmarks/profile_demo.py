@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from demo_flask.services import RedisServer, UpstreamServer
 
@@ -33,7 +34,7 @@ from .load_client import run_load
 from .load_measure import cpu_seconds
 from .load_plan import LABELS, server_of
 
-__all__ = ("main", "summarize")
+__all__ = ("main", "profile", "py_spy", "summarize")
 
 
 def summarize(collapsed: str, top: int = 25) -> str:
@@ -62,6 +63,53 @@ def summarize(collapsed: str, top: int = 25) -> str:
     return "\n".join(lines)
 
 
+def py_spy() -> str | None:
+    """The py-spy executable (on ``PATH`` or beside this Python), or None."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    return spy if Path(spy).exists() else None
+
+
+def profile(label: str, *, concurrency: int, latency: int, duration: int, threads: int,
+            rate: int, out: Path, spy: str) -> tuple[dict[str, Any], float, str]:  # fmt: skip
+    """Load ``label``'s worker and sample it with py-spy meanwhile.
+
+    Returns the load's summary, the worker's CPU seconds during the load, and
+    py-spy's collapsed stacks (also written to ``out/profile-LABEL.txt``, with
+    a flame graph beside it). Every wait is bounded by ``duration`` plus a margin.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    collapsed = out / f"profile-{label}.txt"
+    url_path = f"/dog?latency={latency}"
+    with RedisServer() as redis, UpstreamServer(seed_redis=redis.url) as upstream, \
+            DemoServer(redis_url=redis.url, upstream_url=upstream.url, threads=threads,
+                       **server_of(label)) as server:  # fmt: skip
+        asyncio.run(run_load(server.url + "/dog?latency=0", concurrency=threads,
+                             max_requests=300, duration=10))  # fmt: skip
+        pids = server.worker_pids()
+        record = [spy, "record", "--pid", str(pids[0]), "--duration", str(duration),
+                  "--rate", str(rate), "--threads", "--gil", "--nonblocking"]  # fmt: skip
+        procs = [subprocess.Popen([*record, "--format", fmt, "--output", str(path)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                 for fmt, path in (("raw", collapsed),
+                                   ("flamegraph", collapsed.with_suffix(".svg")))]  # fmt: skip
+        try:
+            before = cpu_seconds(pids)
+            result = asyncio.run(run_load(server.url + url_path, concurrency=concurrency,
+                                          max_requests=1_000_000, duration=duration))
+            worker_cpu = cpu_seconds(pids) - before
+        finally:
+            for proc in procs:
+                try:
+                    proc.wait(duration + 30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(10)
+                if proc.stderr is not None:
+                    proc.stderr.close()
+    text = collapsed.read_text(encoding="utf-8") if collapsed.exists() else ""
+    return result.summary(), worker_cpu, text
+
+
 def main(argv: list[str] | None = None) -> int:
     """Profile one mode at one load point; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile_demo",
@@ -75,44 +123,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
     parser.add_argument("--out", type=Path, default=Path("results"))
     args = parser.parse_args(argv)
-    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    if not Path(spy).exists():
+    spy = py_spy()
+    if spy is None:
         print("py-spy not found: python -m pip install py-spy", file=sys.stderr)
         return 2
-    args.out.mkdir(parents=True, exist_ok=True)
-    collapsed = args.out / f"profile-{args.mode}.txt"
-    url_path = f"/dog?latency={args.latency}"
-    with RedisServer() as redis, UpstreamServer(seed_redis=redis.url) as upstream, \
-            DemoServer(redis_url=redis.url, upstream_url=upstream.url, threads=args.threads,
-                       **server_of(args.mode)) as server:  # fmt: skip
-        asyncio.run(run_load(server.url + "/dog?latency=0", concurrency=args.threads,
-                             max_requests=300, duration=10))  # fmt: skip
-        pids = server.worker_pids()
-        record = [spy, "record", "--pid", str(pids[0]), "--duration", str(args.duration),
-                  "--rate", str(args.rate), "--threads", "--gil", "--nonblocking"]  # fmt: skip
-        procs = [subprocess.Popen([*record, "--format", fmt, "--output", str(path)],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-                 for fmt, path in (("raw", collapsed),
-                                   ("flamegraph", collapsed.with_suffix(".svg")))]  # fmt: skip
-        try:
-            before = cpu_seconds(pids)
-            result = asyncio.run(run_load(server.url + url_path, concurrency=args.concurrency,
-                                          max_requests=1_000_000, duration=args.duration))
-            worker_cpu = cpu_seconds(pids) - before
-        finally:
-            for proc in procs:
-                try:
-                    proc.wait(args.duration + 30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(10)
-    summary = result.summary()
-    print(f"{args.mode}: {url_path}, {args.concurrency} clients: {summary['rps']} req/s, "
-          f"p50 {summary['p50_ms']} ms, {summary['errors']} errors; worker CPU "
-          f"{worker_cpu:.2f} s in {summary['seconds']:.1f} s "
+    summary, worker_cpu, collapsed = profile(
+        args.mode, concurrency=args.concurrency, latency=args.latency, duration=args.duration,
+        threads=args.threads, rate=args.rate, out=args.out, spy=spy)  # fmt: skip
+    print(f"{args.mode}: /dog?latency={args.latency}, {args.concurrency} clients: "
+          f"{summary['rps']} req/s, p50 {summary['p50_ms']} ms, {summary['errors']} errors; "
+          f"worker CPU {worker_cpu:.2f} s in {summary['seconds']:.1f} s "
           f"({worker_cpu / max(summary['ok'], 1) * 1000:.2f} ms per answer)")
-    print(summarize(collapsed.read_text(encoding="utf-8") if collapsed.exists() else ""))
-    print(f"wrote {collapsed} and {collapsed.with_suffix('.svg')}")
+    print(summarize(collapsed))
+    print(f"wrote {args.out / f'profile-{args.mode}.txt'} and its .svg")
     return 0
 
 

@@ -49,7 +49,7 @@ RESULTS = DOCS / "results" / "benchmark-results.json"
 #: Prose lines of the report are wrapped at this width (tables are not).
 WIDTH = 88
 #: The report's table the README shows: the modes side by side, each with its server.
-MODES_HEADING = "### The eight modes"
+MODES_HEADING = "### The modes side by side"
 #: The headline chart, and its name as the report (in docs/) links it.
 CHART = DOCS / "benchmark-headline.png"
 REPORT_HEADLINE_CHART = CHART.name

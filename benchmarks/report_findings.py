@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .load_plan import server_of
+from .bm_profile import findings as profile_findings
+from .load_analysis import ONLOOP, ONLOOP_VERSUS
+from .load_plan import PEER_CONCURRENCY, server_of
 from .report_run import (
     fanout_at,
     load_entry,
@@ -20,7 +22,7 @@ from .report_run import (
     target_point,
     target_value,
 )
-from .results import MODE_ORDER, spread, text
+from .results import MODE_ORDER, cell, spread, text
 
 __all__ = ("TIE", "findings")
 
@@ -99,7 +101,7 @@ def _load_findings(document: dict[str, Any]) -> list[str]:
     losses: dict[str, list[tuple[int, int, float, float, str]]] = {}
     ties: list[str] = []
     for entry in load_modes(document):
-        if server_of(entry["mode"])["mode"] == "bridge":  # the bridge itself, or a deployment
+        if server_of(entry["mode"])["mode"] in ("bridge", ONLOOP):  # the bridge, however served
             continue
         for point in entry["points"]:
             b = point_at(document, "bridge", point["concurrency"], point["latency_ms"])
@@ -228,6 +230,38 @@ def _overhead_findings(document: dict[str, Any]) -> list[str]:
     return out
 
 
+def _onloop_findings(document: dict[str, Any]) -> list[str]:
+    """The Flask app on the server's loop against Quart and the bridge behind granian."""
+    _, latency = target_point(document)
+    out = []
+    for clients in PEER_CONCURRENCY:
+        mine = point_at(document, ONLOOP, clients, latency)
+        if not mine:
+            continue
+        parts = []
+        for peer, _ in ONLOOP_VERSUS:
+            other = point_at(document, peer, clients, latency)
+            if other:
+                parts.append(f"{ratio_text(mine, other)} {peer}'s req/s ({other['rps']:,.0f}; "
+                             f"p99 {other['p99_ms']} ms, worker CPU "
+                             f"{cell(other.get('worker_cpu_ms_per_request'), 2)} ms/answer)")
+        out.append(f"{ONLOOP} (the Flask app on uvicorn's own loop, uvloop, one greenlet per "
+                   f"request) at {clients} clients, {latency} ms upstream: "
+                   f"{mine['rps']:,.0f} req/s, p99 {mine['p99_ms']} ms, worker CPU "
+                   f"{cell(mine.get('worker_cpu_ms_per_request'), 2)} ms/answer; "
+                   + "; ".join(parts) + ".")  # fmt: skip
+    rows = (document.get("benchmarks", {}).get("call_overhead") or {}).get("rows") or []
+    cpu = {r["variant"]: r.get("cpu_us_per_call") for r in rows
+           if r["threads"] == 1 and r.get("placement") == "one CPU"}  # fmt: skip
+    switched, handed = cpu.get("aiobridge-onloop-uvloop"), cpu.get("aiobridge-uvloop")
+    if switched and handed:
+        out.append(f"One bridge call from a request greenlet cost {switched:.1f} µs of CPU (one "
+                   f"CPU, uvloop), against {handed:.1f} µs for the same call handed off from a "
+                   f"thread ({cpu.get('aiobridge') or 0:.1f} µs on the default loop).")
+    profiled = (document.get("benchmarks", {}).get("profile") or {}).get("rows") or []
+    return out + profile_findings(profiled)
+
+
 def _redis_findings(document: dict[str, Any]) -> list[str]:
     rows = (document.get("benchmarks", {}).get("redis") or {}).get("rows") or []
     rate = {(r.get("variant"), r.get("threads")): r.get("gets_per_s") for r in rows}
@@ -272,6 +306,7 @@ def _missed_findings(document: dict[str, Any]) -> list[str]:
 def findings(document: dict[str, Any]) -> list[str]:
     """The run's results in sentences, each built from the measured values."""
     return [*_load_findings(document), *_connection_findings(document),
+            *_onloop_findings(document),
             *_fanout_findings(document), *_overhead_findings(document),
             *_redis_findings(document),
             *_error_findings(document), *_missed_findings(document)]  # fmt: skip

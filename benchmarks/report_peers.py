@@ -1,7 +1,7 @@
 """The report's section on the real alternatives: Quart, gevent, Flask's recipe.
 
 Built from a run's ``results.json`` like the rest of :mod:`benchmarks.report`:
-the eight modes side by side at the peer points (32 and 64 clients, 20 ms
+the modes side by side at the peer points (32 and 64 clients, 20 ms
 upstream), the bridge's deployments, the fault outcomes of
 :mod:`benchmarks.bm_faults`, and "which should I choose", whose every
 sentence is phrased from the measured ratios.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .load_analysis import best_bridge, find_point
+from .load_analysis import ONLOOP, best_bridge, find_point
 from .load_plan import PEER_CONCURRENCY, TARGET_LATENCY_MS, server_of
 from .results import MODE_ORDER, rps_ratio, text
 
@@ -49,6 +49,8 @@ def _cell(value: Any, digits: int = 1) -> str:
 
 def _describe(label: str) -> str:
     where = server_of(label)
+    if where["mode"] == ONLOOP:
+        return "uvicorn, on its loop (uvloop, httptools)"
     server = where["server"] or ("uvicorn" if where["mode"] == "quart" else "gunicorn")
     kind = where["worker_class"] or ("gevent" if where["mode"] == "gevent" else "gthread")
     on = {"gunicorn": f"gunicorn {kind}", "uvicorn": "uvicorn" if where["mode"] == "quart"
@@ -160,10 +162,32 @@ def choose(document: dict[str, Any]) -> str:
                      (f" (the recipe's worker spent {cpu_r:.2f}x the bridge's CPU per answer)"
                       if cpu_r else "") +
                      f"{after}.")  # fmt: skip
+    parts += _onloop_choice(document)
     parts.append("Choose the rewrite when the code is being rewritten anyway or when per-worker "
                  "throughput is the bill; choose the bridge when the Flask views, extensions "
                  "and tests should stay as they are.")  # fmt: skip
     return " ".join(parts)
+
+
+def _onloop_choice(document: dict[str, Any]) -> list[str]:
+    """The Flask app on the server's loop as a deployment choice, from the measured ratios."""
+    quart = [r["median"] for c in PEER_CONCURRENCY
+             if (r := rps_ratio(_at(document, ONLOOP, c), _at(document, "quart", c)))]
+    if not quart:
+        return []
+    cpu = _cpu_ratio(document, ONLOOP, "quart")
+    granian = [r["median"] for c in PEER_CONCURRENCY
+               if (r := rps_ratio(_at(document, ONLOOP, c), _at(document, "bridge@granian", c)))]
+    text = (f"Served on uvicorn's own loop, one greenlet per request (**{ONLOOP}**: the same "
+            f"Flask app and views, `aiobridge.onloop.on_loop`), the bridge served "
+            f"{_span(quart)} Quart's requests/s")
+    if cpu is not None:
+        text += f" at {cpu:.2f}x its worker CPU per answer"
+    if granian:
+        text += f", and {_span(granian)} the requests/s of the bridge behind granian WSGI"
+    return [text + "; it suits views that wait on async clients through the bridge, not "
+            "views that block (those stall every request of the worker: send them to "
+            "threads)."]
 
 
 def _hangs(document: dict[str, Any]) -> dict[str, list[str]]:
@@ -212,7 +236,7 @@ def peer_section(document: dict[str, Any]) -> list[str]:
         "",
         choose(document),
         "",
-        "### The eight modes",
+        "### The modes side by side",
         "",
         *_table(document, [*modes, *(d for d in deployments if d not in modes)], best),
         "",

@@ -31,9 +31,10 @@ __all__ = ("MODE_ORDER", "Option", "Progress", "Rows", "UsageError", "cell", "ch
            "markdown_table", "numeric_align", "p99_ratio", "ratio_rounds", "rounds_option",
            "rps_ratio", "show", "spread", "text")  # fmt: skip
 
-#: The demo's modes in the order every table and finding shows them (the bridge last).
+#: The demo's modes in the order every table and finding shows them (the bridge last; just
+#: before it, ``bridge-loop``: the bridge mode's app on the ASGI server's own loop).
 MODE_ORDER = ("sync", "gevent", "embedded", "embedded-thread", "flask-async", "flask-recipe",
-              "quart", "bridge")  # fmt: skip
+              "quart", "bridge-loop", "bridge")  # fmt: skip
 
 Point = dict[str, Any]
 Rows = list[dict[str, Any]]

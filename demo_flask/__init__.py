@@ -1,11 +1,13 @@
 """Canines as a Service: the aiobridge demo, a Flask app served by gunicorn.
 
 Per request it fetches a dog picture from the upstream dog service, looks the
-dog's name up and bills the request in Redis. The same routes run in seven
+dog's name up and bills the request in Redis. The same routes run in eight
 Flask modes (``sync``, ``gevent``, ``embedded``, ``embedded-thread``,
-``flask-async``, ``flask-recipe``, ``bridge``), chosen by ``CAAS_MODE`` (see
-:mod:`demo_flask.modes`), and in an eighth, ``quart``, a rewrite of the routes
-in Quart (:mod:`demo_flask.quart_app`, its own app served by uvicorn).
+``flask-async``, ``flask-recipe``, ``bridge``, ``bridge-loop``), chosen by
+``CAAS_MODE`` (see :mod:`demo_flask.modes`), and in a ninth, ``quart``, a
+rewrite of the routes in Quart (:mod:`demo_flask.quart_app`, its own app served
+by uvicorn). ``bridge-loop`` is the ``bridge`` mode's app served on the ASGI
+server's own loop, one greenlet per request (:mod:`demo_flask.onloop_app`).
 
 Configuration: every setting, its default and its environment variable are
 in one table, :data:`demo_flask.config.SETTINGS` (shown in ``docs/demo.md``);
@@ -36,7 +38,7 @@ __all__ = ("ALL_MODES", "MODES", "begin_shutdown", "create_app", "default_config
 
 #: The modes of the Flask app (``create_app``), in the order the benchmarks show them.
 MODES = ("sync", "gevent", "embedded", "embedded-thread", "flask-async", "flask-recipe",
-         "bridge")  # fmt: skip
+         "bridge", "bridge-loop")  # fmt: skip
 #: Every mode the demo runs: the Flask ones and the Quart rewrite.
 ALL_MODES = (*MODES, "quart")
 
@@ -84,10 +86,10 @@ def _make_mode(name: str, app: Flask, settings: Settings) -> Mode:
     from .embedded_thread import EmbeddedThreadMode
     from .modes import EmbeddedMode, FlaskAsyncMode, GeventMode, SyncMode
 
-    if name == "bridge":
-        from .bridge_mode import BridgeMode
+    if name in ("bridge", "bridge-loop"):
+        from .bridge_mode import BridgeLoopMode, BridgeMode
 
-        return BridgeMode(app, settings)
+        return (BridgeMode if name == "bridge" else BridgeLoopMode)(app, settings)
     if name == "flask-recipe":
         from .recipe_mode import FlaskRecipeMode
 

@@ -25,7 +25,7 @@ from . import aio_calls
 from .models import DelayResult, DogResult, Settings
 from .modes import SSE_HEADERS, AsyncMode
 
-__all__ = ("BridgeMode",)
+__all__ = ("BridgeLoopMode", "BridgeMode")
 
 
 class BridgeMode(AsyncMode):
@@ -93,3 +93,27 @@ class BridgeMode(AsyncMode):
     def close(self) -> None:
         super().close()
         stop_bridge(self._app)
+
+
+class BridgeLoopMode(BridgeMode):
+    """The ``bridge`` mode's app served on the ASGI server's loop (:mod:`demo_flask.onloop_app`).
+
+    The views, clients and answers are the bridge mode's; only the serving
+    differs: one greenlet per request on the server's loop, which the bridge
+    adopts at lifespan startup and stops at lifespan shutdown. Served by
+    anything else (Flask's test client, a WSGI server), it is the bridge mode
+    with its own loop thread under another name.
+    """
+
+    name = "bridge-loop"
+
+    def __init__(self, app: Flask, settings: Settings) -> None:
+        super().__init__(app, settings)
+        #: Set by :mod:`demo_flask.onloop_app`: the server's lifespan owns the bridge's stop.
+        self.served_on_loop = False
+
+    def close(self) -> None:
+        if self.served_on_loop:  # the lifespan shutdown stops the adopted bridge
+            self.begin_shutdown()
+            return
+        super().close()

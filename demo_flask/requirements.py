@@ -58,6 +58,9 @@ MODE_NEEDS: dict[str, tuple[Need, ...]] = {
     # The bridge mode serves /metrics (AIOBRIDGE_METRICS_ENDPOINT) by default.
     "bridge": (Need("prometheus_client", "prometheus_client"),),
     "quart": (Need("quart", "quart"),),
+    # The Flask app on the server's loop: greenlets, and uvicorn's uvloop and C parser.
+    "bridge-loop": (Need("prometheus_client", "prometheus_client"), Need("greenlet", "greenlet"),
+                    Need("uvloop", "uvloop"), Need("httptools", "httptools")),
 }
 #: What each server the launcher can start needs.
 SERVER_NEEDS: dict[str, tuple[Need, ...]] = {
@@ -71,6 +74,8 @@ WORKER_CLASS_NEEDS: dict[str, tuple[Need, ...]] = {
     "gthread": (),
     # gunicorn's gevent worker imports packaging, which only gunicorn[gevent] installs.
     "gevent": (Need("gevent", "gunicorn[gevent]"), Need("packaging", "gunicorn[gevent]")),
+    # bridge-loop under gunicorn: uvicorn's workers (uvicorn-worker), and uvicorn itself.
+    "uvicorn": (Need("uvicorn_worker", "uvicorn-worker"), Need("uvicorn", "uvicorn")),
 }
 
 
@@ -87,7 +92,8 @@ def missing(mode: str, server: str = "gunicorn", worker_class: str = "gthread") 
     Raises:
         KeyError: a mode, server or worker class this table does not know.
     """
-    needs = (*COMMON, *MODE_NEEDS[mode], *SERVER_NEEDS[server], *WORKER_CLASS_NEEDS[worker_class])
+    worker = WORKER_CLASS_NEEDS[worker_class] if server == "gunicorn" else ()
+    needs = (*COMMON, *MODE_NEEDS[mode], *SERVER_NEEDS[server], *worker)
     return [need for need in dict.fromkeys(needs) if not _installed(need.module)]
 
 

@@ -7,6 +7,10 @@ Two apps can be served:
 - ``--app flask``: the Flask app in the mode ``CAAS_MODE`` (e.g. ``bridge``)
   through the ``a2wsgi`` adapter, whose thread pool (``--threads``) runs the
   WSGI calls; the mode is started before serving and shut down after.
+- ``--app onloop``: the ``bridge-loop`` mode, the Flask app on uvicorn's own
+  loop (uvloop, httptools), one greenlet per request
+  (:mod:`demo_flask.onloop_app`); its bridge adopts the loop at lifespan
+  startup and stops at lifespan shutdown.
 
 On SIGTERM or Ctrl-C, open ``/track`` streams are told to end at once (as the
 gunicorn config does), in-flight requests get ``--graceful-timeout`` seconds,
@@ -64,19 +68,33 @@ def _flask(threads: int) -> tuple[Any, Callable[[], None], Callable[[], None]]:
             lambda: begin_shutdown(app), lambda: shutdown(app))  # fmt: skip
 
 
+def _onloop(threads: int) -> tuple[Any, Callable[[], None], Callable[[], None]]:
+    from . import begin_shutdown
+    from .onloop_app import create_asgi_app
+
+    app = create_asgi_app(threads=threads)
+    return app, lambda: begin_shutdown(app.flask_app), lambda: None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m demo_flask.uvicorn_server",
                                      description=__doc__.splitlines()[0])  # fmt: skip
-    parser.add_argument("--app", choices=("quart", "flask"), default="quart")
+    parser.add_argument("--app", choices=("quart", "flask", "onloop"), default="quart")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--threads", type=int, default=32, help="a2wsgi threads (--app flask)")
     parser.add_argument("--graceful-timeout", type=int, default=10)
     args = parser.parse_args(argv)
-    app, begin_shutdown, shutdown = _quart() if args.app == "quart" else _flask(args.threads)
+    if args.app == "quart":
+        app, begin_shutdown, shutdown = _quart()
+    else:
+        app, begin_shutdown, shutdown = (_flask if args.app == "flask" else _onloop)(args.threads)
+    # On uvloop and httptools' C parser, what uvicorn's "auto" gives Quart when installed.
+    loop = {"loop": "uvloop", "http": "httptools"} if args.app == "onloop" else {}
     config = uvicorn.Config(
-        app, host=HOST, port=args.port, lifespan="on" if args.app == "quart" else "off",
+        app, host=HOST, port=args.port, lifespan="off" if args.app == "flask" else "on",
         access_log=False, log_level="info", timeout_graceful_shutdown=args.graceful_timeout,
+        **loop,
     )  # fmt: skip
     server = _Server(config, begin_shutdown)
     # uvicorn re-raises the stop signal once it has shut down; it is handled by then.

@@ -15,8 +15,9 @@ from typing import Any
 from .ports import HOST
 from .process import REPO_ROOT
 
-__all__ = ("GRANIAN_FACTORY", "SERVERS", "default_server", "default_worker_class",
-           "granian_command", "gunicorn_command", "server_command",
+__all__ = ("ASGI_MODES", "GRANIAN_FACTORY", "ONLOOP_FACTORY", "SERVERS", "UVICORN_WORKER",
+           "default_server", "default_worker_class", "granian_command", "gunicorn_command",
+           "server_command",
            "uvicorn_command")  # fmt: skip
 
 #: What each kind of server runs: ``python -m demo_flask --server`` and ``AppServer(server=)``.
@@ -24,16 +25,23 @@ SERVERS = ("gunicorn", "uvicorn", "granian")
 
 #: The app factory granian serves (see :mod:`demo_flask.granian_app`).
 GRANIAN_FACTORY = "demo_flask.granian_app:create_app"
+#: The ASGI app factory of the ``bridge-loop`` mode (see :mod:`demo_flask.onloop_app`).
+ONLOOP_FACTORY = "demo_flask.onloop_app:create_asgi_app"
+#: The modes served as ASGI apps: the Quart rewrite, and the Flask app on the server's loop.
+ASGI_MODES = ("quart", "bridge-loop")
+#: gunicorn's worker class of the ``bridge-loop`` mode (``uvicorn``: uvicorn-worker's).
+UVICORN_WORKER = "uvicorn_worker.UvicornWorker"
 
 
 def default_server(mode: str) -> str:
-    """The server a mode runs on unless told otherwise: uvicorn for Quart, else gunicorn."""
-    return "uvicorn" if mode == "quart" else "gunicorn"
+    """The server a mode runs on unless told otherwise: uvicorn for ASGI modes, else gunicorn."""
+    return "uvicorn" if mode in ASGI_MODES else "gunicorn"
 
 
 def default_worker_class(mode: str) -> str:
-    """gunicorn's worker class for a mode: gevent for ``gevent``, else gthread."""
-    return "gevent" if mode == "gevent" else "gthread"
+    """gunicorn's worker class for a mode: gevent for ``gevent``, uvicorn's for
+    ``bridge-loop``, else gthread."""
+    return {"gevent": "gevent", "bridge-loop": "uvicorn"}.get(mode, "gthread")
 
 
 def _python(dev_mode: bool) -> list[str]:
@@ -45,24 +53,34 @@ def gunicorn_command(
     worker_class: str | None = None, preload: bool = False, dev_mode: bool = False,
     app_config: dict[str, Any] | None = None,
 ) -> list[str]:  # fmt: skip
-    """gunicorn with ``demo_flask/gunicorn.conf.py`` (gthread workers; gevent for ``gevent``)."""
+    """gunicorn with ``demo_flask/gunicorn.conf.py`` (gthread workers; gevent for ``gevent``;
+    uvicorn's, serving :data:`ONLOOP_FACTORY`, for ``bridge-loop``)."""
+    worker_class = worker_class or default_worker_class(mode)
+    onloop = mode == "bridge-loop"
+    if onloop != (worker_class == "uvicorn"):
+        raise ValueError(f"mode {mode!r} cannot run on gunicorn's {worker_class} workers: "
+                         "bridge-loop is an ASGI app, served by uvicorn workers only")
+    if onloop and app_config:
+        raise ValueError("bridge-loop reads its configuration from the environment")
     return [
         *_python(dev_mode), "-m", "gunicorn",
         "--config", str(REPO_ROOT / "demo_flask" / "gunicorn.conf.py"),
         "--bind", f"{HOST}:{port}",
         "--workers", str(workers),
         "--threads", str(threads),
-        "--worker-class", worker_class or default_worker_class(mode),
+        "--worker-class", UVICORN_WORKER if onloop else worker_class,
         "--graceful-timeout", str(graceful_timeout),
         *(["--preload"] if preload else []),
+        *([f"{ONLOOP_FACTORY}(threads={threads})"] if onloop else []),
         *([f"demo_flask:create_app({app_config!r})"] if app_config else []),
     ]  # fmt: skip
 
 
 def uvicorn_command(*, mode: str, port: int, threads: int, graceful_timeout: int,
                     dev_mode: bool = False) -> list[str]:  # fmt: skip
-    """:mod:`demo_flask.uvicorn_server`: the Quart rewrite, or a Flask mode through a2wsgi."""
-    app = "quart" if mode == "quart" else "flask"
+    """:mod:`demo_flask.uvicorn_server`: the Quart rewrite, the Flask app on uvicorn's loop
+    (``bridge-loop``: uvloop, httptools), or a Flask mode through a2wsgi."""
+    app = {"quart": "quart", "bridge-loop": "onloop"}.get(mode, "flask")
     return [*_python(dev_mode), "-m", "demo_flask.uvicorn_server", "--app", app,
             "--port", str(port), "--threads", str(threads),
             "--graceful-timeout", str(graceful_timeout)]  # fmt: skip
@@ -70,12 +88,14 @@ def uvicorn_command(*, mode: str, port: int, threads: int, graceful_timeout: int
 
 def granian_command(
     *, port: int, workers: int, threads: int, graceful_timeout: int, dev_mode: bool = False,
-    factory: str = GRANIAN_FACTORY,
+    factory: str = GRANIAN_FACTORY, asgi: bool = False,
 ) -> list[str]:  # fmt: skip
-    """granian's WSGI interface: ``threads`` blocking threads a worker, the app from ``factory``."""
-    return [*_python(dev_mode), "-m", "granian", "--interface", "wsgi", "--host", HOST,
-            "--port", str(port), "--workers", str(workers),
-            "--blocking-threads", str(threads), "--no-ws", "--log-level", "warning",
+    """granian's WSGI interface: ``threads`` blocking threads a worker, the app from ``factory``;
+    with ``asgi``, its ASGI interface on uvloop (the ``bridge-loop`` mode)."""
+    interface = ["--interface", "asgi", "--loop", "uvloop"] if asgi else [
+        "--interface", "wsgi", "--blocking-threads", str(threads)]  # fmt: skip
+    return [*_python(dev_mode), "-m", "granian", *interface, "--host", HOST,
+            "--port", str(port), "--workers", str(workers), "--no-ws", "--log-level", "warning",
             "--workers-kill-timeout", str(graceful_timeout),
             "--factory", factory]  # fmt: skip
 
@@ -90,8 +110,9 @@ def server_command(
     ``gunicorn`` uses ``demo_flask/gunicorn.conf.py`` (``worker_class``:
     gthread by default, gevent for the ``gevent`` mode); ``uvicorn`` runs
     :mod:`demo_flask.uvicorn_server` (the Quart rewrite, or a Flask mode through
-    a2wsgi; one process); ``granian`` serves the Flask app on its WSGI
-    interface, ``threads`` blocking threads per worker, the app made by
+    a2wsgi, or ``bridge-loop`` on uvicorn's own loop; one process);
+    ``granian`` serves the Flask app on its WSGI interface (``bridge-loop``: its
+    ASGI interface), ``threads`` blocking threads per worker, the app made by
     ``granian_factory`` (default :data:`GRANIAN_FACTORY`, which stops the
     bridge when a worker exits).
 
@@ -111,9 +132,12 @@ def server_command(
         if preload or app_config:
             raise ValueError("granian builds the app with create_app() in each worker: "
                              "no preload, configuration from the environment")  # fmt: skip
+        onloop = mode == "bridge-loop"
+        if onloop and granian_factory == GRANIAN_FACTORY:
+            granian_factory = ONLOOP_FACTORY
         return granian_command(port=port, workers=workers, threads=threads,
                                graceful_timeout=graceful_timeout, dev_mode=dev_mode,
-                               factory=granian_factory)  # fmt: skip
+                               factory=granian_factory, asgi=onloop)  # fmt: skip
     return gunicorn_command(mode=mode, port=port, workers=workers, threads=threads,
                             graceful_timeout=graceful_timeout, worker_class=worker_class,
                             preload=preload, dev_mode=dev_mode, app_config=app_config)  # fmt: skip
