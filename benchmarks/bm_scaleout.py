@@ -15,10 +15,10 @@ its master SIGKILLed, Sentinel switched by ``SENTINEL FAILOVER``, Cluster with
 the master of the demo's slot SIGKILLed, and the host drill (one host's
 gunicorn SIGKILLed, another's SIGTERMed, under load).
 
-Needs root (namespaces) and haproxy. Writes ``scaleout.json`` and
-``scaleout.md`` (a markdown section the report can include) into ``--out``.
+Needs root (namespaces) and haproxy; without them it records why and no rows.
+``python -m benchmarks`` runs it with the others and puts its tables in the report.
 
-Run: ``python -m benchmarks.bm_scaleout [--quick] [--out results]``.
+Run: ``python -m benchmarks.bm_scaleout [--quick]``.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import time
-from pathlib import Path
 from typing import Any
 
 import psutil
@@ -36,7 +36,7 @@ from demo_flask.scaleout.drills import KINDS, redis_failover_drill
 from demo_flask.scaleout.hosts import Deployment, hosts_drill
 from demo_flask.scaleout.load import Load
 
-from .results import markdown_table
+from .results import Progress, Rows, cell, main_for, markdown_table
 
 NAME = "scaleout"
 
@@ -81,57 +81,78 @@ def throughput(hosts: int, seconds: float, threads: int = 16) -> dict[str, Any]:
             "cpu_ms_per_answer": round(cpu * 1000 / len(ok), 3) if ok else None}  # fmt: skip
 
 
-def format_tables(result: dict[str, Any]) -> str:
-    cores = result["params"]["cpu_count"]
-    rows = [[r["hosts"], r["workers_per_host"], r["rps"], r["p99_ms"], r["errors"],
-             r["cpu_ms_per_answer"]] for r in result["throughput"]]  # fmt: skip
-    out = [f"### Scaling out: hosts behind HAProxy ({cores} cores shared by every host)", "",
-           markdown_table(["hosts", "workers/host", "req/s", "p99 ms", "errors",
-                           "CPU ms/answer"], rows), "",
-           f"All hosts share this machine's {cores} cores: req/s is bounded by them, not "
-           "by the design; the CPU per answer (the hosts' gunicorn processes) is the cost "
-           "each more host adds to.", "",
-           "### Failover under load", ""]  # fmt: skip
-    fail_rows = []
-    for drill in result["redis"]:
+def _rows(throughput_rows: Rows, drills: list[dict[str, Any]], hosts: dict[str, Any]) -> Rows:
+    """One flat list: a row per host count, per failover event, per host event."""
+    rows: Rows = [{"table": "throughput", **row} for row in throughput_rows]
+    for drill in drills:
         for event in drill["events"]:
-            fail_rows.append([drill["kind"], event["event"], event["promoted_s"],
-                              event["window_s"], event["failed"], event["every_worker_s"],
-                              f"{drill['billed']}/{drill['ok']}"])  # fmt: skip
-    out.append(markdown_table(["drill", "event", "new master s", "503 window s", "failed",
-                               "every worker writes s", "billed/200"], fail_rows))  # fmt: skip
-    hosts = result["hosts"]
-    host_rows = [[e["event"], e["host"], e["routed_around_s"],
-                  json.dumps(e["errors"]), f"{e['in_flight_ok']}/{e['in_flight']}"]
-                 for e in hosts["events"]]  # fmt: skip
-    out += ["", f"### Hosts: {hosts['hosts']} hosts, HAProxy checks /health every "
-            f"{hosts['check_interval_s']} s, fall {hosts['fall']}", "",
-            markdown_table(["event", "host", "routed around s", "errors", "in flight ok"],
-                           host_rows), "",
-            f"Billing: {hosts['billed']} billed for {hosts['ok']} answers 200 "
-            f"({json.dumps(hosts['by_kind'])}).", ""]  # fmt: skip
+            rows.append({"table": "failover", "drill": drill["kind"], **event,
+                         "billed": drill["billed"], "ok_total": drill["ok"],
+                         "billing_exact": drill["billed"] == drill["ok"]})  # fmt: skip
+    for event in hosts["events"]:
+        rows.append({"table": "hosts", **event, "hosts": hosts["hosts"],
+                     "check_interval_s": hosts["check_interval_s"], "fall": hosts["fall"],
+                     "billed": hosts["billed"], "ok_total": hosts["ok"]})  # fmt: skip
+    return rows
+
+
+def format_table(rows: Rows) -> str:
+    """The three tables of a run: hosts behind HAProxy, Redis failovers, hosts taken away."""
+    of = {name: [r for r in rows if r.get("table") == name]
+          for name in ("throughput", "failover", "hosts")}  # fmt: skip
+    out = ["Scaling out: hosts behind HAProxy, `/dog?latency=0` (every host shares this "
+           "machine's cores: req/s is bounded by them, not by the design; the CPU per answer "
+           "of the hosts' gunicorn processes is the figure to carry over).", "",
+           markdown_table(["hosts", "workers/host", "req/s", "p99 ms", "errors",
+                           "CPU ms/answer"],
+                          [[r["hosts"], r["workers_per_host"], r["rps"], r["p99_ms"],
+                            r["errors"], cell(r["cpu_ms_per_answer"], 2)]
+                           for r in of["throughput"]]),
+           "", "Redis failover under load (a connection per request):", "",
+           markdown_table(["drill", "event", "new master s", "503 window s", "failed",
+                           "every worker writes s", "billed/200"],
+                          [[r["drill"], r["event"], cell(r["promoted_s"], 2),
+                            cell(r["window_s"], 2), r["failed"], cell(r["every_worker_s"], 2),
+                            f"{r['billed']}/{r['ok_total']}"]
+                           for r in of["failover"]])]  # fmt: skip
+    if of["hosts"]:
+        first = of["hosts"][0]
+        out += ["", f"Hosts taken away under load ({first['hosts']} hosts, HAProxy checks "
+                f"/health every {first['check_interval_s']} s, fall {first['fall']}; "
+                f"{first['billed']} billed for {first['ok_total']} answers 200):", "",
+                markdown_table(["event", "host", "routed around s", "errors",
+                                "in flight ok"],
+                               [[r["event"], r["host"], cell(r["routed_around_s"], 2),
+                                 json.dumps(r["errors"]), f"{r['in_flight_ok']}/{r['in_flight']}"]
+                                for r in of["hosts"]])]  # fmt: skip
     return "\n".join(out)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=(__doc__ or NAME).splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="4 s a row instead of 15 s")
-    parser.add_argument("--out", type=Path, default=Path("results"), help="default: results/")
-    args = parser.parse_args(argv)
+def _measure(args: argparse.Namespace, progress: Progress) -> tuple[dict[str, Any], Rows]:
     seconds = 4.0 if args.quick else 15.0
-    result: dict[str, Any] = {
-        "name": NAME,
-        "params": {"seconds_per_row": seconds, "cpu_count": os.cpu_count()},
-        "throughput": [throughput(n, seconds) for n in (1, 2, 3)],
-        "redis": [redis_failover_drill(kind).as_json() for kind in KINDS],
-        "hosts": hosts_drill(3).as_json(),
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "scaleout.json").write_text(json.dumps(result, indent=2) + "\n")
-    markdown = format_tables(result)
-    (args.out / "scaleout.md").write_text(markdown)
-    print(markdown)
-    return result
+    params: dict[str, Any] = {"seconds_per_row": seconds, "cpu_count": os.cpu_count(),
+                              "clients": 16}  # fmt: skip
+    missing = [why for why, ok in (("root (network namespaces)", os.geteuid() == 0),
+                                   ("haproxy", shutil.which("haproxy") is not None)) if not ok]
+    if missing:
+        params["skipped"] = "needs " + " and ".join(missing)
+        return params, []
+    measured = []
+    for hosts in (1, 2, 3):
+        progress(f"{hosts} host(s) behind HAProxy, {seconds:.0f} s")
+        measured.append(throughput(hosts, seconds))
+    drills = []
+    for kind in KINDS:
+        progress(f"failover drill: {kind}")
+        drills.append(redis_failover_drill(kind).as_json())
+    progress("hosts drill: SIGKILL one host, SIGTERM another")
+    return params, _rows(measured, drills, hosts_drill(3).as_json())
+
+
+def main(argv: list[str] | None = None, progress: Progress | None = None) -> dict[str, Any]:
+    """Measure the rows and drills; returns ``{"name", "params", "rows"}``."""
+    return main_for(NAME, __doc__, argv, progress, _measure, format_table,
+                    quick_help="4 s a row instead of 15 s", show_targets=False)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .report_findings import findings
-from .report_peers import best_label, choose, peer_section
+from .report_peers import best_label, choose, peer_section, served_by
 from .report_run import (
     command_line,
     fanout_at,
@@ -59,7 +59,7 @@ def headline(document: dict[str, Any], chart: str | None = "headline.png", *,
         if p is None:
             continue
         rss = next((m["rss_end_mb"] for m in load_modes(document) if m["mode"] == mode), None)
-        rows.append([f"**{mode}**" if mode == "bridge" else mode, p["rps"],
+        rows.append([f"**{mode}**" if mode == "bridge" else mode, served_by(mode), p["rps"],
                      ratio_text(bridge, p), p["p50_ms"], p["p99_ms"],
                      p["errors"], p["upstream_connections"], p["redis_clients_peak"],
                      p["redis_new_connections"], rss])  # fmt: skip
@@ -67,23 +67,24 @@ def headline(document: dict[str, Any], chart: str | None = "headline.png", *,
     deployed = point_at(document, best, concurrency, latency) if best else None
     if best and best != "bridge" and deployed:
         rss = next((m["rss_end_mb"] for m in load_modes(document) if m["mode"] == best), None)
-        rows.append([f"**{best}** (best deployment)", deployed["rps"],
+        rows.append([f"**{best}** (best deployment)", served_by(best), deployed["rps"],
                      ratio_text(bridge, deployed), deployed["p50_ms"], deployed["p99_ms"],
                      deployed["errors"], deployed["upstream_connections"],
                      deployed["redis_clients_peak"], deployed["redis_new_connections"], rss])
     if not rows:
         return f"{HEADLINE_START}\n(no load test in this run)\n{HEADLINE_END}"
-    headers = ["mode", "req/s", "bridge ÷ mode (min-max over rounds)", "p50 ms", "p99 ms",
-               "errors",
+    headers = ["mode", "served by", "req/s", "bridge ÷ mode (min-max over rounds)", "p50 ms",
+               "p99 ms", "errors",
                "upstream conns opened", "Redis conns held", "Redis conns opened",
                "worker RSS MB"]  # fmt: skip
     lines = [
         HEADLINE_START,
         f"`GET /dog` with {concurrency} concurrent clients and a {latency} ms upstream, "
-        f"{params.get('workers', 1)} gunicorn gthread worker x {params.get('threads', 32)} "
-        f"threads, {params.get('duration', '?')} s per load:",
+        f"{params.get('workers', 1)} worker process per mode (gunicorn's with "
+        f"{params.get('threads', 32)} threads), {params.get('duration', '?')} s per load; each "
+        f"row names its server:",
         "",
-        markdown_table(headers, rows, numeric_align(headers, 1)),
+        markdown_table(headers, rows, numeric_align(headers, 2)),
         "",
     ]
     fanout = [(mode, fanout_at(document, mode)) for mode in MODE_ORDER]

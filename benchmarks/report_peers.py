@@ -15,7 +15,7 @@ from .load_analysis import ONLOOP, best_bridge, find_point
 from .load_plan import PEER_CONCURRENCY, TARGET_LATENCY_MS, server_of
 from .results import MODE_ORDER, rps_ratio, text
 
-__all__ = ("best_label", "choose", "peer_section")
+__all__ = ("best_label", "choose", "peer_section", "served_by")
 
 
 def _result(document: dict[str, Any]) -> dict[str, Any]:
@@ -47,7 +47,8 @@ def _cell(value: Any, digits: int = 1) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
-def _describe(label: str) -> str:
+def served_by(label: str) -> str:
+    """The server (and worker kind) that runs ``label`` in the load test."""
     where = server_of(label)
     if where["mode"] == ONLOOP:
         return "uvicorn, on its loop (uvloop, httptools)"
@@ -70,7 +71,7 @@ def _table(document: dict[str, Any], labels: list[str], best: str | None) -> lis
                 continue
             name = f"**{label}**" if label == best else label
             lines.append("| " + " | ".join([
-                name, _describe(label), str(concurrency), _cell(p["rps"]),
+                name, served_by(label), str(concurrency), _cell(p["rps"]),
                 text(rps_ratio(bridge, p)), _cell(p["p50_ms"]), _cell(p["p99_ms"]),
                 _cell(p["errors"]), _cell(p.get("worker_cpu_ms_per_request"), 2),
                 _cell(p.get("open_to_upstream_peak")), _cell(p.get("redis_clients_peak")),
@@ -131,13 +132,13 @@ def choose(document: dict[str, Any]) -> str:
                   f"the rounds)") if quart else ""  # fmt: skip
         if cpu is not None and cpu <= 1 / 0.9:
             parts.append(f"**Keep Flask and add the bridge** unless you are rewriting anyway: "
-                         f"behind {_describe(best)} ({best}) a request cost the worker "
+                         f"behind {served_by(best)} ({best}) a request cost the worker "
                          f"{cpu:.2f}x the CPU it cost Quart on uvicorn, so a rewrite buys at "
                          f"most {max(0.0, cpu - 1):.0%} more requests per worker"
                          f"{'; ' + served if served else ''}.")  # fmt: skip
         elif cpu is not None:
             parts.append(f"**A rewrite in Quart pays when per-worker throughput is the bill**: "
-                         f"behind {_describe(best)} ({best}) a request cost the worker "
+                         f"behind {served_by(best)} ({best}) a request cost the worker "
                          f"{cpu:.2f}x the CPU it cost Quart on uvicorn, so Quart does about "
                          f"{cpu - 1:.0%} more per worker{'; ' + served if served else ''}.")
         else:

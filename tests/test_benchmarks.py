@@ -24,6 +24,7 @@ import pytest
 
 from benchmarks import charts, load_client, readme, report
 from benchmarks._watchdog import EXIT_OVERRAN
+from benchmarks.report_tables import micro_tables
 from demo_flask.services import UpstreamServer
 from tests.helpers import run_python
 
@@ -179,8 +180,9 @@ def test_headline_and_readme_block() -> None:
     block = report.headline(document, chart="docs/x.png")
     assert block.startswith(report.HEADLINE_START)
     assert block.endswith(report.HEADLINE_END)
-    assert "| **bridge** | 800.0 | 1.00x (1 round: no spread) |" in block
-    assert "| sync | 600.0 | 1.33x (1 round: no spread) |" in block
+    # each row names the server that ran it (Quart and gevent do not run on gthread)
+    assert "| **bridge** | gunicorn gthread | 800.0 | 1.00x (1 round: no spread) |" in block
+    assert "| sync | gunicorn gthread | 600.0 | 1.33x (1 round: no spread) |" in block
     assert "Test CPU, 2 logical cores, 4.0 GB RAM" in block
     assert "![requests/s per mode](docs/x.png)" in block
     before = f"# Title\n\nintro\n\n{report.HEADLINE_START}\nold\n{report.HEADLINE_END}\n\nrest\n"
@@ -191,6 +193,28 @@ def test_headline_and_readme_block() -> None:
     assert block in after
     with pytest.raises(ValueError, match="markers"):
         readme.replace_block("# no markers\n", block)
+
+
+def test_the_report_shows_the_scale_out_rows_and_drills() -> None:
+    throughput = [{"table": "throughput", "hosts": n, "workers_per_host": 2, "requests": 0,
+                   "ok": 0, "errors": 0, "rps": 300.5 + n, "p99_ms": 150.25,
+                   "cpu_ms_per_answer": 1.6}
+                  for n in (1, 2)]  # fmt: skip
+    failover = {"table": "failover", "drill": "sentinel-kill", "event": "SIGKILL master",
+                "promoted_s": 2.31, "window_s": 2.29, "failed": 512, "failed_by_kind": {"503": 512},
+                "every_worker_s": 2.41, "served": 900, "billed": 900, "ok_total": 900,
+                "billing_exact": True}  # fmt: skip
+    host = {"table": "hosts", "event": "SIGKILL", "host": "h1", "routed_around_s": 0.81,
+            "errors": {"502": 6}, "in_flight": 0, "in_flight_ok": 0, "hosts": 3,
+            "check_interval_s": 0.5, "fall": 2, "billed": 700, "ok_total": 700}  # fmt: skip
+    document = {"benchmarks": {"scaleout": {"name": "scaleout", "params": {"cpu_count": 2},
+                                            "rows": [*throughput, failover, host]}}}
+    text = "\n".join(micro_tables(document))
+    assert "## scaleout" in text
+    assert "| 2 | 2 | 302.5 | 150.2 | 0 | 1.60 |" in text
+    assert "| sentinel-kill | SIGKILL master | 2.31 | 2.29 | 512 | 2.41 | 900/900 |" in text
+    assert '| SIGKILL | h1 | 0.81 | {"502": 6} | 0/0 |' in text
+    assert "700 billed for 700 answers 200" in text
 
 
 def test_readme_update_copies_the_chart_but_links_no_image(tmp_path: Path) -> None:
