@@ -227,7 +227,7 @@ def test_readme_update_copies_the_chart_but_links_no_image(tmp_path: Path) -> No
     target.write_text(f"# T\n\n{report.HEADLINE_START}\nold\n{report.HEADLINE_END}\n", "utf-8")
     assert readme.main([str(results), "--readme", str(target)]) == 0
     text = target.read_text(encoding="utf-8")
-    assert "| **bridge** | 800.0 | 1.00x" in text
+    assert "| **bridge** | gunicorn gthread | 800.0 | 1.00x" in text
     assert "![" not in text
     assert (tmp_path / "docs" / "benchmark-headline.png").read_bytes() == b"\x89PNG chart"
     # The run itself is committed beside its report: the one source of every figure.
@@ -252,7 +252,7 @@ def test_every_ratio_shows_its_spread_across_rounds() -> None:
     document = _with_rounds(_document())
     block = report.headline(document)
     # bridge over sync round by round: 800/600, 550/500, 1050/700
-    assert "| sync | 600.0 | 1.33x (1.10-1.50, 3 rounds) |" in block
+    assert "| sync | gunicorn gthread | 600.0 | 1.33x (1.10-1.50, 3 rounds) |" in block
     text = "\n".join(report.findings(document))
     assert "1.33x (1.10-1.50, 3 rounds) sync (600 req/s)" in text
     # one round of three is faster for the bridge: no winner is declared
