@@ -157,8 +157,12 @@ def test_the_matcher_is_strict() -> None:
     numbers, ratios = _committed()
     assert not _matches("3.65", ratios)  # a ratio of another run
     assert not _matches("311", numbers)  # connections of another run
-    assert _matches("5.31", ratios) and _matches("5.3", ratios)  # quoted, rounded
-    assert not _matches("5.31", {Decimal("5.3")})  # more precise than the source
+    # A ratio of this run matches, quoted or rounded; one more precise than its source does not.
+    quoted = next(r for r in sorted(ratios) if r >= 1
+                  and r.as_tuple().exponent == -2 and r.as_tuple().digits[-1] != 0)  # fmt: skip
+    rounded = quoted.quantize(Decimal("0.1"))
+    assert _matches(str(quoted), ratios) and _matches(str(rounded), ratios)
+    assert not _matches(str(quoted), {rounded})
     page = ROOT / "docs" / "index.md"
     assert _figures(page) is not None
     claim = f"served 3.65{TIMES} the requests, 311 Redis connections, 18 µs per call"
