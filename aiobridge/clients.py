@@ -34,7 +34,7 @@ import re
 import socket
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 if TYPE_CHECKING:
     import aiohttp
@@ -163,14 +163,17 @@ def parse_redis_url(url: str) -> RedisTarget:
     """  # noqa: E501
     if not isinstance(url, str) or not url:
         raise TypeError(f"a Redis URL must be a non-empty string, got {url!r}")
-    parts = urlsplit(url)
-    if parts.scheme not in (SENTINEL_SCHEME, CLUSTER_SCHEME):
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in (SENTINEL_SCHEME, CLUSTER_SCHEME):
         return RedisTarget("standalone", (), None, 0)
-    if "@" in parts.netloc or parts.query:
+    # Split by hand: urllib's urlsplit refuses a list of hosts with a bracketed
+    # IPv6 one after the first ("Invalid IPv6 URL", in newer patch releases).
+    netloc, _, rest = rest.partition("/")
+    if "@" in netloc or "?" in netloc or "?" in rest or "#" in netloc or "#" in rest:
         raise ValueError(f"{url!r}: pass credentials and options as keyword arguments")
-    nodes = tuple(_address(url, item) for item in parts.netloc.split(","))
-    path = [unquote(p) for p in parts.path.split("/") if p]
-    if parts.scheme == CLUSTER_SCHEME:
+    nodes = tuple(_address(url, item) for item in netloc.split(","))
+    path = [unquote(p) for p in rest.split("/") if p]
+    if scheme.lower() == CLUSTER_SCHEME:
         if path:
             raise ValueError(f"{url!r}: a cluster URL has no path (a cluster has only db 0)")
         return RedisTarget("cluster", nodes, None, 0)

@@ -39,9 +39,13 @@ def test_parse_redis_url() -> None:
     assert parse_redis_url("redis+cluster://127.0.0.1:7000") == RedisTarget(
         "cluster", (("127.0.0.1", 7000),), None, 0
     )
+    # An IPv6 node after the first: urllib's urlsplit refuses it on newer patch releases.
+    assert parse_redis_url("redis+cluster://127.0.0.1:7000,[::1]:7001").nodes == (
+        ("127.0.0.1", 7000), ("::1", 7001))
     assert parse_redis_url("redis://127.0.0.1:6379/0").kind == "standalone"
     for bad in ("redis+sentinel://127.0.0.1:1/", "redis+sentinel://127.0.0.1/caas",
-                "redis+cluster://127.0.0.1:1/3", "redis+sentinel://:pw@127.0.0.1:1/caas"):
+                "redis+cluster://127.0.0.1:1/3", "redis+sentinel://:pw@127.0.0.1:1/caas",
+                "redis+cluster://127.0.0.1:1?ssl=true", "redis+sentinel://127.0.0.1:1/caas#x"):
         with pytest.raises(ValueError):
             parse_redis_url(bad)
 
