@@ -306,3 +306,27 @@ def test_debug_mode_follows_the_interpreter_unless_told(
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == expected
+
+
+def test_an_app_with_the_extension_is_freed_at_zero_refcount() -> None:
+    """No reference cycle through the app (Flask's test_app_freed_on_zero_refcount).
+
+    The extension once set ``app.ensure_sync`` to a partial holding the app and
+    its bound method: the app then lived until the garbage collector ran.
+    """
+    import gc
+    import weakref
+
+    from aiobridge import AioThread
+
+    with AioThread(name="freed-app") as bridge:
+        gc.disable()
+        try:
+            app = Flask(__name__)
+            AioBridge(app, bridge=bridge)
+            assert app.view_functions["static"]
+            freed = weakref.ref(app)
+            del app
+            assert freed() is None
+        finally:
+            gc.enable()

@@ -12,6 +12,7 @@ thread-safe hand-off). Served by an ordinary WSGI server, nothing changes.
 from __future__ import annotations
 
 import functools
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -47,14 +48,23 @@ def threaded(view: F) -> F:
 
 
 def install(app: Flask) -> None:
-    """Make ``app.ensure_sync`` send the views marked or listed to the pool, on the loop."""
+    """Make ``app.ensure_sync`` send the views marked or listed to the pool, on the loop.
+
+    The wrapper holds the app weakly: an app must stay free of reference cycles
+    (Flask frees an unreferenced app at once, without the garbage collector).
+    """
     app.config.setdefault("AIOBRIDGE_THREADED_VIEWS", ())
-    app.ensure_sync = functools.partial(_ensure_sync, app, app.ensure_sync)  # type: ignore[method-assign]
+    previous = vars(app).get("ensure_sync")  # an instance's own override is kept
+    app.ensure_sync = functools.partial(_ensure_sync, weakref.ref(app), previous)  # type: ignore[method-assign]
 
 
-def _ensure_sync(app: Flask, original: Callable[[Callable[..., Any]], Callable[..., Any]],
-                 func: Callable[..., Any]) -> Callable[..., Any]:
-    synced = original(func)
+def _ensure_sync(app_ref: weakref.ref[Flask],
+                 previous: Callable[[Callable[..., Any]], Callable[..., Any]] | None,
+                 func: Callable[..., Any]) -> Callable[..., Any]:  # fmt: skip
+    app = app_ref()
+    if app is None:
+        raise RuntimeError("ensure_sync() of a Flask app that no longer exists")
+    synced = previous(func) if previous is not None else type(app).ensure_sync(app, func)
     if synced is not func or not has_request_context():
         return synced  # an async function: it runs on the loop anyway
     run_in_thread = request.environ.get(_IN_THREAD_KEY)
