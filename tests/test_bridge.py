@@ -15,7 +15,7 @@ import pytest
 
 from aiobridge import AioThread, BridgeClosedError, BridgeDeadlockError, BridgeTimeoutError
 
-from .helpers import WAIT, run_python, without_slow_callback_reports
+from .helpers import WAIT, run_python, wait_until, without_slow_callback_reports
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
@@ -492,6 +492,36 @@ def test_max_in_flight_bounds_concurrency() -> None:
                 future.result(WAIT)
         assert gauge["high"] == limit
         assert bridge.stats().completed == callers + 1
+
+
+def test_a_slot_freed_by_a_call_cancelled_before_its_first_step_goes_to_the_next() -> None:
+    """A waiting call is launched when the call holding the slot ends, however it ends.
+
+    Found by a random-order run of the backpressure storm (every caller timed out):
+    a call launched from the waiting queue, then cancelled before its task's first
+    step, gave its slot back without launching the next waiting call, which then
+    waited for another call to end, or for ever.
+    """
+    with AioThread(max_in_flight=1) as bridge:
+        (gate,) = bridge.run(_events(1))
+        held: dict[str, concurrent.futures.Future[int]] = {}
+
+        async def holder() -> int:
+            await gate.wait()
+            # Scheduled before the task of the next waiting call (launched when this
+            # call ends, in this very step): that call is cancelled before it starts.
+            held["second"].cancel()
+            return 1
+
+        first = bridge.submit(holder())
+        held["second"] = bridge.submit(add(1, 1))
+        third = bridge.submit(add(2, 2))
+        wait_until(lambda: bridge.stats().queued == 2, "two calls waiting for the slot")
+        bridge.call_soon(gate.set)
+        assert first.result(WAIT) == 1
+        assert third.result(WAIT) == 4
+        assert held["second"].cancelled()
+        assert bridge.stats().in_flight == 0 and bridge.stats().queued == 0
 
 
 def test_timeout_applies_while_waiting_for_a_slot() -> None:

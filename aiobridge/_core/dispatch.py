@@ -99,7 +99,8 @@ class Dispatcher:
         if call.timeout is not None:
             call.timer = self.loop.call_later(call.timeout, self.cancel, call, True)
         limit = self.max_in_flight
-        if limit is not None and not call.spawned and counters.in_flight >= limit:
+        if limit is not None and not call.spawned and (counters.in_flight >= limit
+                                                       or self.waiting):  # fmt: skip
             self.waiting.append(call)
             if self.report_each_call:
                 self.report_gauges()
@@ -132,6 +133,8 @@ class Dispatcher:
                 self.report_gauges()
             self.active.discard(call)
             self.settle_unstarted(call)
+            if self.waiting:  # its slot goes to the next waiting call, as at any end
+                self.slot_freed()
             return
         outcome: Outcome = "completed"
         try:
