@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .load_plan import LABELS, PEER_CONCURRENCY, TARGET_LATENCY_MS
-from .profile_demo import profile, py_spy
+from .profile_demo import profile, py_spy, stacks
 from .results import Progress, Rows, UsageError, cell, main_for, markdown_table
 
 __all__ = ("CATEGORIES", "INCLUSIVE", "categorize", "findings", "main")
@@ -67,13 +67,8 @@ def categorize(collapsed: str) -> tuple[int, dict[str, int], dict[str, int]]:
     own: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
     total = 0
-    for line in collapsed.splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        samples = int(count)
+    for frames, samples in stacks(collapsed):
         total += samples
-        frames = stack.split(";")
         for frame in reversed(frames[1:]):  # frames[0] names the thread
             category = next((name for name, pattern in CATEGORIES
                              if re.search(pattern, frame)), None)  # fmt: skip

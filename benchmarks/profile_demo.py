@@ -24,6 +24,7 @@ import collections
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,15 @@ from .load_client import run_load
 from .load_measure import cpu_seconds
 from .load_plan import LABELS, server_of
 
-__all__ = ("main", "profile", "py_spy", "summarize")
+__all__ = ("main", "profile", "py_spy", "stacks", "summarize")
+
+
+def stacks(collapsed: str) -> Iterator[tuple[list[str], int]]:
+    """Each stack of py-spy's collapsed output: its frames (the thread first) and samples."""
+    for line in collapsed.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack and count.isdigit():
+            yield stack.split(";"), int(count)
 
 
 def summarize(collapsed: str, top: int = 25) -> str:
@@ -43,13 +52,8 @@ def summarize(collapsed: str, top: int = 25) -> str:
     own: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
     total = 0
-    for line in collapsed.splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        samples = int(count)
+    for frames, samples in stacks(collapsed):
         total += samples
-        frames = stack.split(";")
         threads[frames[0]] += samples
         own[frames[-1]] += samples
         for frame in {frame.split(" (")[0] for frame in frames[1:]}:

@@ -20,6 +20,7 @@ Example::
 
 from __future__ import annotations
 
+import abc
 import shutil
 import socket
 import subprocess
@@ -142,7 +143,7 @@ class RedisNode(ChildService):
         return command(self.host, self.port, *args, timeout=timeout)
 
 
-class _Group:
+class _Group(abc.ABC):
     """Processes started together, stopped together (newest first), in one temporary dir."""
 
     def __init__(self, host: str) -> None:
@@ -168,8 +169,9 @@ class _Group:
             self.stop()
             raise
 
+    @abc.abstractmethod
     def start(self) -> Self:
-        raise NotImplementedError
+        """Start every process of the group and wait until it serves; return it."""
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:  # fmt: skip
