@@ -28,6 +28,7 @@ from typing import Any
 from ..catalog import BILLING_KEY
 from ..redis_targets import sync_client
 from ..services import AppServer
+from ..services.ports import free_port
 from ..services.process import ChildService, answers_health, env_with_repo
 from ..services.redis_ha import SentinelGroup, wait_for
 from .balancer import HAProxy
@@ -69,7 +70,7 @@ class SharedUpstream(ChildService):
     name = "upstream"
 
     def __init__(self, address: str) -> None:
-        super().__init__(port=None, startup_timeout=20.0)
+        super().__init__(port=free_port(address), startup_timeout=20.0)
         self.address = address
 
     @property

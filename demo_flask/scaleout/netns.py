@@ -21,10 +21,14 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
+from ..services.claims import Claim
+
 __all__ = ("PREFIX", "Host", "NetnsError", "Network", "available", "leftovers")
 
 #: Every namespace and link made here starts with this.
 PREFIX = "caas"
+#: Subnets are ``10.213.<FIRST_OCTET + i>.0/24`` for ``i`` in ``range(SUBNETS)``.
+FIRST_OCTET, SUBNETS = 20, 200
 _TIMEOUT = 10.0
 
 
@@ -74,8 +78,11 @@ class Host:
 class Network:
     """A bridge and ``hosts`` namespaces on subnet ``10.213.<octet>.0/24``."""
 
-    def __init__(self, hosts: int, *, octet: int | None = None) -> None:
-        self.octet = octet if octet is not None else 20 + os.getpid() % 200
+    def __init__(self, hosts: int) -> None:
+        # The subnet is claimed (every process on the machine sees it) from here
+        # until close(): two suites side by side never make the same one.
+        self._claim = Claim.take("subnet", SUBNETS)
+        self.octet = FIRST_OCTET + self._claim.index
         self.tag = f"{self.octet:03d}"
         self.bridge = f"{PREFIX}{self.tag}br"
         self.gateway = f"10.213.{self.octet}.1"
@@ -108,6 +115,8 @@ class Network:
             _ip("link", "delete", f"{host.name}r", check=False)
         _ip("link", "delete", self.bridge, check=False)
         left = leftovers(self.tag)
+        if not left:
+            self._claim.release()
         if left:
             raise NetnsError(f"network namespaces or links left behind: {left}")
 

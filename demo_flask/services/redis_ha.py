@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import abc
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -31,11 +30,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from .ports import HOST
+from .ports import HOST, free_port_pair
 from .process import ChildService, ServiceError
 from .redis_server import find_redis_server
 
-__all__ = ("ClusterGroup", "RedisNode", "SentinelGroup", "free_port_pair", "wait_for")
+__all__ = ("ClusterGroup", "RedisNode", "SentinelGroup", "wait_for")
 
 #: The Sentinel service name of the demo's master.
 SERVICE = "caas"
@@ -61,23 +60,6 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: floa
         if time.monotonic() > deadline:
             raise ServiceError(f"{what}: not within {timeout}s")
         time.sleep(interval)
-
-
-def free_port_pair(host: str = HOST, offset: int = 10000, start: int = 20000) -> int:
-    """A port free on ``host`` whose ``port + offset`` (a cluster bus port) is free too."""
-    for port in range(start, 65535 - offset):
-        if _bindable(host, port) and _bindable(host, port + offset):
-            return port
-    raise ServiceError(f"no free port pair on {host}")
-
-
-def _bindable(host: str, port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 def command(host: str, port: int, *args: str, timeout: float = 1.0) -> Any:
@@ -381,8 +363,8 @@ class ClusterGroup(_Group):
     def start(self) -> Self:
         args = ("--cluster-enabled", "yes", "--cluster-node-timeout", str(DOWN_AFTER_MS),
                 "--protected-mode", "no")  # fmt: skip
-        for index in range(self.size):
-            port = free_port_pair(self.host, start=20000 + 50 * index)
+        for _ in range(self.size):
+            port = free_port_pair(self.host)
             node = RedisNode(self.workdir, host=self.host, port=port,
                              args=(*args, "--cluster-config-file", f"nodes-{port}.conf"))
             self._start(node)
