@@ -328,11 +328,13 @@ for i in range(150):
 # A stopped bridge's wake-up descriptor is closed when its doorbell is garbage
 # (never while a late caller may ring it), which can be a few milliseconds after
 # stop() returns (its last reference dropped by a thread winding down, seen under
-# gevent): wait, bounded, for the count to come back; a leak never does.
+# gevent). So either count may include one such descriptor of an earlier cycle:
+# the baseline too (then the end count is lower). Wait, bounded, for the count
+# to come down to the baseline; a leak (one per cycle) never does.
 deadline = time.monotonic() + 10
-while open_fds() != fds and time.monotonic() < deadline:
+while open_fds() > fds and time.monotonic() < deadline:
     time.sleep(0.01)
-assert open_fds() == fds, (open_fds(), fds)
+assert open_fds() <= fds, (open_fds(), fds)
 assert threading.active_count() == 1, threading.enumerate()
 print("ok")
 """,
