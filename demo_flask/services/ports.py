@@ -21,6 +21,7 @@ Example::
 
 from __future__ import annotations
 
+import collections
 import os
 import socket
 import threading
@@ -56,14 +57,16 @@ def ephemeral_start() -> int:
 class _Blocks:
     """Blocks of ports this process claimed, handed out in turn, claimed as needed.
 
-    A port comes back only after every other port of the blocks was handed out
-    (a block when one is held): a caller may pick several before binding any.
+    None of the last :data:`BLOCK` ports handed out comes back (a caller may
+    pick several before binding any): when every free port of the blocks held
+    is that recent, another block is claimed.
     """
 
     def __init__(self, kind: str, start: int, stop: int) -> None:
         self.kind, self.start, self.stop = kind, start, stop
         self._claims: list[Claim] = []
         self._next = 0
+        self._recent: collections.deque[int] = collections.deque(maxlen=BLOCK)
         self._lock = threading.Lock()
         os.register_at_fork(after_in_child=self._after_fork)
 
@@ -80,8 +83,9 @@ class _Blocks:
                 ports = self._ports()
                 for step in range(len(ports)):
                     port = ports[(self._next + step) % len(ports)]
-                    if usable(port):
+                    if port not in self._recent and usable(port):
                         self._next = (self._next + step + 1) % len(ports)
+                        self._recent.append(port)
                         return port
                 blocks = max(0, (min(self.stop, ephemeral_start()) - self.start) // BLOCK)
                 try:
