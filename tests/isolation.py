@@ -28,13 +28,22 @@ A test that changes one and does not restore it fails at teardown, naming the
 change, and the global is put back so that the next test starts clean; the fix
 belongs in the test (a fixture that restores it). A docs page is checked as a
 whole (its examples build on each other): see the root ``conftest.py``.
+
+**SIGTERM** (``kill``, ``timeout``, a CI runner cancelling the job) ends the
+session as Ctrl-C does, with every fixture's teardown: the servers the suite
+started run in sessions of their own, which a signal to pytest does not reach,
+and were left running when SIGTERM killed pytest outright. A process forked
+from the session gets the default action back.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
 import pytest
@@ -59,6 +68,7 @@ SCRUBBED_PREFIXES = ("AIOBRIDGE_", "CAAS_", "FLASK_")
 WIPEABLE_REDIS_ENV = "AIOBRIDGE_TEST_REDIS_URL_MAY_BE_WIPED"
 
 _SAVED = pytest.StashKey[dict[str, str]]()
+_SIGTERM_BEFORE = pytest.StashKey[Any]()
 _wipeable_redis_url: str | None = None
 
 
@@ -72,9 +82,23 @@ def wipeable_redis_url() -> str | None:
     return _wipeable_redis_url
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"{signal.Signals(signum).name}: the session stops, fixtures torn down")
+
+
+def _default_action_in_child() -> None:
+    if signal.getsignal(signal.SIGTERM) is _interrupt:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a fork's only thread is its main one
+
+
+os.register_at_fork(after_in_child=_default_action_in_child)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     global _wipeable_redis_url
+    if threading.current_thread() is threading.main_thread():
+        config.stash[_SIGTERM_BEFORE] = signal.signal(signal.SIGTERM, _interrupt)
     saved = {name: value for name, value in os.environ.items() if scrubbed(name)}
     config.stash[_SAVED] = saved
     for name in saved:
@@ -87,6 +111,8 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config: pytest.Config) -> None:
     os.environ.update(config.stash.get(_SAVED, {}))
+    if _SIGTERM_BEFORE in config.stash:
+        signal.signal(signal.SIGTERM, config.stash[_SIGTERM_BEFORE])
 
 
 def pytest_report_header(config: pytest.Config) -> str:

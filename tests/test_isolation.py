@@ -11,16 +11,18 @@ Redis (which it then flushes).
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 import redis
 
 from demo_flask.services import RedisServer
-from tests.helpers import ROOT
+from tests.helpers import ROOT, wait_until
 from tests.isolation import SCRUBBED_NAMES, Globals, scrubbed
 
 # A test that flushes the suite's Redis (clean_redis), and the metrics tests.
@@ -99,3 +101,45 @@ def test_a_leaked_global_is_named_and_put_back(monkeypatch: pytest.MonkeyPatch) 
     changes = Globals.now().changes_since(before)
     assert changes == ["os.environ: added ['AIOBRIDGE_LEAKED'], removed [], changed []"]
     assert "AIOBRIDGE_LEAKED" not in os.environ
+
+
+WAITING_TEST = """
+import os
+import time
+from pathlib import Path
+
+
+def test_waits_for_sigterm(redis_server):
+    Path(os.environ["READY_FILE"]).write_text(str(redis_server.pid))
+    time.sleep(100)  # ended by the SIGTERM the outer test sends
+"""
+
+
+def test_sigterm_to_the_suite_stops_the_servers_it_started(tmp_path: Path) -> None:
+    # The session's Redis runs in a session of its own: the signal does not reach
+    # it, only the fixture's teardown stops it.
+    (tmp_path / "test_waiting.py").write_text(WAITING_TEST)
+    ready = tmp_path / "ready"
+    command = [sys.executable, "-X", "dev", "-m", "pytest", "-p", "tests.isolation",
+               "-p", "tests.servers", "-p", "no:randomly", "-p", "no:cacheprovider",
+               "--rootdir", str(tmp_path), "-c", os.devnull,
+               str(tmp_path / "test_waiting.py")]  # fmt: skip
+    env = dict(os.environ, READY_FILE=str(ready), PYTHONPATH=ROOT)
+    child = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    redis_pid = 0
+    try:
+        wait_until(lambda: ready.exists() and ready.read_text(), "the inner test started", 60)
+        redis_pid = int(ready.read_text())
+        assert psutil.pid_exists(redis_pid)
+        child.send_signal(signal.SIGTERM)
+        output, _ = child.communicate(timeout=60)
+    finally:
+        child.kill()
+        child.communicate(timeout=10)
+    left = psutil.pid_exists(redis_pid) and psutil.Process(redis_pid).status() != "zombie"
+    if left:  # the failure below: not left running for the rest of the suite
+        psutil.Process(redis_pid).kill()
+    assert "SIGTERM: the session stops" in output, output
+    assert child.returncode == pytest.ExitCode.INTERRUPTED, output
+    assert not left, "the inner session's Redis outlived it"
