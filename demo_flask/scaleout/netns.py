@@ -23,12 +23,13 @@ from typing import Self
 
 from ..services.claims import Claim
 
-__all__ = ("PREFIX", "Host", "NetnsError", "Network", "available", "leftovers")
+__all__ = ("PREFIX", "Host", "NetnsError", "Network", "available", "leftovers", "orphans", "remove")
 
 #: Every namespace and link made here starts with this.
 PREFIX = "caas"
 #: Subnets are ``10.213.<FIRST_OCTET + i>.0/24`` for ``i`` in ``range(SUBNETS)``.
 FIRST_OCTET, SUBNETS = 20, 200
+_SUBNET = "subnet"
 _TIMEOUT = 10.0
 
 
@@ -63,6 +64,31 @@ def leftovers(tag: str = "") -> list[str]:
     return [n for n in names + links if n.startswith(mine)]
 
 
+def orphans() -> list[str]:
+    """Namespaces and links no live :class:`Network` owns: left behind.
+
+    A network's subnet stays claimed from before its first namespace is made
+    until after its last is deleted, so one whose claim is free has no owner
+    (its process ended without closing it); those of networks other processes
+    run at the same time (another test suite) are not orphans.
+    """
+    found = []
+    for name in leftovers():
+        octet = int(name[len(PREFIX) : len(PREFIX) + 3])
+        claim = Claim.try_take(_SUBNET, octet - FIRST_OCTET)
+        if claim is not None:
+            claim.release()
+            found.append(name)
+    return found
+
+
+def remove(tag: str) -> None:
+    """Delete every namespace and link of the network with ``tag`` (a failed run's)."""
+    for name in leftovers(tag):
+        kind = "link" if name.endswith("r") else "netns"  # veths and the bridge end in "r"
+        _ip(kind, "delete", name, check=False)
+
+
 @dataclass(frozen=True)
 class Host:
     """One host: its namespace and its address."""
@@ -81,7 +107,7 @@ class Network:
     def __init__(self, hosts: int) -> None:
         # The subnet is claimed (every process on the machine sees it) from here
         # until close(): two suites side by side never make the same one.
-        self._claim = Claim.take("subnet", SUBNETS)
+        self._claim = Claim.take(_SUBNET, SUBNETS)
         self.octet = FIRST_OCTET + self._claim.index
         self.tag = f"{self.octet:03d}"
         self.bridge = f"{PREFIX}{self.tag}br"

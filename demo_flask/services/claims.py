@@ -63,20 +63,26 @@ class Claim:
         Raises:
             ClaimsExhaustedError: all ``count`` are held.
         """
-        folder = folder or claims_dir()
         for index in range(count):
-            try:
-                fd = os.open(folder / f"{kind}-{index}", os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC,
-                             0o644)  # fmt: skip
-            except PermissionError:  # made by another user, unreadable: not ours to take
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue
-            return cls(kind, index, fd)
+            claim = cls.try_take(kind, index, folder=folder)
+            if claim is not None:
+                return claim
         raise ClaimsExhaustedError(f"all {count} claims of {kind!r} are held")
+
+    @classmethod
+    def try_take(cls, kind: str, index: int, *, folder: Path | None = None) -> Claim | None:
+        """Index ``index`` of ``kind`` if no live process holds it, else None."""
+        path = (folder or claims_dir()) / f"{kind}-{index}"
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except PermissionError:  # made by another user, unreadable: not ours to take
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return cls(kind, index, fd)
 
     @property
     def held(self) -> bool:
