@@ -48,11 +48,12 @@ Example:
 
 from __future__ import annotations
 
+import glob
 import os
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client import exposition as _exposition
@@ -352,7 +353,7 @@ def generate(registry: CollectorRegistry | None = None) -> tuple[bytes, str]:
     path = multiprocess_dir()
     if path is not None:
         target = CollectorRegistry()
-        _multiprocess.MultiProcessCollector(target, path=path)  # type: ignore[no-untyped-call]
+        target.register(_WorkersFiles(path))
         return _exposition.generate_latest(target), _exposition.CONTENT_TYPE_LATEST
     current = installed()
     target = registry if registry is not None else _registry_of(current)
@@ -360,6 +361,35 @@ def generate(registry: CollectorRegistry | None = None) -> tuple[bytes, str]:
     if current is not None:
         current.scraped()
     return body, _exposition.CONTENT_TYPE_LATEST
+
+
+class _WorkersFiles:
+    """Every worker's figures from the multiprocess directory, but files not sized yet.
+
+    A worker creates its file and only then gives it its size: a scrape in
+    between read an empty file and failed as a whole (every worker's figures
+    lost), and a worker killed in between left that empty file, so every later
+    scrape failed. A file shorter than its header holds no figure yet: skipped.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def collect(self) -> Any:
+        files = [f for f in glob.glob(os.path.join(self.path, "*.db"))
+                 if _size(f) >= _DB_HEADER_BYTES]  # fmt: skip
+        return _multiprocess.MultiProcessCollector.merge(files, accumulate=True)  # type: ignore[no-untyped-call]
+
+
+#: A multiprocess file starts with its used length (4 bytes) and 4 of padding.
+_DB_HEADER_BYTES = 8
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:  # removed meanwhile (mark_process_dead)
+        return 0
 
 
 def _registry_of(metrics: BridgeMetrics | None) -> CollectorRegistry:

@@ -291,3 +291,24 @@ def test_clearing_the_observer_factory_uninstalls_the_metrics(
     response = client.get("/metrics")
     assert _sample(response.data, "aiobridge_calls_total", bridge="reinstalled",
                    outcome="completed") == 1
+
+
+def test_multiprocess_scrape_skips_a_worker_file_not_sized_yet(tmp_path: Path) -> None:
+    # A worker creates its file, then sizes it; one killed in between leaves it
+    # empty for good. The scrape still shows every other worker's figures.
+    result = run_python(f"""
+        import asyncio, os
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = {str(tmp_path)!r}
+        from prometheus_client.parser import text_string_to_metric_families
+        from aiobridge import AioThread, metrics
+
+        metrics.install()
+        with AioThread(name="mp") as bridge:
+            bridge.run(asyncio.sleep(0))
+        open(os.path.join({str(tmp_path)!r}, "counter_999999.db"), "wb").close()
+        body, _ = metrics.generate()
+        print([s.value for f in text_string_to_metric_families(body.decode()) for s in f.samples
+               if s.name == "aiobridge_calls_total" and s.labels["outcome"] == "completed"])
+    """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["[1.0]"]

@@ -103,7 +103,9 @@ def per_worker(metrics_dir: Path, pid: int, scratch: Path) -> dict[
     for stale in own.iterdir():
         stale.unlink()
     for path in glob.glob(str(metrics_dir / f"*_{pid}.db")):
-        shutil.copy(path, own)
+        copy = Path(shutil.copy(path, own))
+        if copy.stat().st_size < 8:  # created, not sized yet: no figure in it (as the scrape)
+            copy.unlink()
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=str(own))
     from prometheus_client import generate_latest

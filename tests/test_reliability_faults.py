@@ -348,8 +348,12 @@ def test_upstream_hangs_each_request_times_out_with_504_and_is_cancelled(
         assert json.loads(reply.body)["timeout"] == timeout
         # Each ends at the configured timeout: not before, and not much after.
         assert timeout * 0.9 <= reply.seconds < timeout + 4.0, figures
-    # Every 504 was a task cancelled on the loop; nothing is left running.
-    assert figures["timed_out_on_loop"] == len(timed_out), figures
+    # Every 504 was a task cancelled on the loop, but one whose deadline came in
+    # the instant the upstream resumed: its coroutine may have finished before
+    # the cancellation reached it (counted completed; the caller saw the timeout).
+    # Nothing is left running.
+    ended_while_stopped = [r for r in timed_out if r.started + r.seconds < resumed_at]
+    assert len(ended_while_stopped) <= figures["timed_out_on_loop"] <= len(timed_out), figures
     assert after["in_flight"] == 1, figures  # the /stats call itself
     assert after["loop_lag_max_seconds"] < 1.0, figures
     # No worker thread is stuck: a burst as wide as the thread pool is served at once.

@@ -63,8 +63,10 @@ class BridgeStats:
         return dataclasses.asdict(self)
 
 
-#: How a call ended. A timed-out call is reported as ``"timed_out"`` only (in
-#: :class:`BridgeStats` it also counts as cancelled).
+#: How a call ended on the loop. A timed-out call is reported as ``"timed_out"``
+#: only (in :class:`BridgeStats` it also counts as cancelled); a call that
+#: finished in the instant after its caller's deadline passed (the caller got
+#: the timeout, the cancellation came too late) is ``"completed"``.
 Outcome = Literal["completed", "failed", "cancelled", "timed_out"]
 
 
