@@ -2,7 +2,7 @@
 
 Needs root (namespaces) and HAProxy (``.ci/run`` installs it); skipped, saying
 which is missing, otherwise. Every namespace and link is removed at the end,
-checked by :func:`demo_flask.scaleout.netns.leftovers`.
+checked by :func:`demo_flask.scaleout.netns.orphans` (another suite's live networks aside).
 """
 
 from __future__ import annotations
