@@ -85,7 +85,7 @@ def test_hosts_crash_and_stop_under_load() -> None:
     crashed, stopped = result.events
     assert crashed.routed_around_s <= (result.fall + 2) * result.check_interval_s
     assert stopped.in_flight > 0 and stopped.in_flight_ok == stopped.in_flight
-    assert set(result.by_kind) <= {"200", "502", "503"}
+    assert set(result.by_kind) <= {"200", "502", "503", "cut"}
 
 
 @contextlib.contextmanager

@@ -168,12 +168,20 @@ class HostDrill:
     ok: int = 0
     billed: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)
+    #: Answers cut short mid-body, by the host that sent them: only the one
+    #: SIGKILLed can cut an answer (a process killed between writing its
+    #: headers and its body); HAProxy has forwarded the headers by then.
+    cut_on: dict[str, int] = field(default_factory=dict)
 
     def problems(self) -> list[str]:
         found = []
         lost = {k: v for k, v in self.by_kind.items() if k in ("timeout", "connection")}
         if lost:
             found.append(f"requests without an answer: {lost}")
+        killed = self.events[0].host if self.events else None
+        elsewhere = {host: n for host, n in self.cut_on.items() if host != killed}
+        if elsewhere:
+            found.append(f"answers cut short by hosts that were not killed: {elsewhere}")
         errors = sum(v for k, v in self.by_kind.items() if k not in ("200",))
         if not self.ok <= self.billed <= self.ok + errors:
             found.append(f"billing: {self.billed} billed for {self.ok} answers 200 "
@@ -244,4 +252,5 @@ def hosts_drill(hosts: int = 3, *, latency_ms: int = 200, load_threads: int = 24
                                            if not a.ok and a.end >= stopping))
     result.ok = sum(a.ok for a in answers)
     result.by_kind = dict(Counter(_kind(a) for a in answers))
+    result.cut_on = dict(Counter(str(a.server) for a in answers if a.error == "cut"))
     return result

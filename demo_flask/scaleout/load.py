@@ -41,8 +41,12 @@ class Answer:
 
     start: float
     end: float
-    status: int | None  # None: no HTTP answer at all (see ``error``)
-    error: str | None = None  # "timeout", "connection" when status is None
+    status: int | None  # None: no complete HTTP answer (see ``error``)
+    #: When status is None: "timeout" or "connection" (no answer at all), or
+    #: "cut" (its status and headers came, then the connection closed before
+    #: the body's end: the process answering was killed mid-answer; ``server``
+    #: says where).
+    error: str | None = None
     worker: str | None = None
     server: str | None = None
     body: bytes = b""
@@ -95,6 +99,7 @@ class Load:
             if conn is None:
                 conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
             start = time.monotonic()
+            response: http.client.HTTPResponse | None = None
             try:
                 conn.request("GET", self.path, headers=self.headers)
                 response = conn.getresponse()
@@ -111,7 +116,12 @@ class Load:
                 conn.close()
                 conn = None
             except (OSError, http.client.HTTPException):
-                answer = Answer(start, time.monotonic(), None, "connection")
+                if response is None:
+                    answer = Answer(start, time.monotonic(), None, "connection")
+                else:
+                    answer = Answer(start, time.monotonic(), None, "cut",
+                                    response.getheader("X-Worker-Pid"),
+                                    response.getheader("X-Served-By"))  # fmt: skip
                 conn.close()
                 conn = None
             with self._changed:
