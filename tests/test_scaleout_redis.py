@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 
 import pytest
+import redis.exceptions
 
 from aiobridge import AioThread
 from aiobridge.clients import RedisTarget, parse_redis_url, redis_client
-from demo_flask import billing
+from demo_flask import aio_calls, billing
 from demo_flask.catalog import BILLING_KEY, DOG_NAMES_KEY
 from demo_flask.scaleout.drills import (
     FAILOVER_TIMEOUT,
@@ -82,3 +85,28 @@ def test_failover_under_load(kind: str) -> None:
         assert 0 < event.promoted_s < FAILOVER_TIMEOUT
         assert 0 < event.every_worker_s < FAILOVER_TIMEOUT + RECOVERY_TIMEOUT
         assert event.served > 0
+
+
+def test_a_bill_on_a_sentinel_master_is_answered_once_a_replica_has_it(bridge: AioThread) -> None:
+    # Replication is asynchronous: a 200 must not stand on a bill only the master
+    # holds (a SIGKILL would lose it). With the replica frozen, the bill raises
+    # (the demo answers 503) after WAIT's bound instead of returning.
+    with SentinelGroup(replicas=1, sentinels=1) as group:
+        client = bridge.resource(redis_client(group.url, max_connections=2))
+        master = group.master()
+        replica = next(n for n in group.nodes if n not in group.sentinels and n is not master)
+
+        async def bill() -> tuple[str | None, int]:
+            redis = await client.get()
+            await redis.hset(DOG_NAMES_KEY, "rex.jpg", "Rex")
+            return billing.parse(await aio_calls.bill(redis, "rex.jpg"))
+
+        assert bridge.run(asyncio.wait_for(bill(), 30)) == ("Rex", 1)
+        assert replica.execute("GET", BILLING_KEY) == "1"  # there before the answer
+        assert replica.pid is not None
+        os.kill(replica.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(redis.exceptions.TimeoutError, match="reached no replica"):
+                bridge.run(asyncio.wait_for(bill(), 30))
+        finally:
+            os.kill(replica.pid, signal.SIGCONT)
