@@ -21,10 +21,8 @@ from . import billing as billing_script
 from .catalog import BILLING_KEY, TRACK_CHANNEL_PREFIX
 from .models import DelayResult, DogResult, TrackClock, TrackEvent
 
-__all__ = ("REPLICA_WAIT_MS", "bill", "billing", "fan_out", "fetch_dog", "publish", "track")
+__all__ = ("bill", "billing", "fan_out", "fetch_dog", "publish", "track")
 
-#: How long a bill on a Sentinel master waits for a replica's acknowledgement.
-REPLICA_WAIT_MS = 1000
 _SUBSCRIBE_TIMEOUT = 5.0
 #: Longest a stream waits before it checks for shutdown and its deadline again.
 
@@ -52,7 +50,7 @@ async def bill(client: aredis.Redis, filename: str) -> Any:
     the script and ``WAIT 1`` go down one connection together: the request is
     answered only once a replica (the one Sentinel will promote has the
     highest offset) acknowledged the bill, and a 503 when none did within
-    :data:`REPLICA_WAIT_MS`. Not done for a Redis Cluster (see
+    :data:`demo_flask.billing.REPLICA_WAIT_MS`. Not done for a Redis Cluster (see
     docs/deployment.md): its client routes ``WAIT`` to every master.
     """
     args = billing_script.script_args(filename)
@@ -60,11 +58,11 @@ async def bill(client: aredis.Redis, filename: str) -> Any:
         return await client.eval(billing_script.SCRIPT, *args)
     async with client.pipeline(transaction=False) as pipe:
         pipe.eval(billing_script.SCRIPT, *args)
-        pipe.wait(1, REPLICA_WAIT_MS)
+        pipe.wait(1, billing_script.REPLICA_WAIT_MS)
         reply, acknowledged = await pipe.execute()
     if acknowledged < 1:
         raise redis.exceptions.TimeoutError(
-            f"the bill reached no replica within {REPLICA_WAIT_MS} ms")
+            f"the bill reached no replica within {billing_script.REPLICA_WAIT_MS} ms")
     return reply
 
 

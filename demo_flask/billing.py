@@ -18,7 +18,11 @@ from typing import Any
 
 from .catalog import BILLING_KEY, DOG_NAMES_KEY
 
-__all__ = ("SCRIPT", "parse", "script_args")
+__all__ = ("REPLICA_WAIT_MS", "SCRIPT", "parse", "script_args")
+
+#: How long a bill on a Sentinel master waits for a replica's acknowledgement
+#: (``WAIT``) before its request is answered 503: see ``aio_calls.bill``.
+REPLICA_WAIT_MS = 1000
 
 #: KEYS[1] the names hash, KEYS[2] the billing counter, ARGV[1] the file name.
 #: An error in HGET (say, WRONGTYPE) aborts the script before INCR runs.

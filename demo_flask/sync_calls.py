@@ -13,13 +13,15 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 import redis
+import redis.exceptions
 import requests
+from redis.sentinel import SentinelConnectionPool
 
 from . import billing as billing_script
 from .catalog import BILLING_KEY, TRACK_CHANNEL_PREFIX
 from .models import DelayResult, DogResult, TrackClock, TrackEvent
 
-__all__ = ("billing", "fan_out", "fetch_dog", "publish", "track")
+__all__ = ("bill", "billing", "fan_out", "fetch_dog", "publish", "track")
 
 _SUBSCRIBE_TIMEOUT = 5.0
 #: Longest a stream waits before it checks for shutdown and its deadline again.
@@ -32,10 +34,26 @@ def fetch_dog(
     response = http.get(f"{upstream}/dog", params={"latency": latency_ms}, timeout=timeout)
     response.raise_for_status()
     filename = response.headers["X-Filename"]
-    name, billed = billing_script.parse(
-        client.eval(billing_script.SCRIPT, *billing_script.script_args(filename))
-    )
+    name, billed = billing_script.parse(bill(client, filename))
     return DogResult(response.content, filename, name or "Unknown", billed)
+
+
+def bill(client: redis.Redis, filename: str) -> Any:
+    """Run the billing script; on a Sentinel master, answered once a replica has it.
+
+    As :func:`demo_flask.aio_calls.bill`, with the blocking client.
+    """
+    args = billing_script.script_args(filename)
+    if not isinstance(getattr(client, "connection_pool", None), SentinelConnectionPool):
+        return client.eval(billing_script.SCRIPT, *args)
+    with client.pipeline(transaction=False) as pipe:
+        pipe.eval(billing_script.SCRIPT, *args)
+        pipe.wait(1, billing_script.REPLICA_WAIT_MS)
+        reply, acknowledged = pipe.execute()
+    if acknowledged < 1:
+        raise redis.exceptions.TimeoutError(
+            f"the bill reached no replica within {billing_script.REPLICA_WAIT_MS} ms")
+    return reply
 
 
 def fan_out(

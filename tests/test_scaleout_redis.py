@@ -16,14 +16,16 @@ import asyncio
 import json
 import os
 import signal
+from contextlib import closing
 
 import pytest
 import redis.exceptions
 
 from aiobridge import AioThread
 from aiobridge.clients import RedisTarget, parse_redis_url, redis_client
-from demo_flask import aio_calls, billing
+from demo_flask import aio_calls, billing, sync_calls
 from demo_flask.catalog import BILLING_KEY, DOG_NAMES_KEY
+from demo_flask.redis_targets import sync_client
 from demo_flask.scaleout.drills import (
     FAILOVER_TIMEOUT,
     KINDS,
@@ -104,9 +106,13 @@ def test_a_bill_on_a_sentinel_master_is_answered_once_a_replica_has_it(bridge: A
         assert bridge.run(asyncio.wait_for(bill(), 30)) == ("Rex", 1)
         assert replica.execute("GET", BILLING_KEY) == "1"  # there before the answer
         assert replica.pid is not None
-        os.kill(replica.pid, signal.SIGSTOP)
-        try:
-            with pytest.raises(redis.exceptions.TimeoutError, match="reached no replica"):
-                bridge.run(asyncio.wait_for(bill(), 30))
-        finally:
-            os.kill(replica.pid, signal.SIGCONT)
+        with closing(sync_client(group.url, socket_timeout=10.0)) as blocking:
+            assert billing.parse(sync_calls.bill(blocking, "rex.jpg")) == ("Rex", 2)
+            os.kill(replica.pid, signal.SIGSTOP)
+            try:
+                with pytest.raises(redis.exceptions.TimeoutError, match="reached no replica"):
+                    bridge.run(asyncio.wait_for(bill(), 30))
+                with pytest.raises(redis.exceptions.TimeoutError, match="reached no replica"):
+                    sync_calls.bill(blocking, "rex.jpg")  # the sync modes' path
+            finally:
+                os.kill(replica.pid, signal.SIGCONT)
